@@ -1,0 +1,280 @@
+//! The core C API of API.md: submit, status, progress, segments, errors, strings, versions.
+
+use std::ffi::{c_char, c_void, CString};
+
+use super::boundary::{borrow_optional_str, borrow_str, call, call_returning_string, guard, last_error, OutString, into_c_string};
+use super::global::process_manager;
+use super::{SftFreeFn, SftResult, SftTaskFn};
+use crate::{parse_extra_json, CompletedSegment, Config, Error, SegmentError, SegmentId, TaskBody, TaskContext, TaskFailure};
+
+/// A C task function with its user data; frees the user data exactly once when dropped.
+struct ForeignTask {
+    run: unsafe extern "C" fn(*const c_char, *mut c_void) -> i32,
+    user_data: *mut c_void,
+    free_user_data: SftFreeFn,
+}
+
+// SAFETY: by submitting, the caller hands `user_data` to the worker thread, as API.md documents.
+unsafe impl Send for ForeignTask {}
+
+impl Drop for ForeignTask {
+    fn drop(&mut self) {
+        if let Some(free) = self.free_user_data.take() {
+            // SAFETY: the caller gave this function for this pointer; `take` makes it once.
+            unsafe { free(self.user_data) };
+        }
+    }
+}
+
+impl TaskBody for ForeignTask {
+    fn run(self: Box<Self>, context: &TaskContext<'_>) -> Result<(), TaskFailure> {
+        let task_id = CString::new(context.task_id()).map_err(|_| TaskFailure::Message("task id contains NUL".into()))?;
+        // SAFETY: `run` is the caller's task function, called as documented: the id
+        // lives for the call and `user_data` is the caller's pointer.
+        let code = unsafe { (self.run)(task_id.as_ptr(), self.user_data) };
+        drop(self); // user data is freed right after the function returns
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(TaskFailure::Code(code))
+        }
+    }
+}
+
+/// Submits a task: `task_fn(task_id, user_data)` runs on the worker thread in FIFO order.
+///
+/// `task_id` NULL makes a new UUIDv4. If `out_task_id` is not NULL it receives
+/// the id (free it with `sft_string_free`), or NULL on error.
+///
+/// Ownership: on `SFT_OK` the library owns `user_data` and calls
+/// `free_user_data` (if not NULL) exactly once: after `task_fn` returns, or
+/// when the task is cancelled before it ran. On any error the caller keeps it
+/// and `free_user_data` is never called.
+///
+/// Errors: `SFT_ERR_INVALID_ARGUMENT` (NULL `task_fn`, empty or over-long id,
+/// invalid UTF-8), `SFT_ERR_DUPLICATE_ID`, `SFT_ERR_QUEUE_FULL`, `SFT_ERR_SHUT_DOWN`.
+///
+/// # Safety
+/// `task_id` is NULL or a NUL-terminated string; `out_task_id` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sft_submit_task(
+    task_fn: SftTaskFn,
+    user_data: *mut c_void,
+    free_user_data: SftFreeFn,
+    task_id: *const c_char,
+    out_task_id: *mut *mut c_char,
+) -> SftResult {
+    // SAFETY: the caller guarantees `out_task_id` is NULL or writable.
+    let out = unsafe { OutString::new(out_task_id) };
+    call(|| {
+        let Some(run) = task_fn else { return Err(Error::invalid("task_fn is NULL")) };
+        // SAFETY: the caller guarantees `task_id` is NULL or NUL-terminated.
+        let task_id = unsafe { borrow_optional_str(task_id, "task_id") }?;
+        let task = ForeignTask { run, user_data, free_user_data };
+        match process_manager().submit(task_id, task) {
+            Ok(id) => {
+                out.set(|| id.to_string());
+                Ok(())
+            }
+            Err(mut rejected) => {
+                rejected.body.free_user_data = None; // the caller keeps its user data
+                Err(rejected.error)
+            }
+        }
+    })
+}
+
+/// The task's status JSON (see the README for the format), or NULL if the id is
+/// unknown or invalid. Free it with `sft_string_free`.
+///
+/// # Safety
+/// `task_id` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn sft_get_task_status(task_id: *const c_char) -> *mut c_char {
+    call_returning_string(|| {
+        // SAFETY: the caller guarantees `task_id` is NULL or NUL-terminated.
+        let task_id = unsafe { borrow_str(task_id, "task_id") }?;
+        process_manager().status_json(task_id).ok_or_else(|| Error::not_found(task_id))
+    })
+}
+
+/// Frees a string the library returned. NULL is fine; any other pointer must
+/// come from this library and be freed once.
+///
+/// # Safety
+/// `s` is NULL or a string returned by this library and not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn sft_string_free(s: *mut c_char) {
+    guard((), || {
+        if !s.is_null() {
+            // SAFETY: the caller guarantees `s` came from CString::into_raw here, freed once.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}
+
+/// Replaces the task's progress with `current` of `total`; `percentage` is
+/// `current*100/total` floored and clamped to 100 (0 when `total` is 0).
+///
+/// `extra_json` is NULL or a JSON object whose keys are added beside
+/// `current`, `total` and `percentage` with their JSON types (those three
+/// names are reserved). Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `task_id` and `extra_json` are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn sft_update_task_progress(
+    task_id: *const c_char,
+    current: u64,
+    total: u64,
+    extra_json: *const c_char,
+) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees both are NULL or NUL-terminated.
+        let (task_id, extra_json) = unsafe { (borrow_str(task_id, "task_id")?, borrow_optional_str(extra_json, "extra_json")?) };
+        let extra = match extra_json {
+            Some(text) => {
+                Config::check_len("extra_json", text, process_manager().config().max_extra_json_bytes)?;
+                Some(parse_extra_json(text)?)
+            }
+            None => None,
+        };
+        process_manager().update_progress(task_id, current, total, extra.as_ref())
+    })
+}
+
+/// Records a finished audio segment; `segment_id` is kept as a JSON string.
+///
+/// `duration` is in seconds, finite and >= 0. Errors: `SFT_ERR_NOT_FOUND`,
+/// `SFT_ERR_INVALID_ARGUMENT` (NULL, invalid UTF-8, bad duration, over a limit).
+///
+/// # Safety
+/// The strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sft_add_completed_segment(
+    task_id: *const c_char,
+    segment_id: *const c_char,
+    audio_url: *const c_char,
+    duration: f64,
+) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, segment_id, audio_url) = unsafe {
+            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, "segment_id")?, borrow_str(audio_url, "audio_url")?)
+        };
+        let segment = CompletedSegment { segment_id: segment_id.into(), audio_url: audio_url.to_owned(), duration };
+        process_manager().add_completed_segment(task_id, &segment)
+    })
+}
+
+/// As `sft_add_completed_segment`, with `segment_id_json` a JSON integer or
+/// string literal (`7` or `"7"`), kept with its type. For language bindings.
+///
+/// # Safety
+/// The strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sft_add_completed_segment_json(
+    task_id: *const c_char,
+    segment_id_json: *const c_char,
+    audio_url: *const c_char,
+    duration: f64,
+) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, segment_id, audio_url) = unsafe {
+            (borrow_str(task_id, "task_id")?, borrow_str(segment_id_json, "segment_id_json")?, borrow_str(audio_url, "audio_url")?)
+        };
+        let segment_id = parse_segment_id(segment_id)?;
+        let segment = CompletedSegment { segment_id, audio_url: audio_url.to_owned(), duration };
+        process_manager().add_completed_segment(task_id, &segment)
+    })
+}
+
+/// Records a segment that failed; `segment_id` is kept as a JSON string.
+/// Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// The strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sft_add_error(task_id: *const c_char, segment_id: *const c_char, error_message: *const c_char) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, segment_id, message) = unsafe {
+            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, "segment_id")?, borrow_str(error_message, "error_message")?)
+        };
+        let error = SegmentError { segment_id: segment_id.into(), error: message.to_owned() };
+        process_manager().add_error(task_id, &error)
+    })
+}
+
+/// As `sft_add_error`, with `segment_id_json` a JSON integer or string literal.
+///
+/// # Safety
+/// The strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sft_add_error_json(
+    task_id: *const c_char,
+    segment_id_json: *const c_char,
+    error_message: *const c_char,
+) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, segment_id, message) = unsafe {
+            (borrow_str(task_id, "task_id")?, borrow_str(segment_id_json, "segment_id_json")?, borrow_str(error_message, "error_message")?)
+        };
+        let error = SegmentError { segment_id: parse_segment_id(segment_id)?, error: message.to_owned() };
+        process_manager().add_error(task_id, &error)
+    })
+}
+
+fn parse_segment_id(json: &str) -> crate::Result<SegmentId> {
+    Config::check_len("segment_id_json", json, process_manager().config().max_extra_json_bytes)?;
+    SegmentId::from_json(json)
+}
+
+/// Sets the text the status `error` carries if the task fails (returns
+/// non-zero); call it from the task before returning. The latest call wins.
+/// Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (already finished), `SFT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// The strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sft_set_task_error(task_id: *const c_char, message: *const c_char) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, message) = unsafe { (borrow_str(task_id, "task_id")?, borrow_str(message, "message")?) };
+        process_manager().set_failure_message(task_id, message)
+    })
+}
+
+/// The message of the most recent failed call on this thread, or NULL if none
+/// failed yet. Free it with `sft_string_free`.
+#[no_mangle]
+pub extern "C" fn sft_last_error_message() -> *mut c_char {
+    guard(std::ptr::null_mut(), || last_error().map_or(std::ptr::null_mut(), into_c_string))
+}
+
+/// The library version, e.g. "0.1.0". Static: do not free.
+#[no_mangle]
+pub extern "C" fn sft_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The name of a result code, e.g. "SFT_ERR_NOT_FOUND"; "SFT_UNKNOWN_RESULT"
+/// for a value that is not one. Static: do not free.
+#[no_mangle]
+pub extern "C" fn sft_result_name(result: i32) -> *const c_char {
+    let name: &'static str = match result {
+        0 => "SFT_OK\0",
+        1 => "SFT_ERR_NOT_FOUND\0",
+        2 => "SFT_ERR_INVALID_ARGUMENT\0",
+        3 => "SFT_ERR_DUPLICATE_ID\0",
+        4 => "SFT_ERR_QUEUE_FULL\0",
+        5 => "SFT_ERR_SHUT_DOWN\0",
+        6 => "SFT_ERR_INVALID_STATE\0",
+        7 => "SFT_ERR_TIMEOUT\0",
+        8 => "SFT_ERR_INTERNAL\0",
+        _ => "SFT_UNKNOWN_RESULT\0",
+    };
+    name.as_ptr().cast()
+}

@@ -1,0 +1,54 @@
+//! The process-wide manager shared by every C, Python and Node caller, and what fork() does to it.
+
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Once};
+
+use crate::TaskManager;
+
+/// The live manager; null until first use and again in a freshly forked child.
+static CURRENT: AtomicPtr<Arc<TaskManager>> = AtomicPtr::new(null_mut());
+/// The parent's manager as a forked child inherited it: kept reachable, never used.
+static INHERITED: AtomicPtr<Arc<TaskManager>> = AtomicPtr::new(null_mut());
+static FORK_HANDLER: Once = Once::new();
+
+/// The process-wide manager that the C API, the Python and the Node bindings share.
+///
+/// Created on first use. In the child of a `fork()` the first use creates a
+/// fresh, empty manager: the parent's worker thread does not exist there and
+/// its tasks must never run twice, so the inherited one is set aside unused.
+pub fn process_manager() -> &'static Arc<TaskManager> {
+    let current = CURRENT.load(Ordering::Acquire);
+    if current.is_null() {
+        return install();
+    }
+    // SAFETY: every pointer stored in CURRENT comes from Box::into_raw in `install`
+    // and is never freed, so it is valid for 'static.
+    unsafe { &*current }
+}
+
+#[cold]
+fn install() -> &'static Arc<TaskManager> {
+    FORK_HANDLER.call_once(|| {
+        // SAFETY: the child handler only swaps two atomics, which is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(set_aside_in_child)) };
+    });
+    let fresh = Box::into_raw(Box::new(TaskManager::new()));
+    match CURRENT.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: `fresh` was just leaked into CURRENT and is never freed.
+        Ok(_) => unsafe { &*fresh },
+        Err(winner) => {
+            // SAFETY: `fresh` lost the race, was never shared, and has no worker yet.
+            drop(unsafe { Box::from_raw(fresh) });
+            // SAFETY: `winner` is a CURRENT pointer, valid for 'static as above.
+            unsafe { &*winner }
+        }
+    }
+}
+
+extern "C" fn set_aside_in_child() {
+    let inherited = CURRENT.swap(null_mut(), Ordering::AcqRel);
+    if !inherited.is_null() {
+        INHERITED.store(inherited, Ordering::Release);
+    }
+}

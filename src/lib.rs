@@ -1,0 +1,32 @@
+//! storyflow-tasks: a process-wide background task manager for audio generation.
+//!
+//! One worker thread runs task functions one at a time in submission order,
+//! while any number of threads submit tasks, report progress, completed
+//! segments and errors, and poll, wait for or long-poll a task's status JSON.
+//! The core in this crate is plain Rust ([`TaskManager`]); the C ABI in
+//! [`ffi`] shares one process-wide manager among C/C++, Python and Node callers.
+
+mod config;
+mod error;
+mod events;
+mod manager;
+mod queue;
+mod registry;
+mod stats;
+mod status;
+mod sync;
+mod task;
+mod worker;
+
+pub mod ffi;
+
+/// A task id, shared between the registry, the queue and the events.
+pub type TaskId = std::sync::Arc<str>;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind, Result};
+pub use events::{EventKind, TaskEvent};
+pub use manager::{Listener, Rejected, TaskManager};
+pub use stats::{StateCounts, Stats};
+pub use status::{parse_extra_json, percentage, CompletedSegment, SegmentError, SegmentId, TaskState, TaskStatus};
+pub use task::{TaskBody, TaskContext, TaskFailure};

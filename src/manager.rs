@@ -1,0 +1,659 @@
+//! The task manager: submission, the mutations a task reports, cancellation,
+//! waiting, listing, statistics, cleanup and shutdown.
+//!
+//! Lock order, outermost first: a task's `data` -> `queue` -> a registry shard
+//! -> `finished` / the event log. No lock is held while user code runs (task
+//! bodies, job destructors that free user data, listeners).
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EventKind, EventLog, TaskEvent};
+use crate::queue::PendingQueue;
+use crate::registry::Registry;
+use crate::stats::{Counters, Stats};
+use crate::status::{self, CompletedSegment, SegmentError, SegmentId, TaskState, TaskStatus};
+use crate::sync::{deadline_after, lock, unix_now, wait_while_until};
+use crate::task::{Deferral, Job, Task, TaskBody, TaskData, TaskFailure};
+use crate::TaskId;
+
+/// How many expired finished tasks one submission removes at most: more than
+/// the one task a submission can add, so cleanup keeps up, yet a fixed bound.
+const CLEANUP_BATCH: usize = 4;
+
+/// A callback told of every event, on the thread that made the change, with no lock held.
+pub type Listener = Arc<dyn Fn(&TaskEvent) + Send + Sync>;
+
+/// A submission that was refused; the caller gets its task body back.
+pub struct Rejected<B> {
+    /// Why it was refused.
+    pub error: Error,
+    /// The body, untouched.
+    pub body: B,
+}
+
+impl<B> std::fmt::Debug for Rejected<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rejected").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct QueueState {
+    pub pending: PendingQueue<Arc<Task>>,
+    pub running: Option<Arc<Task>>,
+    pub shut_down: bool,
+    pub worker_waiting: bool,
+    pub worker_exited: bool,
+}
+
+thread_local! {
+    /// The address of the manager whose worker this thread is, or 0.
+    static WORKER_OF: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A registry of tasks and the one worker thread that runs them in FIFO order.
+///
+/// Create one with [`TaskManager::new`]; the C API and the bindings share a
+/// process-wide one. The worker starts on the first submission and runs until
+/// [`TaskManager::shutdown`]; it holds a reference to the manager meanwhile.
+pub struct TaskManager {
+    registry: Registry,
+    pub(crate) queue: Mutex<QueueState>,
+    pub(crate) work_available: Condvar,
+    pub(crate) worker_done: Condvar,
+    pub(crate) worker_started: AtomicBool,
+    pub(crate) worker_spawn: Mutex<()>,
+    /// Finished tasks in the order they finished, for cleanup and eviction.
+    finished: Mutex<VecDeque<(Instant, Arc<Task>)>>,
+    events: EventLog,
+    listener: RwLock<Option<Listener>>,
+    has_listener: AtomicBool,
+    pub(crate) counters: Counters,
+    /// Fixed at first use; `staged_config` collects settings until then.
+    config: OnceLock<Config>,
+    staged_config: Mutex<Config>,
+}
+
+impl TaskManager {
+    /// A manager with the default configuration.
+    pub fn new() -> Arc<Self> {
+        Self::with_config(Config::default())
+    }
+
+    /// A manager with `config` (still changeable until the first submission).
+    pub fn with_config(config: Config) -> Arc<Self> {
+        Arc::new(Self {
+            registry: Registry::new(),
+            queue: Mutex::new(QueueState {
+                pending: PendingQueue::default(),
+                running: None,
+                shut_down: false,
+                worker_waiting: false,
+                worker_exited: false,
+            }),
+            work_available: Condvar::new(),
+            worker_done: Condvar::new(),
+            worker_started: AtomicBool::new(false),
+            worker_spawn: Mutex::new(()),
+            finished: Mutex::new(VecDeque::new()),
+            events: EventLog::new(),
+            listener: RwLock::new(None),
+            has_listener: AtomicBool::new(false),
+            counters: Counters::default(),
+            config: OnceLock::new(),
+            staged_config: Mutex::new(config),
+        })
+    }
+
+    // ----- configuration -------------------------------------------------
+
+    /// The configuration in force (or that will be, if nothing was submitted yet).
+    pub fn config(&self) -> Config {
+        match self.config.get() {
+            Some(config) => config.clone(),
+            None => lock(&self.staged_config).clone(),
+        }
+    }
+
+    /// Applies the settings of a JSON object on top of the current ones.
+    ///
+    /// Allowed until the first submission; afterwards only a call that changes
+    /// nothing succeeds, others get [`ErrorKind::InvalidState`].
+    pub fn configure_json(&self, json: &str) -> Result<()> {
+        let merged = self.config().merged_with_json(json)?;
+        self.configure(merged)
+    }
+
+    /// Replaces the configuration, under the same rule as [`TaskManager::configure_json`].
+    pub fn configure(&self, config: Config) -> Result<()> {
+        config.validate()?;
+        let mut staged = lock(&self.staged_config);
+        *staged = config.clone();
+        drop(staged);
+        match self.config.get() {
+            Some(in_force) if *in_force != config => Err(Error::invalid_state(
+                "the configuration is fixed once the first task was submitted",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn frozen_config(&self) -> &Config {
+        self.config.get_or_init(|| lock(&self.staged_config).clone())
+    }
+
+    // ----- submission ----------------------------------------------------
+
+    /// Queues `body` under `task_id` (a new UUIDv4 if `None`) and returns the id.
+    ///
+    /// On any error the body is handed back untouched in [`Rejected`].
+    pub fn submit<B: TaskBody>(self: &Arc<Self>, task_id: Option<&str>, body: B) -> Result<TaskId, Rejected<B>> {
+        let mut body = Some(body);
+        self.submit_job(task_id, || Job::Body(Box::new(body.take().expect("the job is made once"))))
+            .map_err(|error| Rejected { error, body: body.take().expect("a refused submission keeps its body") })
+    }
+
+    /// Queues a task with nothing to run: when the worker reaches it, it becomes
+    /// PROCESSING and holds the worker until [`TaskManager::finish`] is called.
+    /// This is how an event loop (a JS Promise, an asyncio coroutine) runs a task.
+    pub fn submit_external(self: &Arc<Self>, task_id: Option<&str>) -> Result<TaskId> {
+        self.submit_job(task_id, || Job::External)
+    }
+
+    fn submit_job(self: &Arc<Self>, task_id: Option<&str>, make_job: impl FnOnce() -> Job) -> Result<TaskId> {
+        let config = self.frozen_config();
+        let task_id: TaskId = match task_id {
+            Some(id) => {
+                if id.is_empty() {
+                    return Err(Error::invalid("task id is empty"));
+                }
+                Config::check_len("task id", id, config.max_task_id_bytes)?;
+                Arc::from(id)
+            }
+            None => new_task_id(),
+        };
+        self.ensure_worker()?;
+        let created_at = unix_now();
+        let mut queue = lock(&self.queue);
+        if queue.shut_down {
+            return Err(Error::new(ErrorKind::ShutDown, "the task manager was shut down"));
+        }
+        if config.max_pending_tasks > 0 && queue.pending.len() as u64 >= config.max_pending_tasks {
+            return Err(Error::new(
+                ErrorKind::QueueFull,
+                format!("the queue holds {} pending tasks, its configured maximum", queue.pending.len()),
+            ));
+        }
+        let seq = queue.pending.next_seq();
+        let task = self
+            .registry
+            .insert_new(&task_id, || Arc::new(Task::new(task_id.clone(), seq, created_at, make_job())))
+            .ok_or_else(|| Error::new(ErrorKind::DuplicateId, format!("a task with id {task_id:?} already exists")))?;
+        queue.pending.push(task);
+        self.counters.submitted();
+        // Recorded under the queue lock so that "submitted" precedes the worker's "started".
+        let event = self.record(&task_id, EventKind::Submitted, TaskState::Pending, 1);
+        if queue.worker_waiting {
+            self.work_available.notify_one();
+        }
+        drop(queue);
+        self.deliver(event);
+        self.collect_expired();
+        Ok(task_id)
+    }
+
+    // ----- reads ---------------------------------------------------------
+
+    fn find(&self, task_id: &str) -> Result<Arc<Task>> {
+        self.registry.get(task_id).ok_or_else(|| Error::not_found(task_id))
+    }
+
+    /// Whether a task with this id is in the registry.
+    pub fn contains(&self, task_id: &str) -> bool {
+        self.registry.contains(task_id)
+    }
+
+    /// Renders a task's status under its lock.
+    fn render(&self, task: &Task, data: &TaskData) -> Box<RawValue> {
+        let position = (data.status == TaskState::Pending)
+            // A task the worker already dequeued but not yet started is next: 0.
+            .then(|| lock(&self.queue).pending.position(data.queue_seq).unwrap_or(0));
+        data.to_raw(&task.id, position)
+    }
+
+    /// The status JSON of a task, or `None` if the id is unknown.
+    pub fn status_json(&self, task_id: &str) -> Option<String> {
+        let task = self.registry.get(task_id)?;
+        let data = lock(&task.data);
+        Some(raw_into_string(self.render(&task, &data)))
+    }
+
+    /// The status of a task as a typed value, or `None` if the id is unknown.
+    pub fn status(&self, task_id: &str) -> Option<TaskStatus> {
+        let json = self.status_json(task_id)?;
+        Some(serde_json::from_str(&json).expect("the status JSON matches TaskStatus"))
+    }
+
+    /// Statuses of every task (or those in `filter`), in submission order, as a JSON array.
+    pub fn list_json(&self, filter: Option<TaskState>) -> String {
+        let mut rendered: Vec<(u64, Box<RawValue>)> = self
+            .registry
+            .snapshot()
+            .into_iter()
+            .filter_map(|task| {
+                let data = lock(&task.data);
+                let wanted = filter.map_or(true, |state| state == data.status);
+                wanted.then(|| (data.queue_seq, self.render(&task, &data)))
+            })
+            .collect();
+        rendered.sort_unstable_by_key(|(seq, _)| *seq);
+        let statuses: Vec<&RawValue> = rendered.iter().map(|(_, raw)| raw.as_ref()).collect();
+        serde_json::to_string(&statuses).expect("raw statuses serialise")
+    }
+
+    /// Counts by state, queue depth, totals and run times.
+    pub fn stats(&self) -> Stats {
+        let depth = lock(&self.queue).pending.len();
+        self.counters.snapshot(depth)
+    }
+
+    /// Whether cancellation of a task was requested (polled by running tasks).
+    pub fn is_cancel_requested(&self, task_id: &str) -> Result<bool> {
+        Ok(lock(&self.find(task_id)?.data).cancel_requested)
+    }
+
+    // ----- mutations a task reports ---------------------------------------
+
+    /// Applies `change` to a task under its lock, then bumps its revision and records the event.
+    fn change_task(&self, task_id: &str, change: impl FnOnce(&mut TaskData, &Config) -> Result<EventKind>) -> Result<()> {
+        let task = self.find(task_id)?;
+        let mut data = lock(&task.data);
+        let kind = change(&mut data, self.frozen_config())?;
+        let event = self.bump(&task, &mut data, kind);
+        drop(data);
+        self.deliver(event);
+        Ok(())
+    }
+
+    /// Replaces a task's progress with `current` of `total` plus `extra` keys.
+    pub fn update_progress(&self, task_id: &str, current: u64, total: u64, extra: Option<&Map<String, Value>>) -> Result<()> {
+        let progress = status::progress_json(current, total, extra)?;
+        self.change_task(task_id, |data, _| {
+            data.progress = Some(progress);
+            Ok(EventKind::Progress)
+        })
+    }
+
+    /// Appends a completed segment.
+    pub fn add_completed_segment(&self, task_id: &str, segment: &CompletedSegment) -> Result<()> {
+        if !segment.duration.is_finite() || segment.duration < 0.0 {
+            return Err(Error::invalid(format!("duration must be finite and >= 0, not {}", segment.duration)));
+        }
+        let limits = self.config();
+        check_segment_id(&segment.segment_id, &limits)?;
+        Config::check_len("audio URL", &segment.audio_url, limits.max_url_bytes)?;
+        let raw = status::to_raw(segment)?;
+        self.change_task(task_id, |data, config| {
+            if data.segments.len() >= config.max_segments_per_task {
+                return Err(Error::invalid(format!(
+                    "task already has {} completed segments, the configured maximum",
+                    data.segments.len()
+                )));
+            }
+            data.segments.push(raw);
+            Ok(EventKind::Segment)
+        })
+    }
+
+    /// Appends a segment error.
+    pub fn add_error(&self, task_id: &str, error: &SegmentError) -> Result<()> {
+        let limits = self.config();
+        check_segment_id(&error.segment_id, &limits)?;
+        Config::check_len("error message", &error.error, limits.max_message_bytes)?;
+        let raw = status::to_raw(error)?;
+        self.change_task(task_id, |data, config| {
+            if data.errors.len() >= config.max_errors_per_task {
+                return Err(Error::invalid(format!(
+                    "task already has {} segment errors, the configured maximum",
+                    data.errors.len()
+                )));
+            }
+            data.errors.push(raw);
+            Ok(EventKind::Error)
+        })
+    }
+
+    /// Sets the text the status `error` shows if the task fails; the latest call wins.
+    pub fn set_failure_message(&self, task_id: &str, message: &str) -> Result<()> {
+        Config::check_len("failure message", message, self.config().max_message_bytes)?;
+        let task = self.find(task_id)?;
+        let mut data = lock(&task.data);
+        if data.status.is_finished() {
+            return Err(Error::invalid_state(format!("task {task_id:?} already finished as {}", data.status.as_str())));
+        }
+        data.message = Some(message.into());
+        Ok(())
+    }
+
+    // ----- cancellation ----------------------------------------------------
+
+    /// Cancels a task. A pending task becomes CANCELLED at once and never runs
+    /// (returns `Cancelled`); a running one is asked to stop (returns `Processing`).
+    /// Never waits for the worker.
+    pub fn cancel(&self, task_id: &str) -> Result<TaskState> {
+        let task = self.find(task_id)?;
+        let mut data = lock(&task.data);
+        match data.status {
+            TaskState::Pending => {
+                self.cancel_pending(&task, data, "cancelled before it started");
+                Ok(TaskState::Cancelled)
+            }
+            TaskState::Processing => {
+                let event = self.request_cancel(&task, &mut data);
+                drop(data);
+                self.deliver(event);
+                Ok(TaskState::Processing)
+            }
+            finished => Err(Error::invalid_state(format!("task {task_id:?} already finished as {}", finished.as_str()))),
+        }
+    }
+
+    fn request_cancel(&self, task: &Task, data: &mut TaskData) -> Option<TaskEvent> {
+        if data.cancel_requested {
+            return None;
+        }
+        data.cancel_requested = true;
+        self.bump(task, data, EventKind::CancelRequested)
+    }
+
+    /// PENDING -> CANCELLED; frees the job (user data) after releasing the lock.
+    fn cancel_pending(&self, task: &Arc<Task>, mut data: std::sync::MutexGuard<'_, TaskData>, reason: &str) {
+        data.status = TaskState::Cancelled;
+        data.message = Some(reason.into());
+        data.completed_at = Some(unix_now());
+        let job = data.job.take();
+        lock(&self.queue).pending.remove(data.queue_seq);
+        self.counters.transition(TaskState::Pending, TaskState::Cancelled);
+        let event = self.bump(task, &mut data, EventKind::Finished);
+        drop(data);
+        self.retire(task);
+        drop_job(job);
+        self.deliver(event);
+    }
+
+    // ----- deferred completion ----------------------------------------------
+
+    /// Marks the running task as completing later: the worker waits for [`TaskManager::finish`].
+    pub fn defer(&self, task_id: &str) -> Result<()> {
+        let task = self.find(task_id)?;
+        let mut data = lock(&task.data);
+        match (data.status, data.deferral) {
+            (TaskState::Processing, Deferral::NotDeferred) => {
+                data.deferral = Deferral::Awaiting;
+                Ok(())
+            }
+            (TaskState::Processing, Deferral::Awaiting) => Ok(()),
+            (state, _) => Err(Error::invalid_state(format!(
+                "only a running task can defer its completion; task {task_id:?} is {}",
+                state.as_str()
+            ))),
+        }
+    }
+
+    /// Finishes a deferred or external task from any thread: `Ok` completes it,
+    /// `Err` fails it (CANCELLED instead if cancellation was requested).
+    pub fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<()> {
+        if let Err(TaskFailure::Message(message)) = &outcome {
+            Config::check_len("failure message", message, self.config().max_message_bytes)?;
+        }
+        let task = self.find(task_id)?;
+        let mut data = lock(&task.data);
+        if data.status != TaskState::Processing || data.deferral != Deferral::Awaiting {
+            return Err(Error::invalid_state(format!(
+                "task {task_id:?} is {} and not awaiting deferred completion",
+                data.status.as_str()
+            )));
+        }
+        data.deferral = Deferral::Finished;
+        let event = self.finalize(&task, &mut data, outcome);
+        drop(data);
+        self.retire(&task);
+        self.deliver(event);
+        Ok(())
+    }
+
+    /// PROCESSING -> COMPLETED / FAILED / CANCELLED, under the task's lock.
+    pub(crate) fn finalize(&self, task: &Task, data: &mut TaskData, outcome: Result<(), TaskFailure>) -> Option<TaskEvent> {
+        let state = match (&outcome, data.cancel_requested) {
+            (_, true) => {
+                data.message = Some("cancelled while running".into());
+                TaskState::Cancelled
+            }
+            (Ok(()), false) => TaskState::Completed,
+            (Err(TaskFailure::Message(message)), false) => {
+                data.message = Some(message.as_str().into());
+                TaskState::Failed
+            }
+            (Err(TaskFailure::Code(code)), false) => {
+                if data.message.is_none() {
+                    data.message = Some(format!("task function returned {code}").into());
+                }
+                TaskState::Failed
+            }
+        };
+        let now = unix_now();
+        data.status = state;
+        data.completed_at = Some(now);
+        self.counters.transition(TaskState::Processing, state);
+        self.counters.ran_for(now - data.started_at.unwrap_or(now));
+        self.bump(task, data, EventKind::Finished)
+    }
+
+    // ----- waiting ------------------------------------------------------------
+
+    /// Blocks until the task is finished or `timeout` passes (`None`: no limit); returns its final status.
+    pub fn wait(&self, task_id: &str, timeout: Option<Duration>) -> Result<String> {
+        self.wait_until(task_id, timeout, "finish", |data| data.status.is_finished())
+    }
+
+    /// Blocks until the task's revision exceeds `after_revision` or it is finished
+    /// (long-poll); returns the new status.
+    pub fn wait_for_change(&self, task_id: &str, after_revision: u64, timeout: Option<Duration>) -> Result<String> {
+        self.wait_until(task_id, timeout, "change", |data| {
+            data.revision > after_revision || data.status.is_finished()
+        })
+    }
+
+    fn wait_until(&self, task_id: &str, timeout: Option<Duration>, awaited: &str, done: impl Fn(&TaskData) -> bool) -> Result<String> {
+        let deadline = deadline_after(timeout);
+        let task = self.find(task_id)?;
+        let mut data = lock(&task.data);
+        if !done(&data) && self.on_own_worker() {
+            let blocked = match data.status {
+                TaskState::Pending => true,
+                TaskState::Processing => awaited == "finish",
+                _ => false,
+            };
+            if blocked {
+                return Err(Error::invalid_state(format!(
+                    "waiting on the worker thread for task {task_id:?} to {awaited} would deadlock: it needs the worker"
+                )));
+            }
+        }
+        data.waiters += 1;
+        let (mut data, timed_out) = wait_while_until(&task.changed, data, deadline, |data| !done(data));
+        data.waiters -= 1;
+        if timed_out {
+            return Err(Error::new(ErrorKind::Timeout, format!("task {task_id:?} did not {awaited} in time")));
+        }
+        Ok(raw_into_string(self.render(&task, &data)))
+    }
+
+    // ----- the change feed --------------------------------------------------
+
+    /// Up to `max` events with `seq > after_seq`, blocking until one exists or `timeout` passes.
+    pub fn wait_events(&self, after_seq: u64, max: usize, timeout: Option<Duration>) -> Result<Vec<TaskEvent>> {
+        if max == 0 {
+            return Err(Error::invalid("max_events must be at least 1"));
+        }
+        let events = self.events.wait_after(after_seq, max, deadline_after(timeout));
+        if events.is_empty() {
+            return Err(Error::new(ErrorKind::Timeout, format!("no event after {after_seq} in time")));
+        }
+        Ok(events)
+    }
+
+    /// The sequence number of the newest event (0 before the first).
+    pub fn last_event_seq(&self) -> u64 {
+        self.events.last_seq()
+    }
+
+    /// Installs (or with `None` removes) the listener called for every event.
+    pub fn set_listener(&self, listener: Option<Listener>) {
+        let mut slot = self.listener.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.has_listener.store(listener.is_some(), Ordering::Release);
+        *slot = listener;
+    }
+
+    /// Bumps the revision, wakes waiters and records the event; returns it if a listener wants it.
+    pub(crate) fn bump(&self, task: &Task, data: &mut TaskData, kind: EventKind) -> Option<TaskEvent> {
+        data.revision += 1;
+        if data.waiters > 0 {
+            task.changed.notify_all();
+        }
+        self.record(&task.id, kind, data.status, data.revision)
+    }
+
+    pub(crate) fn record(&self, task_id: &TaskId, kind: EventKind, state: TaskState, revision: u64) -> Option<TaskEvent> {
+        let capacity = self.frozen_config().event_buffer_capacity;
+        let event = self.events.record(capacity, task_id, kind, state, revision);
+        self.has_listener.load(Ordering::Acquire).then_some(event)
+    }
+
+    /// Calls the listener, if any, with no lock held; a panicking listener is contained.
+    pub(crate) fn deliver(&self, event: Option<TaskEvent>) {
+        let Some(event) = event else { return };
+        let listener = self.listener.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(listener) = listener {
+            let _ = catch_unwind(AssertUnwindSafe(|| listener(&event)));
+        }
+    }
+
+    // ----- retention ------------------------------------------------------------
+
+    /// Queues a just-finished task for cleanup and evicts the oldest past the retention cap.
+    pub(crate) fn retire(&self, task: &Arc<Task>) {
+        let cap = self.frozen_config().max_retained_finished;
+        let mut finished = lock(&self.finished);
+        finished.push_back((Instant::now(), task.clone()));
+        let mut evicted = Vec::new();
+        while cap > 0 && finished.len() as u64 > cap {
+            evicted.extend(finished.pop_front().map(|(_, task)| task));
+        }
+        drop(finished);
+        evicted.iter().for_each(|task| self.forget(task));
+    }
+
+    /// Removes up to [`CLEANUP_BATCH`] tasks finished longer ago than the threshold.
+    fn collect_expired(&self) {
+        let threshold = Duration::try_from_secs_f64(self.frozen_config().cleanup_threshold_secs).unwrap_or(Duration::MAX);
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut finished = lock(&self.finished);
+        while expired.len() < CLEANUP_BATCH {
+            match finished.front() {
+                Some((at, _)) if now.saturating_duration_since(*at) >= threshold => {
+                    expired.extend(finished.pop_front().map(|(_, task)| task));
+                }
+                _ => break,
+            }
+        }
+        drop(finished);
+        expired.iter().for_each(|task| self.forget(task));
+    }
+
+    fn forget(&self, task: &Arc<Task>) {
+        if self.registry.remove(task) {
+            self.counters.removed(lock(&task.data).status);
+        }
+    }
+
+    // ----- shutdown ---------------------------------------------------------------
+
+    /// Stops accepting tasks, cancels the pending ones, asks the running one to
+    /// cancel, and waits up to `timeout` for the worker to finish it.
+    ///
+    /// Reads, listing and waits keep working afterwards. Called on the worker
+    /// thread itself, it does everything but wait.
+    pub fn shutdown(&self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = deadline_after(timeout);
+        let (cancelled, running) = {
+            let mut queue = lock(&self.queue);
+            queue.shut_down = true;
+            self.work_available.notify_all();
+            (queue.pending.drain(), queue.running.clone())
+        };
+        for task in cancelled {
+            let data = lock(&task.data);
+            if data.status == TaskState::Pending {
+                self.cancel_pending(&task, data, "cancelled by shutdown");
+            }
+        }
+        if let Some(task) = running {
+            let mut data = lock(&task.data);
+            let event = (data.status == TaskState::Processing).then(|| self.request_cancel(&task, &mut data)).flatten();
+            drop(data);
+            self.deliver(event);
+        }
+        if !self.worker_started.load(Ordering::Acquire) || self.on_own_worker() {
+            return Ok(());
+        }
+        let queue = lock(&self.queue);
+        let (_queue, timed_out) = wait_while_until(&self.worker_done, queue, deadline, |queue| !queue.worker_exited);
+        if timed_out {
+            return Err(Error::new(ErrorKind::Timeout, "the running task did not finish before the shutdown timeout"));
+        }
+        Ok(())
+    }
+
+    /// Whether the calling thread is this manager's worker.
+    pub(crate) fn on_own_worker(&self) -> bool {
+        WORKER_OF.with(|worker| worker.get() == self as *const Self as usize)
+    }
+
+    pub(crate) fn mark_worker_thread(&self) {
+        WORKER_OF.with(|worker| worker.set(self as *const Self as usize));
+    }
+}
+
+fn check_segment_id(segment_id: &SegmentId, config: &Config) -> Result<()> {
+    match segment_id {
+        SegmentId::Text(text) => Config::check_len("segment id", text, config.max_task_id_bytes),
+        SegmentId::Integer(_) => Ok(()),
+    }
+}
+
+/// Drops a job (which may free foreign user data) outside every lock; a panic there is contained.
+pub(crate) fn drop_job(job: Option<Job>) {
+    if let Some(job) = job {
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
+    }
+}
+
+fn raw_into_string(raw: Box<RawValue>) -> String {
+    Box::<str>::from(raw).into_string()
+}
+
+fn new_task_id() -> TaskId {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer))
+}
