@@ -47,6 +47,13 @@ impl<B> std::fmt::Debug for Rejected<B> {
     }
 }
 
+/// A finished task awaiting cleanup; its state is final, so removal needs no task lock.
+struct Retired {
+    finished_at: Instant,
+    task: Arc<Task>,
+    state: TaskState,
+}
+
 pub(crate) struct QueueState {
     pub pending: PendingQueue<Arc<Task>>,
     pub running: Option<Arc<Task>>,
@@ -72,8 +79,8 @@ pub struct TaskManager {
     pub(crate) worker_done: Condvar,
     pub(crate) worker_started: AtomicBool,
     pub(crate) worker_spawn: Mutex<()>,
-    /// Finished tasks in the order they finished, for cleanup and eviction.
-    finished: Mutex<VecDeque<(Instant, Arc<Task>)>>,
+    /// Finished tasks in the order they finished, with their final state, for cleanup and eviction.
+    finished: Mutex<VecDeque<Retired>>,
     events: EventLog,
     listener: RwLock<Option<Listener>>,
     has_listener: AtomicBool,
@@ -188,6 +195,10 @@ impl TaskManager {
             return Err(Error::new(ErrorKind::ShutDown, "the task manager was shut down"));
         }
         if config.max_pending_tasks > 0 && queue.pending.len() as u64 >= config.max_pending_tasks {
+            // A taken id is the permanent problem; report it rather than a full queue worth retrying.
+            if self.registry.contains(&task_id) {
+                return Err(duplicate_id(&task_id));
+            }
             return Err(Error::new(
                 ErrorKind::QueueFull,
                 format!("the queue holds {} pending tasks, its configured maximum", queue.pending.len()),
@@ -197,7 +208,7 @@ impl TaskManager {
         let task = self
             .registry
             .insert_new(&task_id, || Arc::new(Task::new(task_id.clone(), seq, created_at, make_job())))
-            .ok_or_else(|| Error::new(ErrorKind::DuplicateId, format!("a task with id {task_id:?} already exists")))?;
+            .ok_or_else(|| duplicate_id(&task_id))?;
         queue.pending.push(task);
         self.counters.submitted();
         // Recorded under the queue lock so that "submitted" precedes the worker's "started".
@@ -384,8 +395,8 @@ impl TaskManager {
         lock(&self.queue).pending.remove(data.queue_seq);
         self.counters.transition(TaskState::Pending, TaskState::Cancelled);
         let event = self.bump(task, &mut data, EventKind::Finished);
+        self.retire(task, &data);
         drop(data);
-        self.retire(task);
         drop_job(job);
         self.deliver(event);
     }
@@ -426,13 +437,12 @@ impl TaskManager {
         data.deferral = Deferral::Finished;
         let event = self.finalize(&task, &mut data, outcome);
         drop(data);
-        self.retire(&task);
         self.deliver(event);
         Ok(())
     }
 
-    /// PROCESSING -> COMPLETED / FAILED / CANCELLED, under the task's lock.
-    pub(crate) fn finalize(&self, task: &Task, data: &mut TaskData, outcome: Result<(), TaskFailure>) -> Option<TaskEvent> {
+    /// PROCESSING -> COMPLETED / FAILED / CANCELLED, under the task's lock; also queues it for cleanup.
+    pub(crate) fn finalize(&self, task: &Arc<Task>, data: &mut TaskData, outcome: Result<(), TaskFailure>) -> Option<TaskEvent> {
         let state = match (&outcome, data.cancel_requested) {
             (_, true) => {
                 data.message = Some("cancelled while running".into());
@@ -455,7 +465,9 @@ impl TaskManager {
         data.completed_at = Some(now);
         self.counters.transition(TaskState::Processing, state);
         self.counters.ran_for(now - data.started_at.unwrap_or(now));
-        self.bump(task, data, EventKind::Finished)
+        let event = self.bump(task, data, EventKind::Finished);
+        self.retire(task, data);
+        event
     }
 
     // ----- waiting ------------------------------------------------------------
@@ -551,16 +563,19 @@ impl TaskManager {
     // ----- retention ------------------------------------------------------------
 
     /// Queues a just-finished task for cleanup and evicts the oldest past the retention cap.
-    pub(crate) fn retire(&self, task: &Arc<Task>) {
+    ///
+    /// Called under the finished task's lock, so a waiter woken by the finish
+    /// already sees the registry within its cap.
+    fn retire(&self, task: &Arc<Task>, data: &TaskData) {
         let cap = self.frozen_config().max_retained_finished;
         let mut finished = lock(&self.finished);
-        finished.push_back((Instant::now(), task.clone()));
+        finished.push_back(Retired { finished_at: Instant::now(), task: task.clone(), state: data.status });
         let mut evicted = Vec::new();
         while cap > 0 && finished.len() as u64 > cap {
-            evicted.extend(finished.pop_front().map(|(_, task)| task));
+            evicted.extend(finished.pop_front());
         }
         drop(finished);
-        evicted.iter().for_each(|task| self.forget(task));
+        evicted.iter().for_each(|retired| self.forget(retired));
     }
 
     /// Removes up to [`CLEANUP_BATCH`] tasks finished longer ago than the threshold.
@@ -571,19 +586,19 @@ impl TaskManager {
         let mut finished = lock(&self.finished);
         while expired.len() < CLEANUP_BATCH {
             match finished.front() {
-                Some((at, _)) if now.saturating_duration_since(*at) >= threshold => {
-                    expired.extend(finished.pop_front().map(|(_, task)| task));
+                Some(oldest) if now.saturating_duration_since(oldest.finished_at) >= threshold => {
+                    expired.extend(finished.pop_front());
                 }
                 _ => break,
             }
         }
         drop(finished);
-        expired.iter().for_each(|task| self.forget(task));
+        expired.iter().for_each(|retired| self.forget(retired));
     }
 
-    fn forget(&self, task: &Arc<Task>) {
-        if self.registry.remove(task) {
-            self.counters.removed(lock(&task.data).status);
+    fn forget(&self, retired: &Retired) {
+        if self.registry.remove(&retired.task) {
+            self.counters.removed(retired.state);
         }
     }
 
@@ -649,6 +664,10 @@ pub(crate) fn drop_job(job: Option<Job>) {
     }
 }
 
+fn duplicate_id(task_id: &str) -> Error {
+    Error::new(ErrorKind::DuplicateId, format!("a task with id {task_id:?} already exists"))
+}
+
 fn raw_into_string(raw: Box<RawValue>) -> String {
     Box::<str>::from(raw).into_string()
 }
@@ -657,3 +676,7 @@ fn new_task_id() -> TaskId {
     let mut buffer = uuid::Uuid::encode_buffer();
     Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer))
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

@@ -143,13 +143,7 @@ impl<T> PendingQueue<T> {
 mod tests {
     use super::*;
 
-    /// The obvious O(n) model the queue must agree with.
-    fn model_position(model: &[(u64, bool)], seq: u64) -> Option<u64> {
-        let index = model.iter().position(|&(s, live)| s == seq && live)?;
-        Some(model[..index].iter().filter(|&&(_, live)| live).count() as u64)
-    }
-
-    #[test]
+#[test]
     fn fifo_order_and_positions_with_removals() {
         let mut queue = PendingQueue::default();
         let seqs: Vec<u64> = (0..10).map(|i| queue.push(i)).collect();
@@ -168,9 +162,11 @@ mod tests {
     }
 
     #[test]
-    fn agrees_with_a_linear_model_across_rebuilds() {
+    fn agrees_with_a_sorted_list_model_across_rebuilds() {
         let mut queue = PendingQueue::default();
-        let mut model: Vec<(u64, bool)> = Vec::new();
+        // The model: the live sequence numbers, sorted; a position is an index in it.
+        let mut live: Vec<u64> = Vec::new();
+        let mut every_seq: Vec<u64> = Vec::new();
         let mut state = 0x2545F4914F6CDD1Du64;
         let mut next_random = move || {
             state ^= state << 13;
@@ -180,32 +176,32 @@ mod tests {
         };
         for step in 0..60_000u64 {
             match next_random() % 10 {
-                0..=4 => model.push((queue.push(step), true)),
+                0..=4 => {
+                    let seq = queue.push(step);
+                    live.push(seq);
+                    every_seq.push(seq);
+                }
                 5..=7 => {
-                    let expected = model.iter_mut().find(|(_, live)| *live);
-                    let got = queue.pop_front();
-                    match expected {
-                        Some(entry) => {
-                            entry.1 = false;
-                            assert!(got.is_some());
-                        }
-                        None => assert!(got.is_none()),
-                    }
+                    let expected = (!live.is_empty()).then(|| live.remove(0));
+                    assert_eq!(queue.pop_front().is_some(), expected.is_some());
                 }
                 _ => {
-                    if let Some(&(seq, _)) = model.get((next_random() as usize) % model.len().max(1)) {
-                        let was_live = model.iter().any(|&(s, live)| s == seq && live);
-                        assert_eq!(queue.remove(seq).is_some(), was_live);
-                        model.iter_mut().filter(|(s, _)| *s == seq).for_each(|e| e.1 = false);
+                    if let Some(&seq) = every_seq.get((next_random() as usize) % every_seq.len().max(1)) {
+                        let index = live.binary_search(&seq);
+                        assert_eq!(queue.remove(seq).is_some(), index.is_ok());
+                        if let Ok(index) = index {
+                            live.remove(index);
+                        }
                     }
                 }
             }
             if step % 97 == 0 {
-                for &(seq, _) in model.iter().rev().take(50) {
-                    assert_eq!(queue.position(seq), model_position(&model, seq), "seq {seq} at step {step}");
+                for &seq in every_seq.iter().rev().take(50) {
+                    let expected = live.binary_search(&seq).ok().map(|index| index as u64);
+                    assert_eq!(queue.position(seq), expected, "seq {seq} at step {step}");
                 }
             }
-            assert_eq!(queue.len(), model.iter().filter(|e| e.1).count());
+            assert_eq!(queue.len(), live.len());
         }
     }
 }

@@ -98,7 +98,6 @@ impl TaskManager {
             Deferral::Finished => return,
         };
         drop(data);
-        self.retire(task);
         self.deliver(event);
     }
 }
