@@ -82,14 +82,18 @@ $(CTEST_DIR)/%-asan: tests/c/%.c tests/c/check.h include/storyflow_tasks.h $(LIB
 	@mkdir -p $(CTEST_DIR)
 	$(CC) $(CTEST_FLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all $< $(CTEST_LIBS) -o $@
 
-test-c: build $(addprefix $(CTEST_DIR)/,$(C_TESTS))
-	@for t in $(C_TESTS); do $(CTEST_DIR)/$$t || exit 1; done
+$(CTEST_DIR)/unload_dlopen: tests/c/unload_dlopen.c
+	@mkdir -p $(CTEST_DIR)
+	$(CC) -std=c11 $(CWARN) -g $< -ldl -o $@
+
+test-c: build $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen
+	@for t in $(C_TESTS) unload_dlopen; do $(CTEST_DIR)/$$t || exit 1; done
 
 # A forked child reports through a pipe and ends by SIGKILL (tests/c/test_fork.c):
 # what the parent's threads owned looks lost there, so its output is silenced;
 # the parent, which owns every task, is checked in full.
-test-valgrind: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS))
-	@for t in $(C_TESTS); do $(VALGRIND) --child-silent-after-fork=yes $(CTEST_DIR)/$$t || { echo "valgrind: $$t failed"; exit 1; }; done
+test-valgrind: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen
+	@for t in $(C_TESTS) unload_dlopen; do $(VALGRIND) --child-silent-after-fork=yes $(CTEST_DIR)/$$t || { echo "valgrind: $$t failed"; exit 1; }; done
 
 test-asan: build $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS)))
 	@for t in $(C_TESTS); do ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(CTEST_DIR)/$$t-asan || { echo "asan: $$t failed"; exit 1; }; done
