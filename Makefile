@@ -129,6 +129,8 @@ test-install: deps
 	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/quickstart-static | grep -q '"completed_segments":\[{"segment_id":"chapter-1-1"'
 	@ldd $(INSTALL_TEST)/quickstart | grep -q '$(INSTALL_TEST)/lib/libstoryflow_tasks.so.$(MAJOR)'
 	@echo "install: quickstart built with pkg-config against $(INSTALL_TEST), shared and static, and ran"
+	@awk '/^## C quick-start/{inside=1} inside && /^```c$$/{code=1; next} code && /^```$$/{exit} code' README.md \
+	  | diff -u bindings/c/quickstart.c - || { echo "README's C quick-start differs from bindings/c/quickstart.c"; exit 1; }
 
 clean:
 	$(CARGO) clean
