@@ -17,6 +17,8 @@ VALGRIND  := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-ki
 
 export STORYFLOW_TASKS_LIB := $(abspath $(LIB))
 
+
+.PHONY: build-testing
 .PHONY: all build deps venv python-package demo test bench install uninstall clean \
         test-rust test-header test-symbols test-c test-valgrind test-asan test-install \
         test-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
@@ -82,21 +84,33 @@ $(CTEST_DIR)/%-asan: tests/c/%.c tests/c/check.h include/storyflow_tasks.h $(LIB
 	@mkdir -p $(CTEST_DIR)
 	$(CC) $(CTEST_FLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all $< $(CTEST_LIBS) -o $@
 
+# The panic test links a copy built with the `testing` feature, whose hooks panic on purpose.
+TESTING_RELEASE := target/testing/release
+build-testing:
+	$(CARGO) build --release --locked --features testing --target-dir target/testing
+	ln -sf libstoryflow_tasks.so $(TESTING_RELEASE)/libstoryflow_tasks.so.$(MAJOR)
+
+$(CTEST_DIR)/panics: tests/c/panics.c tests/c/check.h build-testing
+	$(CC) $(CTEST_FLAGS) -DSFT_TESTING $< -L$(TESTING_RELEASE) -lstoryflow_tasks -lpthread -Wl,-rpath,$(abspath $(TESTING_RELEASE)) -o $@
+
+$(CTEST_DIR)/panics-asan: tests/c/panics.c tests/c/check.h build-testing
+	$(CC) $(CTEST_FLAGS) -DSFT_TESTING -fsanitize=address,undefined -fno-omit-frame-pointer $< -L$(TESTING_RELEASE) -lstoryflow_tasks -lpthread -Wl,-rpath,$(abspath $(TESTING_RELEASE)) -o $@
+
 $(CTEST_DIR)/unload_dlopen: tests/c/unload_dlopen.c
 	@mkdir -p $(CTEST_DIR)
 	$(CC) -std=c11 $(CWARN) -g $< -ldl -o $@
 
-test-c: build $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen
-	@for t in $(C_TESTS) unload_dlopen; do $(CTEST_DIR)/$$t || exit 1; done
+test-c: build $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $(CTEST_DIR)/panics
+	@for t in $(C_TESTS) unload_dlopen panics; do $(CTEST_DIR)/$$t || exit 1; done
 
 # A forked child reports through a pipe and ends by SIGKILL (tests/c/test_fork.c):
 # what the parent's threads owned looks lost there, so its output is silenced;
 # the parent, which owns every task, is checked in full.
-test-valgrind: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen
-	@for t in $(C_TESTS) unload_dlopen; do $(VALGRIND) --child-silent-after-fork=yes $(CTEST_DIR)/$$t || { echo "valgrind: $$t failed"; exit 1; }; done
+test-valgrind: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $(CTEST_DIR)/panics
+	@for t in $(C_TESTS) unload_dlopen panics; do $(VALGRIND) --child-silent-after-fork=yes $(CTEST_DIR)/$$t || { echo "valgrind: $$t failed"; exit 1; }; done
 
-test-asan: build $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS)))
-	@for t in $(C_TESTS); do ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(CTEST_DIR)/$$t-asan || { echo "asan: $$t failed"; exit 1; }; done
+test-asan: build $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS) panics))
+	@for t in $(C_TESTS) panics; do ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(CTEST_DIR)/$$t-asan || { echo "asan: $$t failed"; exit 1; }; done
 
 ## install: header, shared library with its SONAME links, static library, pkg-config file
 install: build

@@ -410,6 +410,37 @@ char *sft_get_config(void);
  */
 SftResult sft_shutdown(int64_t timeout_ms);
 
+#if defined(SFT_TESTING)
+/**
+ * Test hook: panics inside an export; returns `SFT_ERR_INTERNAL`.
+ */
+SftResult sft_testing_panic_in_call(void);
+#endif
+
+#if defined(SFT_TESTING)
+/**
+ * Test hook: panics inside an export that returns a string; returns NULL.
+ */
+char *sft_testing_panic_in_string_call(void);
+#endif
+
+#if defined(SFT_TESTING)
+/**
+ * Test hook: submits a Rust task that panics when the worker runs it.
+ *
+ * # Safety
+ * `task_id` is NULL or NUL-terminated.
+ */
+SftResult sft_testing_submit_panicking_task(const char *task_id);
+#endif
+
+#if defined(SFT_TESTING)
+/**
+ * Test hook: installs a listener that panics on every event.
+ */
+SftResult sft_testing_install_panicking_listener(void);
+#endif
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

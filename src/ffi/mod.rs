@@ -9,10 +9,14 @@ mod boundary;
 mod core_api;
 mod global;
 mod lifecycle;
+#[cfg(feature = "testing")]
+mod testing;
 
 pub use core_api::*;
 pub use global::process_manager;
 pub use lifecycle::*;
+#[cfg(feature = "testing")]
+pub use testing::*;
 
 use std::ffi::{c_char, c_void};
 
