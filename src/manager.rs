@@ -312,17 +312,7 @@ impl TaskManager {
         let limits = self.config();
         check_segment_id(&segment.segment_id, &limits)?;
         Config::check_len("audio URL", &segment.audio_url, limits.max_url_bytes)?;
-        let raw = status::to_raw(segment)?;
-        self.change_task(task_id, |data, config| {
-            if data.segments.len() >= config.max_segments_per_task {
-                return Err(Error::invalid(format!(
-                    "task already has {} completed segments, the configured maximum",
-                    data.segments.len()
-                )));
-            }
-            data.segments.push(raw);
-            Ok(EventKind::Segment)
-        })
+        self.append_report(task_id, status::to_raw(segment)?, EventKind::Segment)
     }
 
     /// Appends a segment error.
@@ -330,16 +320,22 @@ impl TaskManager {
         let limits = self.config();
         check_segment_id(&error.segment_id, &limits)?;
         Config::check_len("error message", &error.error, limits.max_message_bytes)?;
-        let raw = status::to_raw(error)?;
+        self.append_report(task_id, status::to_raw(error)?, EventKind::Error)
+    }
+
+    /// Appends a serialised segment (`Segment`) or segment error (`Error`) within its per-task cap.
+    fn append_report(&self, task_id: &str, report: Box<RawValue>, kind: EventKind) -> Result<()> {
         self.change_task(task_id, |data, config| {
-            if data.errors.len() >= config.max_errors_per_task {
-                return Err(Error::invalid(format!(
-                    "task already has {} segment errors, the configured maximum",
-                    data.errors.len()
-                )));
+            let (reports, cap, what) = if kind == EventKind::Segment {
+                (&mut data.segments, config.max_segments_per_task, "completed segments")
+            } else {
+                (&mut data.errors, config.max_errors_per_task, "segment errors")
+            };
+            if reports.len() >= cap {
+                return Err(Error::invalid(format!("task already has {} {what}, the configured maximum", reports.len())));
             }
-            data.errors.push(raw);
-            Ok(EventKind::Error)
+            reports.push(report);
+            Ok(kind)
         })
     }
 

@@ -157,14 +157,8 @@ pub unsafe extern "C" fn sft_add_completed_segment(
     audio_url: *const c_char,
     duration: f64,
 ) -> SftResult {
-    call(|| {
-        // SAFETY: the caller guarantees NUL-terminated strings.
-        let (task_id, segment_id, audio_url) = unsafe {
-            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, "segment_id")?, borrow_str(audio_url, "audio_url")?)
-        };
-        let segment = CompletedSegment { segment_id: segment_id.into(), audio_url: audio_url.to_owned(), duration };
-        process_manager().add_completed_segment(task_id, &segment)
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { add_segment(task_id, segment_id, "segment_id", |text| Ok(text.into()), audio_url, duration) }
 }
 
 /// As `sft_add_completed_segment`, with `segment_id_json` a JSON integer or
@@ -179,15 +173,8 @@ pub unsafe extern "C" fn sft_add_completed_segment_json(
     audio_url: *const c_char,
     duration: f64,
 ) -> SftResult {
-    call(|| {
-        // SAFETY: the caller guarantees NUL-terminated strings.
-        let (task_id, segment_id, audio_url) = unsafe {
-            (borrow_str(task_id, "task_id")?, borrow_str(segment_id_json, "segment_id_json")?, borrow_str(audio_url, "audio_url")?)
-        };
-        let segment_id = parse_segment_id(segment_id)?;
-        let segment = CompletedSegment { segment_id, audio_url: audio_url.to_owned(), duration };
-        process_manager().add_completed_segment(task_id, &segment)
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { add_segment(task_id, segment_id_json, "segment_id_json", parse_segment_id, audio_url, duration) }
 }
 
 /// Records a segment that failed; `segment_id` is kept as a JSON string.
@@ -197,14 +184,8 @@ pub unsafe extern "C" fn sft_add_completed_segment_json(
 /// The strings are NULL or NUL-terminated.
 #[no_mangle]
 pub unsafe extern "C" fn sft_add_error(task_id: *const c_char, segment_id: *const c_char, error_message: *const c_char) -> SftResult {
-    call(|| {
-        // SAFETY: the caller guarantees NUL-terminated strings.
-        let (task_id, segment_id, message) = unsafe {
-            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, "segment_id")?, borrow_str(error_message, "error_message")?)
-        };
-        let error = SegmentError { segment_id: segment_id.into(), error: message.to_owned() };
-        process_manager().add_error(task_id, &error)
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe { add_segment_error(task_id, segment_id, "segment_id", |text| Ok(text.into()), error_message) }
 }
 
 /// As `sft_add_error`, with `segment_id_json` a JSON integer or string literal.
@@ -217,12 +198,48 @@ pub unsafe extern "C" fn sft_add_error_json(
     segment_id_json: *const c_char,
     error_message: *const c_char,
 ) -> SftResult {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { add_segment_error(task_id, segment_id_json, "segment_id_json", parse_segment_id, error_message) }
+}
+
+/// Turns a segment-id argument into a [`SegmentId`]: as text, or parsed as JSON.
+type SegmentIdReader = fn(&str) -> crate::Result<SegmentId>;
+
+/// # Safety
+/// The strings are NULL or NUL-terminated.
+unsafe fn add_segment(
+    task_id: *const c_char,
+    segment_id: *const c_char,
+    segment_id_name: &str,
+    read_segment_id: SegmentIdReader,
+    audio_url: *const c_char,
+    duration: f64,
+) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, segment_id, audio_url) = unsafe {
+            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, segment_id_name)?, borrow_str(audio_url, "audio_url")?)
+        };
+        let segment = CompletedSegment { segment_id: read_segment_id(segment_id)?, audio_url: audio_url.to_owned(), duration };
+        process_manager().add_completed_segment(task_id, &segment)
+    })
+}
+
+/// # Safety
+/// The strings are NULL or NUL-terminated.
+unsafe fn add_segment_error(
+    task_id: *const c_char,
+    segment_id: *const c_char,
+    segment_id_name: &str,
+    read_segment_id: SegmentIdReader,
+    error_message: *const c_char,
+) -> SftResult {
     call(|| {
         // SAFETY: the caller guarantees NUL-terminated strings.
         let (task_id, segment_id, message) = unsafe {
-            (borrow_str(task_id, "task_id")?, borrow_str(segment_id_json, "segment_id_json")?, borrow_str(error_message, "error_message")?)
+            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, segment_id_name)?, borrow_str(error_message, "error_message")?)
         };
-        let error = SegmentError { segment_id: parse_segment_id(segment_id)?, error: message.to_owned() };
+        let error = SegmentError { segment_id: read_segment_id(segment_id)?, error: message.to_owned() };
         process_manager().add_error(task_id, &error)
     })
 }
