@@ -32,10 +32,10 @@ build:
 
 ## deps: system packages the tests use (apt-get when root; otherwise says what is missing)
 deps:
-	@missing=""; for tool in valgrind pkg-config; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in valgrind pkg-config cmake; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 $$missing >/dev/null; \
 	  else echo "missing:$$missing (install them, or run as root for apt-get)"; exit 1; fi; \
 	fi
 
@@ -120,13 +120,22 @@ install: build
 	ln -sf libstoryflow_tasks.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.so.$(MAJOR)
 	ln -sf libstoryflow_tasks.so.$(MAJOR) $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.so
 	install -m 644 $(RELEASE)/libstoryflow_tasks.a $(DESTDIR)$(PREFIX)/lib/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
-	    -e "s|@NATIVE_STATIC_LIBS@|$$($(CARGO) rustc -q --release --lib --crate-type staticlib -- --print native-static-libs 2>&1 | sed -n 's/.*native-static-libs: //p' | head -n1)|" \
-	    bindings/c/storyflow_tasks.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/storyflow_tasks.pc
+	install -d $(DESTDIR)$(PREFIX)/lib/cmake/storyflow_tasks
+	native_libs="$$($(CARGO) rustc -q --release --lib --crate-type staticlib -- --print native-static-libs 2>&1 \
+	    | sed -n 's/.*native-static-libs: //p' | head -n1)"; \
+	cmake_libs="$$(echo $$native_libs | sed -e 's/-l//g' -e 's/ /;/g')"; \
+	for template in bindings/c/storyflow_tasks.pc.in:pkgconfig/storyflow_tasks.pc \
+	                bindings/c/cmake/storyflow_tasksConfig.cmake.in:cmake/storyflow_tasks/storyflow_tasksConfig.cmake \
+	                bindings/c/cmake/storyflow_tasksConfigVersion.cmake.in:cmake/storyflow_tasks/storyflow_tasksConfigVersion.cmake; do \
+	  sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@MAJOR@|$(MAJOR)|' \
+	      -e "s|@NATIVE_STATIC_LIBS@|$$native_libs|" -e "s|@NATIVE_STATIC_LIBS_CMAKE@|$$cmake_libs|" \
+	      $${template%%:*} > $(DESTDIR)$(PREFIX)/lib/$${template#*:}; \
+	done
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/storyflow_tasks.h $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.* \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/storyflow_tasks.pc
+	rm -rf $(DESTDIR)$(PREFIX)/lib/cmake/storyflow_tasks
 
 ## a program built only from the installed copy, through pkg-config, shared and static
 INSTALL_TEST := $(abspath target/install-test)
@@ -142,7 +151,11 @@ test-install: deps
 	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/quickstart | grep -q '"status":"COMPLETED"'
 	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/quickstart-static | grep -q '"completed_segments":\[{"segment_id":"chapter-1-1"'
 	@ldd $(INSTALL_TEST)/quickstart | grep -q '$(INSTALL_TEST)/lib/libstoryflow_tasks.so.$(MAJOR)'
-	@echo "install: quickstart built with pkg-config against $(INSTALL_TEST), shared and static, and ran"
+	cmake -S bindings/c/cmake-consumer -B $(INSTALL_TEST)/cmake-build -DCMAKE_PREFIX_PATH=$(INSTALL_TEST) -DCMAKE_C_FLAGS="$(CWARN)" >/dev/null
+	cmake --build $(INSTALL_TEST)/cmake-build >/dev/null
+	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/cmake-build/quickstart | grep -q '"status":"COMPLETED"'
+	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/cmake-build/quickstart_static | grep -q '"status":"COMPLETED"'
+	@echo "install: quickstart built against $(INSTALL_TEST) with pkg-config and with CMake's find_package, shared and static, and ran"
 	@awk '/^## C quick-start/{inside=1} inside && /^```c$$/{code=1; next} code && /^```$$/{exit} code' README.md \
 	  | diff -u bindings/c/quickstart.c - || { echo "README's C quick-start differs from bindings/c/quickstart.c"; exit 1; }
 
