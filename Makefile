@@ -47,7 +47,7 @@ $(VENV)/bin/pytest:
 	$(VENV)/bin/pip install -q pytest
 
 ## test: everything, as CI runs it from a clean clone
-test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install
+test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-node
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -111,6 +111,11 @@ test-valgrind: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unl
 
 test-asan: build $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS) panics))
 	@for t in $(C_TESTS) panics; do ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(CTEST_DIR)/$$t-asan || { echo "asan: $$t failed"; exit 1; }; done
+
+## test-node: the Node binding (npm ci inside), every test file once per FFI engine (koffi, ffi-napi)
+test-node: build
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "test-node needs node and npm (Node 20)"; exit 1; }
+	bindings/node/run_tests.sh
 
 ## install: header, shared library with its SONAME links, static library, pkg-config file
 install: build

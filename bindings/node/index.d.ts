@@ -1,0 +1,225 @@
+// Types of storyflow-tasks, the Node binding of libstoryflow_tasks.
+
+import { EventEmitter } from 'node:events';
+
+/** A task waits in the queue. */
+export const TASK_PENDING: 'PENDING';
+/** The worker runs the task. */
+export const TASK_PROCESSING: 'PROCESSING';
+/** The task ended well. */
+export const TASK_COMPLETED: 'COMPLETED';
+/** The task threw, rejected or returned a failure. */
+export const TASK_FAILED: 'FAILED';
+/** The task was cancelled before it ran, or stopped after its cancellation was requested. */
+export const TASK_CANCELLED: 'CANCELLED';
+
+/** A task state. */
+export type TaskState = 'PENDING' | 'PROCESSING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
+
+/** The FFI engines the binding runs on. */
+export type EngineName = 'koffi' | 'ffi-napi';
+/** The engine names, for validation or display. */
+export const ENGINES: EngineName[];
+/** The engine used when neither the option nor STORYFLOW_TASKS_ENGINE names one. */
+export const DEFAULT_ENGINE: 'koffi';
+
+/** A segment id keeps its JSON type: a number stays a number, a string a string. */
+export type SegmentId = number | string;
+
+/** `progress` of a status: `{}` until the first update. */
+export interface TaskProgress {
+  current?: number;
+  total?: number;
+  /** current*100/total, floored, clamped to 0..100; 0 when total is 0. */
+  percentage?: number;
+  /** Extra keys given with updateTaskProgress, with their JSON types. */
+  [extra: string]: unknown;
+}
+
+/** One entry of `completed_segments`. */
+export interface CompletedSegment {
+  segment_id: SegmentId;
+  audio_url: string;
+  /** Seconds. */
+  duration: number;
+}
+
+/** One entry of `errors`. */
+export interface SegmentError {
+  segment_id: SegmentId;
+  error: string;
+}
+
+/** A task's status: the wire format every binding shares (snake_case keys). */
+export interface TaskStatus {
+  task_id: string;
+  status: TaskState;
+  progress: TaskProgress;
+  completed_segments: CompletedSegment[];
+  errors: SegmentError[];
+  /** Unix epoch seconds. */
+  created_at: number;
+  started_at: number | null;
+  completed_at: number | null;
+  /** Why the task failed or was cancelled; null otherwise. */
+  error: string | null;
+  /** Grows on every change to the task. */
+  revision: number;
+  /** For a PENDING task, how many tasks run before it (0 = next); null otherwise. */
+  queue_position: number | null;
+  cancel_requested: boolean;
+}
+
+/** The result given to addCompletedSegment. */
+export interface SegmentResult {
+  audio_url: string;
+  /** Seconds, finite and >= 0. */
+  duration: number;
+}
+
+/** Statistics of the process-wide manager. */
+export interface TaskStats {
+  /** Tasks in the registry per state. */
+  counts: Record<TaskState, number>;
+  queue_depth: number;
+  retained: number;
+  submitted_total: number;
+  completed_total: number;
+  failed_total: number;
+  cancelled_total: number;
+  mean_run_secs: number;
+  max_run_secs: number;
+}
+
+/** Settings for configure() and what getConfig() returns. */
+export interface TaskConfig {
+  cleanup_threshold_secs: number;
+  max_pending_tasks: number;
+  max_retained_finished: number;
+  max_task_id_bytes: number;
+  max_message_bytes: number;
+  max_url_bytes: number;
+  max_extra_json_bytes: number;
+  max_segments_per_task: number;
+  max_errors_per_task: number;
+  event_buffer_capacity: number;
+}
+
+/** What a change-feed event is about. */
+export type TaskEventKind = 'submitted' | 'started' | 'progress' | 'segment' | 'error' | 'cancel_requested' | 'finished';
+
+/** One change-feed event. */
+export interface TaskEvent {
+  seq: number;
+  task_id: string;
+  kind: TaskEventKind;
+  status: TaskState;
+  revision: number;
+}
+
+/** Emitted when events were dropped from the library's buffer before they were read. */
+export interface FeedGap {
+  /** The seq of the last event read before the gap. */
+  afterSeq: number;
+  /** The seq of the first event read after it. */
+  nextSeq: number;
+}
+
+/** The emitter of task events (`tm.events`). Listeners alone do not keep the process alive. */
+export interface TaskEventEmitter extends EventEmitter {
+  on(event: 'event', listener: (event: TaskEvent) => void): this;
+  on(event: 'gap', listener: (gap: FeedGap) => void): this;
+  once(event: 'event', listener: (event: TaskEvent) => void): this;
+  once(event: 'gap', listener: (gap: FeedGap) => void): this;
+  off(event: 'event', listener: (event: TaskEvent) => void): this;
+  off(event: 'gap', listener: (gap: FeedGap) => void): this;
+}
+
+/** Options of the first TaskManager construction (later ones must agree or be left out). */
+export interface TaskManagerOptions {
+  /** The FFI engine; default: STORYFLOW_TASKS_ENGINE, else 'koffi'. */
+  engine?: EngineName;
+  /** The library file; default: STORYFLOW_TASKS_LIB, the copy inside the package, the repository's target/release. */
+  libraryPath?: string;
+}
+
+/** A timeout in milliseconds (0..2147483647); undefined, null or Infinity: no limit. */
+export interface TimeoutOptions {
+  timeout?: number | null;
+}
+
+/** A JS task: runs on the main thread when the worker reaches it; the worker stays with it until the result settles. */
+export type TaskFunction = (taskId: string, signal: AbortSignal) => unknown;
+
+/** Names of the C API's result codes. */
+export type ResultName =
+  | 'SFT_ERR_NOT_FOUND'
+  | 'SFT_ERR_INVALID_ARGUMENT'
+  | 'SFT_ERR_DUPLICATE_ID'
+  | 'SFT_ERR_QUEUE_FULL'
+  | 'SFT_ERR_SHUT_DOWN'
+  | 'SFT_ERR_INVALID_STATE'
+  | 'SFT_ERR_TIMEOUT'
+  | 'SFT_ERR_INTERNAL';
+
+/** An error the library reported, or a wait that ran out of time. */
+export class StoryflowTasksError extends Error {
+  constructor(message: string, code: ResultName, result: number, options?: ErrorOptions);
+  /** The result name, e.g. 'SFT_ERR_DUPLICATE_ID'. */
+  readonly code: ResultName;
+  /** The result number, e.g. 3. */
+  readonly result: number;
+}
+
+/** The process-wide task manager: `new TaskManager() === getTaskManager()`. */
+export class TaskManager {
+  constructor(options?: TaskManagerOptions);
+  /** The FFI engine in use. */
+  readonly engine: EngineName;
+  /** The library file loaded. */
+  readonly libraryPath: string;
+  /** The library version. */
+  readonly version: string;
+  /** Task events of every task of the process. */
+  readonly events: TaskEventEmitter;
+
+  /** Submits a JS task; returns its id (a new UUIDv4 unless taskId is given). */
+  submitTask(fn: TaskFunction, taskId?: string | null): string;
+  /** The task's status, or null if it is unknown. */
+  getTaskStatus(taskId: string): TaskStatus | null;
+  /** Sets progress to current of total, with extra keys kept with their JSON types. */
+  updateTaskProgress(taskId: string, current: number | bigint, total: number | bigint, extra?: Record<string, unknown> | null): void;
+  /** Records a finished audio segment. */
+  addCompletedSegment(taskId: string, segmentId: SegmentId | bigint, result: SegmentResult): void;
+  /** Records a failed segment. */
+  addError(taskId: string, segmentId: SegmentId | bigint, message: string): void;
+  /** Whether cancellation of the task was requested. */
+  isCancelRequested(taskId: string): boolean;
+  /** Cancels a pending task, or requests cancellation of a running one; resolves with the status right after (null only if the task already left the registry). */
+  cancel(taskId: string): Promise<TaskStatus | null>;
+  /** Resolves with the final status; rejects with SFT_ERR_TIMEOUT after `timeout` ms, SFT_ERR_NOT_FOUND for an unknown id. */
+  wait(taskId: string, options?: TimeoutOptions): Promise<TaskStatus>;
+  /** The current status, then each change (coalesced when the consumer lags), ending after the final one. */
+  watch(taskId: string): AsyncIterableIterator<TaskStatus>;
+  /** Every task's status in submission order, optionally only one state. */
+  listTasks(status?: TaskState | null): Promise<TaskStatus[]>;
+  /** As listTasks, synchronously. */
+  listTasksSync(status?: TaskState | null): TaskStatus[];
+  /** Statistics. */
+  stats(): Promise<TaskStats>;
+  /** As stats, synchronously. */
+  statsSync(): TaskStats;
+  /** Settings, before the first submit in the process; rejects after it with SFT_ERR_INVALID_STATE. */
+  configure(config: Partial<TaskConfig>): Promise<void>;
+  /** As configure, throwing instead of rejecting. */
+  configureSync(config: Partial<TaskConfig>): void;
+  /** The settings in force. */
+  getConfig(): TaskConfig;
+  /** The seq of the newest change-feed event. */
+  lastEventSeq(): number;
+  /** Shuts the process-wide manager down for good; rejects with SFT_ERR_TIMEOUT if the running task outlasts `timeout`. */
+  shutdown(options?: TimeoutOptions): Promise<void>;
+}
+
+/** The process-wide task manager. */
+export function getTaskManager(options?: TaskManagerOptions): TaskManager;

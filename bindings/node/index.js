@@ -1,0 +1,470 @@
+'use strict';
+// storyflow-tasks for Node: the process-wide task manager of libstoryflow_tasks,
+// shared with the C/C++ engines and Python code of the same process.
+
+const { EventEmitter } = require('node:events');
+const path = require('node:path');
+const { loadNative, DEFAULT_ENGINE, ENGINES } = require('./lib/load');
+const { Result, WAIT_FOREVER } = require('./lib/native');
+const { StoryflowTasksError } = require('./lib/errors');
+const { ChangeFeed } = require('./lib/feed');
+const { TaskWatch } = require('./lib/watch');
+const {
+  TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED, isFinished, parseStatus,
+} = require('./lib/status');
+
+/** The longest timeout accepted, in ms: what a Node timer can wait (about 24.8 days). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+const MAX_UINT64 = 2n ** 64n - 1n;
+const MIN_INT64 = -(2n ** 63n);
+const MAX_INT64 = 2n ** 63n - 1n;
+
+/** A short description of a value for error messages. */
+/**
+ * Runs `compute` now and returns its outcome as a Promise: a throw becomes a rejection.
+ * @template T
+ * @param {() => T} compute
+ * @returns {Promise<T>}
+ */
+function settleNow(compute) {
+  try {
+    return Promise.resolve(compute());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+function describe(value) {
+  if (value === null) return 'null';
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return `${typeof value} ${String(value)}`;
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : typeof value;
+}
+
+/** A string the C side can carry as is: UTF-8 without NUL. */
+function requireText(value, what, operation) {
+  if (typeof value !== 'string') throw new TypeError(`${operation}: ${what} must be a string, got ${describe(value)}`);
+  if (value.includes('\0')) throw new TypeError(`${operation}: ${what} must not contain NUL characters`);
+  if (!value.isWellFormed()) throw new TypeError(`${operation}: ${what} contains a lone surrogate, which UTF-8 cannot carry`);
+  return value;
+}
+
+/** A count for progress: a non-negative integer (number, or bigint up to 2^64-1). */
+function requireCount(value, what, operation) {
+  if (typeof value === 'bigint') {
+    if (value < 0n || value > MAX_UINT64) throw new RangeError(`${operation}: ${what} must be in 0..2^64-1, got ${value}`);
+    return value;
+  }
+  if (typeof value !== 'number') throw new TypeError(`${operation}: ${what} must be a number, got ${describe(value)}`);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`${operation}: ${what} must be a non-negative integer, got ${value}`);
+  }
+  return value;
+}
+
+/** A segment id as the JSON literal that keeps its type: a string, or an integer. */
+function segmentIdJson(segmentId, operation) {
+  if (typeof segmentId === 'string') {
+    if (!segmentId.isWellFormed()) throw new TypeError(`${operation}: segmentId contains a lone surrogate, which UTF-8 cannot carry`);
+    return JSON.stringify(segmentId);
+  }
+  if (typeof segmentId === 'number' && Number.isSafeInteger(segmentId)) return String(segmentId);
+  if (typeof segmentId === 'bigint' && segmentId >= MIN_INT64 && segmentId <= MAX_INT64) return segmentId.toString();
+  throw new TypeError(`${operation}: segmentId must be a string or an integer (a safe integer number, or a bigint in the int64 range), got ${describe(segmentId)}`);
+}
+
+/** `extra` for a progress update as a JSON object text, or null. */
+function extraJson(extra, operation) {
+  if (extra === undefined || extra === null) return null;
+  if (typeof extra !== 'object' || Array.isArray(extra)) {
+    throw new TypeError(`${operation}: extra must be a plain object of extra progress keys, got ${describe(extra)}`);
+  }
+  try {
+    return JSON.stringify(extra);
+  } catch (error) {
+    throw new TypeError(`${operation}: extra cannot be written as JSON: ${error.message}`, { cause: error });
+  }
+}
+
+/** A timeout option in ms: undefined, null or Infinity for none (null), else 0..MAX_TIMEOUT_MS. */
+function timeoutMs(timeout, operation) {
+  if (timeout === undefined || timeout === null || timeout === Infinity) return null;
+  if (typeof timeout !== 'number' || Number.isNaN(timeout)) {
+    throw new TypeError(`${operation}: timeout must be a number of milliseconds, got ${describe(timeout)}`);
+  }
+  if (timeout < 0 || timeout > MAX_TIMEOUT_MS) {
+    throw new RangeError(`${operation}: timeout must be in 0..${MAX_TIMEOUT_MS} ms, or Infinity for no limit; got ${timeout}`);
+  }
+  return Math.ceil(timeout);
+}
+
+/** The options object of wait/shutdown, which may be left out. */
+function optionsObject(options, operation) {
+  if (options === undefined || options === null) return {};
+  if (typeof options !== 'object') throw new TypeError(`${operation}: options must be an object, got ${describe(options)}`);
+  return options;
+}
+
+let instance = null;
+
+/**
+ * The process-wide task manager (a singleton: `new TaskManager() === getTaskManager()`).
+ *
+ * One worker thread in the library runs every task of the process, one at a
+ * time, in submission order; this object submits JS tasks to it and reads the
+ * shared registry.
+ */
+class TaskManager {
+  /** @type {ReturnType<import('./lib/native').makeNative>} */
+  #native;
+  /** @type {ChangeFeed} */
+  #feed;
+
+  /**
+   * Returns the process-wide manager, loading the library on first use.
+   * @param {{ engine?: 'koffi' | 'ffi-napi', libraryPath?: string }} [options]
+   *   `engine`: the FFI engine (default: STORYFLOW_TASKS_ENGINE, else koffi);
+   *   `libraryPath`: the library file (default: STORYFLOW_TASKS_LIB, the copy
+   *   inside the package, the repository's target/release). Both only matter on
+   *   first use; later calls that ask for something else throw.
+   */
+  constructor(options = undefined) {
+    if (instance !== null) {
+      instance.#checkSameOptions(options);
+      return instance;
+    }
+    const loaded = loadNative(optionsObject(options, 'TaskManager'));
+    this.#native = loaded.native;
+    /** The FFI engine in use: 'koffi' or 'ffi-napi'. */
+    this.engine = loaded.engine;
+    /** The library file that was loaded. */
+    this.libraryPath = loaded.libraryPath;
+    /** The library version, e.g. '0.1.0'. */
+    this.version = this.#native.version();
+    /**
+     * Task events from the library's change feed, for every task of the process
+     * (C, Python and JS alike). 'event': `{ seq, task_id, kind, status, revision }`;
+     * 'gap': `{ afterSeq, nextSeq }` when events were dropped before they were read.
+     * Listeners do not keep the process alive by themselves.
+     */
+    this.events = new EventEmitter();
+    this.#feed = new ChangeFeed(this.#native, this.events);
+    Object.freeze(this);
+    instance = this;
+  }
+
+  #checkSameOptions(options) {
+    const { engine, libraryPath } = optionsObject(options, 'TaskManager');
+    if (engine !== undefined && engine !== this.engine) {
+      throw new Error(`storyflow-tasks: the manager already runs on the ${this.engine} engine; it cannot switch to ${JSON.stringify(engine)}`);
+    }
+    if (libraryPath !== undefined && path.resolve(libraryPath) !== this.libraryPath) {
+      throw new Error(`storyflow-tasks: the manager already loaded ${this.libraryPath}; it cannot load ${libraryPath} too`);
+    }
+  }
+
+  /** Throws the library's error for a failed call. */
+  #check(code, operation) {
+    if (code === Result.OK) return;
+    const name = this.#native.resultName(code);
+    const message = this.#native.lastErrorMessage() ?? name;
+    throw new StoryflowTasksError(`${operation}: ${message} (${name})`, name, code);
+  }
+
+  #status(taskId) {
+    return parseStatus(this.#native.getTaskStatus(taskId));
+  }
+
+  #notFound(taskId, operation) {
+    return new StoryflowTasksError(`${operation}: no task ${JSON.stringify(taskId)} in the registry (SFT_ERR_NOT_FOUND)`,
+      'SFT_ERR_NOT_FOUND', Result.NOT_FOUND);
+  }
+
+  /**
+   * Submits a JS task. `fn(taskId, signal)` runs on the main thread when the
+   * library's single worker reaches it (FIFO with every other task of the
+   * process); the worker stays with it until the value it returns (a Promise
+   * or not) settles. A throw or rejection fails the task with the error's
+   * message. `signal` is aborted when cancellation of the task is requested.
+   * @param {(taskId: string, signal: AbortSignal) => unknown} fn
+   * @param {string} [taskId] the id to use; by default a new UUIDv4
+   * @returns {string} the task id
+   * @throws {TypeError} fn is not a function, or taskId is not a string
+   * @throws {StoryflowTasksError} SFT_ERR_DUPLICATE_ID, SFT_ERR_INVALID_ARGUMENT, SFT_ERR_QUEUE_FULL, SFT_ERR_SHUT_DOWN
+   */
+  submitTask(fn, taskId = undefined) {
+    if (typeof fn !== 'function') throw new TypeError(`submitTask: fn must be a function, got ${describe(fn)}`);
+    const wanted = taskId === undefined || taskId === null ? null : requireText(taskId, 'taskId', 'submitTask');
+    this.#feed.anchor();
+    try {
+      const { code, value } = this.#native.submitExternalTask(wanted);
+      this.#check(code, 'submitTask');
+      this.#feed.addTask(value, fn);
+      return value;
+    } finally {
+      this.#feed.kick();
+    }
+  }
+
+  /**
+   * The task's status (a fresh object with the wire keys: task_id, status,
+   * progress, completed_segments, errors, created_at, started_at, completed_at,
+   * error, revision, queue_position, cancel_requested), or null if unknown.
+   * @param {string} taskId
+   * @returns {object | null}
+   */
+  getTaskStatus(taskId) {
+    return this.#status(requireText(taskId, 'taskId', 'getTaskStatus'));
+  }
+
+  /**
+   * Replaces the task's progress with `current` of `total` (percentage computed
+   * by the library) plus the keys of `extra`, kept with their JSON types.
+   * @param {string} taskId
+   * @param {number | bigint} current
+   * @param {number | bigint} total
+   * @param {Record<string, unknown> | null} [extra] e.g. `{ current_segment_id: 7 }`
+   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND, SFT_ERR_INVALID_ARGUMENT (e.g. a reserved key in extra)
+   */
+  updateTaskProgress(taskId, current, total, extra = undefined) {
+    const operation = 'updateTaskProgress';
+    requireText(taskId, 'taskId', operation);
+    const code = this.#native.updateTaskProgress(taskId, requireCount(current, 'current', operation),
+      requireCount(total, 'total', operation), extraJson(extra, operation));
+    this.#check(code, operation);
+  }
+
+  /**
+   * Records a finished audio segment. `segmentId` keeps its type (number or string).
+   * @param {string} taskId
+   * @param {number | string | bigint} segmentId
+   * @param {{ audio_url: string, duration: number }} result duration in seconds, finite and >= 0
+   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND, SFT_ERR_INVALID_ARGUMENT
+   */
+  addCompletedSegment(taskId, segmentId, result) {
+    const operation = 'addCompletedSegment';
+    requireText(taskId, 'taskId', operation);
+    const idJson = segmentIdJson(segmentId, operation);
+    if (result === null || typeof result !== 'object') {
+      throw new TypeError(`${operation}: result must be an object { audio_url, duration }, got ${describe(result)}`);
+    }
+    const audioUrl = requireText(result.audio_url, 'result.audio_url', operation);
+    if (typeof result.duration !== 'number') {
+      throw new TypeError(`${operation}: result.duration must be a number of seconds, got ${describe(result.duration)}`);
+    }
+    this.#check(this.#native.addCompletedSegment(taskId, idJson, audioUrl, result.duration), operation);
+  }
+
+  /**
+   * Records a segment that failed. `segmentId` keeps its type (number or string).
+   * @param {string} taskId
+   * @param {number | string | bigint} segmentId
+   * @param {string} message
+   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND, SFT_ERR_INVALID_ARGUMENT
+   */
+  addError(taskId, segmentId, message) {
+    const operation = 'addError';
+    requireText(taskId, 'taskId', operation);
+    const idJson = segmentIdJson(segmentId, operation);
+    requireText(message, 'message', operation);
+    this.#check(this.#native.addError(taskId, idJson, message), operation);
+  }
+
+  /**
+   * Whether cancellation of the task was requested (a running task may poll it,
+   * or use the AbortSignal it was given).
+   * @param {string} taskId
+   * @returns {boolean}
+   */
+  isCancelRequested(taskId) {
+    const { code, value } = this.#native.isCancelRequested(requireText(taskId, 'taskId', 'isCancelRequested'));
+    this.#check(code, 'isCancelRequested');
+    return value;
+  }
+
+  /**
+   * Cancels a task: a PENDING one becomes CANCELLED at once and never runs; a
+   * PROCESSING one gets a cancellation request (`cancel_requested: true`, and a
+   * JS task's signal is aborted) and ends CANCELLED when it returns.
+   * @param {string} taskId
+   * @returns {Promise<object>} the status right after the request
+   * @throws {StoryflowTasksError} (rejects) SFT_ERR_NOT_FOUND, SFT_ERR_INVALID_STATE (already finished)
+   */
+  async cancel(taskId) {
+    requireText(taskId, 'taskId', 'cancel');
+    this.#check(this.#native.cancelTask(taskId), 'cancel');
+    const status = this.#status(taskId);
+    if (status !== null && status.status === TASK_CANCELLED) this.#feed.forgetTask(taskId);
+    else if (status !== null && status.cancel_requested) this.#feed.abortTask(taskId);
+    return status;
+  }
+
+  /**
+   * Resolves with the task's final status once it is COMPLETED, FAILED or
+   * CANCELLED. Never blocks the event loop nor holds a thread per call: every
+   * wait is served by the one change-feed poller.
+   * @param {string} taskId
+   * @param {{ timeout?: number }} [options] timeout in ms (default: none)
+   * @returns {Promise<object>}
+   * @throws {StoryflowTasksError} (rejects) SFT_ERR_NOT_FOUND, SFT_ERR_TIMEOUT
+   */
+  wait(taskId, options = undefined) {
+    return new Promise((resolve, reject) => {
+      requireText(taskId, 'taskId', 'wait');
+      const limit = timeoutMs(optionsObject(options, 'wait').timeout, 'wait');
+      this.#feed.anchor();
+      try {
+        const status = this.#status(taskId);
+        if (status === null) throw this.#notFound(taskId, 'wait');
+        if (isFinished(status)) resolve(status);
+        else this.#feed.addWaiter(taskId, resolve, reject, limit);
+      } finally {
+        this.#feed.kick();
+      }
+    });
+  }
+
+  /**
+   * An async iterator over the task's status: the current one, then the status
+   * after each change (changes made while the consumer is busy are coalesced
+   * into the newest), ending after the final one.
+   * @param {string} taskId
+   * @returns {AsyncIterableIterator<object>}
+   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND
+   */
+  watch(taskId) {
+    requireText(taskId, 'taskId', 'watch');
+    this.#feed.anchor();
+    try {
+      const status = this.#status(taskId);
+      if (status === null) throw this.#notFound(taskId, 'watch');
+      return new TaskWatch(this.#feed, taskId, status);
+    } finally {
+      this.#feed.kick();
+    }
+  }
+
+  /**
+   * The statuses of every task in the registry, in submission order, optionally
+   * only those in one state. A Promise like the other lifecycle calls; the
+   * answer is computed at once, so `listTasksSync` gives it without one.
+   * @param {string} [status] one of the TASK_* constants
+   * @returns {Promise<object[]>}
+   * @throws {StoryflowTasksError} rejects with SFT_ERR_INVALID_ARGUMENT (unknown state)
+   */
+  listTasks(status = undefined) {
+    return settleNow(() => this.listTasksSync(status));
+  }
+
+  /**
+   * As `listTasks`, returning the array directly.
+   * @param {string} [status] one of the TASK_* constants
+   * @returns {object[]}
+   * @throws {StoryflowTasksError} SFT_ERR_INVALID_ARGUMENT (unknown state)
+   */
+  listTasksSync(status = undefined) {
+    const filter = status === undefined || status === null ? null : requireText(status, 'status', 'listTasks');
+    const { code, value } = this.#native.listTasks(filter);
+    this.#check(code, 'listTasks');
+    return JSON.parse(value);
+  }
+
+  /**
+   * Statistics: counts (per state), queue_depth, retained, submitted_total,
+   * completed_total, failed_total, cancelled_total, mean_run_secs, max_run_secs.
+   * @returns {Promise<object>}
+   */
+  stats() {
+    return settleNow(() => this.statsSync());
+  }
+
+  /**
+   * As `stats`, returning the object directly.
+   * @returns {object}
+   */
+  statsSync() {
+    return JSON.parse(this.#native.getStats());
+  }
+
+  /**
+   * Applies settings before the first submit in the process (a change later
+   * rejects with SFT_ERR_INVALID_STATE). Keys: cleanup_threshold_secs,
+   * max_pending_tasks, max_retained_finished, max_task_id_bytes,
+   * max_message_bytes, max_url_bytes, max_extra_json_bytes,
+   * max_segments_per_task, max_errors_per_task, event_buffer_capacity.
+   * @param {Record<string, number>} config
+   * @returns {Promise<void>}
+   * @throws {StoryflowTasksError} rejects with SFT_ERR_INVALID_ARGUMENT (unknown key, bad value), SFT_ERR_INVALID_STATE
+   */
+  configure(config) {
+    return settleNow(() => this.configureSync(config));
+  }
+
+  /**
+   * As `configure`, throwing instead of rejecting.
+   * @param {Record<string, number>} config
+   * @throws {TypeError|StoryflowTasksError}
+   */
+  configureSync(config) {
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+      throw new TypeError(`configure: config must be an object of settings, got ${describe(config)}`);
+    }
+    this.#check(this.#native.configure(JSON.stringify(config)), 'configure');
+  }
+
+  /**
+   * The configuration in force, with every key.
+   * @returns {Record<string, number>}
+   */
+  getConfig() {
+    return JSON.parse(this.#native.getConfig());
+  }
+
+  /** The seq of the newest change-feed event (0 before the first). */
+  lastEventSeq() {
+    return this.#native.lastEventSeq();
+  }
+
+  /**
+   * Shuts the process-wide manager down, for every caller in the process and
+   * for good: later submits throw SFT_ERR_SHUT_DOWN, pending tasks become
+   * CANCELLED, the running task is asked to cancel and waited for. Reads and
+   * waits keep working. The wait runs off the main thread, so a running JS
+   * task can still settle.
+   * @param {{ timeout?: number }} [options] how long to wait for the running task, ms (default: no limit)
+   * @returns {Promise<void>}
+   * @throws {StoryflowTasksError} (rejects) SFT_ERR_TIMEOUT if the running task did not finish in time
+   */
+  async shutdown(options = undefined) {
+    const limit = timeoutMs(optionsObject(options, 'shutdown').timeout, 'shutdown');
+    const code = await new Promise((resolve) => this.#native.shutdownAsync(limit ?? WAIT_FOREVER, resolve));
+    this.#feed.kick();
+    if (code === Result.OK) return;
+    const name = this.#native.resultName(code);
+    const reason = code === Result.TIMEOUT ? `the running task did not finish within ${limit} ms` : 'the library reported an error';
+    throw new StoryflowTasksError(`shutdown: ${reason} (${name})`, name, code);
+  }
+}
+
+/**
+ * The process-wide task manager (the same object as `new TaskManager()`).
+ * @param {{ engine?: 'koffi' | 'ffi-napi', libraryPath?: string }} [options] see the TaskManager constructor
+ * @returns {TaskManager}
+ */
+function getTaskManager(options = undefined) {
+  return new TaskManager(options);
+}
+
+module.exports = {
+  TaskManager,
+  getTaskManager,
+  StoryflowTasksError,
+  TASK_PENDING,
+  TASK_PROCESSING,
+  TASK_COMPLETED,
+  TASK_FAILED,
+  TASK_CANCELLED,
+  ENGINES: Object.keys(ENGINES),
+  DEFAULT_ENGINE,
+};

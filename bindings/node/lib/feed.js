@@ -1,0 +1,338 @@
+'use strict';
+// The change-feed poller: the only place that waits on the library.
+//
+// One native sft_wait_events call is in flight at a time, on one libuv thread,
+// whatever the number of JS tasks, waits, watches and listeners; everything
+// they wait for is resolved from the events it brings back, on the main thread.
+// JS task functions run here, on the main thread, when their "started" event
+// arrives: the worker thread never calls into V8.
+//
+// Keeping the process alive: while something is awaited (a JS task not yet
+// started, a wait, a watch) and no JS task of ours is running, each poll is
+// issued at once and so holds the event loop. While one of our JS tasks runs,
+// it is that task's own work that keeps the process alive (as for any Promise);
+// the poller then goes on between unref'd timers, so a process whose running
+// task can never settle ends instead of hanging. With nothing awaited and no
+// listener, the poller stops.
+
+const { Result } = require('./native');
+const { StoryflowTasksError } = require('./errors');
+const { isFinished, parseStatus } = require('./status');
+
+/** How long one native wait lasts at most: bounds how late the poller notices it is no longer needed. */
+const POLL_TIMEOUT_MS = 200;
+/** Events fetched per native call. */
+const MAX_EVENTS_PER_POLL = 256;
+/** Event names on the emitter whose listeners keep the poller running. */
+const FEED_EVENT_NAMES = ['event', 'gap'];
+
+/** The text a failed JS task leaves in its status `error`. */
+function failureMessage(error) {
+  let text = '';
+  try {
+    text = error instanceof Error ? error.message || String(error) : String(error);
+  } catch {
+    text = '';
+  }
+  if (!text) text = 'the task failed without a message';
+  return text.replaceAll('\0', '\uFFFD').toWellFormed();
+}
+
+/** `text` cut to at most `maxBytes` bytes of UTF-8, on a character boundary. */
+function truncateUtf8(text, maxBytes) {
+  let bytes = 0;
+  let end = 0;
+  for (const char of text) {
+    bytes += Buffer.byteLength(char);
+    if (bytes > maxBytes) break;
+    end += char.length;
+  }
+  return text.slice(0, end);
+}
+
+class ChangeFeed {
+  #native;
+  #emitter;
+  /** The seq of the newest event handled; null while idle (restart from "now"). */
+  #cursor = null;
+  /** A native wait is in flight or its batch is being handled. */
+  #busy = false;
+  /** The unref'd timer that issues the next poll while no one holds the process. */
+  #lazyTimer = null;
+  /** JS tasks submitted and not started yet: id -> fn. */
+  #queuedTasks = new Map();
+  /** JS tasks running: id -> AbortController aborted when cancellation is requested. */
+  #runningTasks = new Map();
+  /** id -> Set of { resolve, reject, timer }. */
+  #waiters = new Map();
+  /** id -> Set of TaskWatch. */
+  #watchers = new Map();
+
+  /**
+   * @param {ReturnType<import('./native').makeNative>} native
+   * @param {import('node:events').EventEmitter} emitter where every event is emitted as 'event'
+   */
+  constructor(native, emitter) {
+    this.#native = native;
+    this.#emitter = emitter;
+    emitter.on('newListener', (name) => {
+      if (FEED_EVENT_NAMES.includes(name)) {
+        this.anchor();
+        process.nextTick(() => this.kick());
+      }
+    });
+    emitter.on('removeListener', () => this.kick());
+  }
+
+  /**
+   * Fixes where the feed starts before something is registered, so that no
+   * event about it can be missed. Call it before reading the state it depends on.
+   */
+  anchor() {
+    if (this.#cursor === null) this.#cursor = this.#native.lastEventSeq();
+  }
+
+  /** Runs `fn(taskId, signal)` on the main thread when the worker reaches external task `taskId`. */
+  addTask(taskId, fn) {
+    this.#queuedTasks.set(taskId, fn);
+    this.kick();
+  }
+
+  /** Drops a JS task that was cancelled before it started. */
+  forgetTask(taskId) {
+    this.#queuedTasks.delete(taskId);
+    this.kick();
+  }
+
+  /**
+   * Aborts a running JS task's signal now: the cancellation came from this
+   * thread, so it need not wait for the feed (which, while a JS task runs,
+   * does not hold the process).
+   */
+  abortTask(taskId) {
+    this.#runningTasks.get(taskId)?.abort(cancellationReason(taskId));
+  }
+
+  /** Resolves `resolve(status)` when the task finishes, or rejects on timeout (ms, null: none). */
+  addWaiter(taskId, resolve, reject, timeoutMs) {
+    const waiter = { resolve, reject, timer: null };
+    if (timeoutMs !== null) {
+      waiter.timer = setTimeout(() => {
+        this.#removeFrom(this.#waiters, taskId, waiter);
+        reject(new StoryflowTasksError(`wait: task ${JSON.stringify(taskId)} did not finish within ${timeoutMs} ms (SFT_ERR_TIMEOUT)`,
+          'SFT_ERR_TIMEOUT', Result.TIMEOUT));
+        this.kick();
+      }, timeoutMs);
+    }
+    this.#addTo(this.#waiters, taskId, waiter);
+    this.kick();
+  }
+
+  /** Feeds `watch.update(status)` on every change of the task until it is finished. */
+  addWatcher(taskId, watch) {
+    this.#addTo(this.#watchers, taskId, watch);
+    this.kick();
+  }
+
+  removeWatcher(taskId, watch) {
+    this.#removeFrom(this.#watchers, taskId, watch);
+    this.kick();
+  }
+
+  /** Starts, keeps going or stops the poller after anything that changes what it waits for. */
+  kick() {
+    if (this.#busy) return;
+    if (this.#lazyTimer !== null) {
+      clearTimeout(this.#lazyTimer);
+      this.#lazyTimer = null;
+    }
+    if (!this.#isNeeded()) {
+      this.#cursor = null;
+      return;
+    }
+    if (this.#holdsProcess()) {
+      this.#poll();
+      return;
+    }
+    this.#lazyTimer = setTimeout(() => {
+      this.#lazyTimer = null;
+      if (this.#busy) return;
+      if (this.#isNeeded()) this.#poll();
+      else this.#cursor = null;
+    }, 0);
+    this.#lazyTimer.unref();
+  }
+
+  #isAwaited() {
+    return this.#queuedTasks.size > 0 || this.#waiters.size > 0 || this.#watchers.size > 0;
+  }
+
+  #isNeeded() {
+    return this.#isAwaited() || this.#runningTasks.size > 0 ||
+      FEED_EVENT_NAMES.some((name) => this.#emitter.listenerCount(name) > 0);
+  }
+
+  #holdsProcess() {
+    return this.#isAwaited() && this.#runningTasks.size === 0;
+  }
+
+  #poll() {
+    this.#busy = true;
+    this.anchor();
+    this.#native.waitEventsAsync(this.#cursor, MAX_EVENTS_PER_POLL, POLL_TIMEOUT_MS, (code, json) => {
+      if (code !== Result.OK && code !== Result.TIMEOUT) {
+        // Not expected; retry after a pause rather than spin on the failure.
+        process.emitWarning(`storyflow-tasks: reading the change feed failed with ${this.#native.resultName(code)}; retrying`);
+        const retry = setTimeout(() => this.#pollDone(), POLL_TIMEOUT_MS);
+        if (!this.#holdsProcess()) retry.unref();
+        return;
+      }
+      try {
+        if (code === Result.OK && json !== null) this.#dispatch(JSON.parse(json));
+      } finally {
+        this.#pollDone();
+      }
+    });
+  }
+
+  #pollDone() {
+    this.#busy = false;
+    this.kick();
+  }
+
+  /** Handles one batch of events, oldest first. */
+  #dispatch(batch) {
+    const touched = new Set();
+    let gapFrom = null;
+    for (const event of batch) {
+      if (event.seq > this.#cursor + 1 && gapFrom === null) gapFrom = this.#cursor;
+      this.#cursor = Math.max(this.#cursor, event.seq);
+      const taskId = event.task_id;
+      if (event.kind === 'started') {
+        this.#startTask(taskId);
+      } else if (event.kind === 'cancel_requested') {
+        this.abortTask(taskId);
+      } else if (event.kind === 'finished') {
+        this.#queuedTasks.delete(taskId);
+        if (this.#waiters.has(taskId)) touched.add(taskId);
+      }
+      if (this.#watchers.has(taskId)) touched.add(taskId);
+      this.#emit('event', event);
+    }
+    if (gapFrom !== null) this.#recoverFromGap(gapFrom, batch[0].seq, touched);
+    for (const taskId of touched) this.#deliverStatus(taskId);
+  }
+
+  /**
+   * Events were dropped from the feed's ring buffer before they were read:
+   * re-read the state of everything this poller looks after.
+   */
+  #recoverFromGap(afterSeq, nextSeq, touched) {
+    for (const taskId of [...this.#queuedTasks.keys()]) {
+      const status = parseStatus(this.#native.getTaskStatus(taskId));
+      if (status === null || isFinished(status)) this.#queuedTasks.delete(taskId);
+      else if (status.status !== 'PENDING') this.#startTask(taskId);
+    }
+    for (const [taskId, controller] of this.#runningTasks) {
+      const status = parseStatus(this.#native.getTaskStatus(taskId));
+      if (status?.cancel_requested) controller.abort(cancellationReason(taskId));
+    }
+    for (const taskId of this.#waiters.keys()) touched.add(taskId);
+    for (const taskId of this.#watchers.keys()) touched.add(taskId);
+    this.#emit('gap', { afterSeq, nextSeq });
+  }
+
+  /** Resolves the waits and feeds the watches of one task with its current status. */
+  #deliverStatus(taskId) {
+    const json = this.#native.getTaskStatus(taskId);
+    const finished = json === null || isFinished(parseStatus(json));
+    const waiters = this.#waiters.get(taskId);
+    if (waiters && finished) {
+      this.#waiters.delete(taskId);
+      for (const waiter of waiters) {
+        clearTimeout(waiter.timer);
+        if (json === null) waiter.reject(gone(taskId, 'wait'));
+        else waiter.resolve(parseStatus(json));
+      }
+    }
+    const watchers = this.#watchers.get(taskId);
+    if (watchers) {
+      if (finished) this.#watchers.delete(taskId);
+      for (const watch of watchers) watch.update(parseStatus(json));
+    }
+  }
+
+  /** Marks a JS task running and calls its function from a microtask, outside the batch. */
+  #startTask(taskId) {
+    const fn = this.#queuedTasks.get(taskId);
+    if (fn === undefined) return;
+    this.#queuedTasks.delete(taskId);
+    const controller = new AbortController();
+    this.#runningTasks.set(taskId, controller);
+    Promise.resolve()
+      .then(() => {
+        // Cancelled between the worker starting it and this thread hearing so: the
+        // function has not begun, so it never does (as for a pending task).
+        const { value: requested } = this.#native.isCancelRequested(taskId);
+        if (requested) this.abortTask(taskId);
+        return controller.signal.aborted ? undefined : fn(taskId, controller.signal);
+      })
+      .then(() => this.#settle(taskId, null), (error) => this.#settle(taskId, failureMessage(error)));
+  }
+
+  /** Hands a JS task's outcome to the library, which then moves the worker on. */
+  #settle(taskId, message) {
+    this.#runningTasks.delete(taskId);
+    const native = this.#native;
+    let code = native.finishTask(taskId, message === null ? 0 : 1, message);
+    if (code === Result.INVALID_ARGUMENT && message !== null) {
+      // Too long for max_message_bytes: keep what fits rather than leave the worker held.
+      const limit = JSON.parse(native.getConfig()).max_message_bytes;
+      code = native.finishTask(taskId, 1, truncateUtf8(message, limit));
+      if (code === Result.INVALID_ARGUMENT) code = native.finishTask(taskId, 1, null);
+    }
+    if (code !== Result.OK) {
+      process.emitWarning(`storyflow-tasks: finishing task ${JSON.stringify(taskId)} failed: ` +
+        `${native.lastErrorMessage() ?? ''} (${native.resultName(code)})`);
+    }
+    this.kick();
+  }
+
+  #emit(name, payload) {
+    if (this.#emitter.listenerCount(name) === 0) return;
+    try {
+      this.#emitter.emit(name, payload);
+    } catch (error) {
+      // A throwing listener is the listener's bug: report it as uncaught, but keep the poller going.
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
+  #addTo(map, taskId, item) {
+    let set = map.get(taskId);
+    if (set === undefined) map.set(taskId, (set = new Set()));
+    set.add(item);
+  }
+
+  #removeFrom(map, taskId, item) {
+    const set = map.get(taskId);
+    if (set === undefined) return;
+    set.delete(item);
+    if (set.size === 0) map.delete(taskId);
+  }
+}
+
+/** The reason a JS task's signal carries when its cancellation is requested. */
+function cancellationReason(taskId) {
+  return new Error(`cancellation of task ${JSON.stringify(taskId)} was requested`);
+}
+
+/** The error for a task that left the registry (cleaned up) while being watched. */
+function gone(taskId, operation) {
+  return new StoryflowTasksError(`${operation}: task ${JSON.stringify(taskId)} is no longer in the registry (SFT_ERR_NOT_FOUND)`,
+    'SFT_ERR_NOT_FOUND', Result.NOT_FOUND);
+}
+
+module.exports = { ChangeFeed, gone, failureMessage, truncateUtf8, POLL_TIMEOUT_MS };

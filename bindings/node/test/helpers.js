@@ -1,0 +1,79 @@
+'use strict';
+// Shared by the test files: the manager under test, child processes, and
+// promises that tests settle themselves.
+
+const path = require('node:path');
+const { execFile } = require('node:child_process');
+
+const PACKAGE_ROOT = path.resolve(__dirname, '..');
+const FIXTURES = path.join(__dirname, 'fixtures');
+
+/** The engine this run tests: run_tests.sh runs every file once per engine. */
+const ENGINE = process.env.STORYFLOW_TASKS_ENGINE || 'koffi';
+
+/** A child that has not ended after this long is reported as hung (a guard, not a timing assertion). */
+const CHILD_HANG_GUARD_MS = 60_000;
+
+/**
+ * Runs `node <fixture> ...args` with the engine under test and resolves with
+ * how it ended; never rejects, so that a test can assert on a failure too.
+ * @returns {Promise<{ code: number | null, signal: string | null, stdout: string, stderr: string, hung: boolean }>}
+ */
+function runFixture(fixture, args = [], env = {}) {
+  return runNode([path.join(FIXTURES, fixture), ...args], env);
+}
+
+/** Runs node with `argv`, the engine under test in its environment, plus `env` (undefined values unset). */
+function runNode(argv, env = {}, cwd = PACKAGE_ROOT) {
+  return runCommand(process.execPath, argv, env, cwd);
+}
+
+/** Runs `file argv...` as runNode does; for npm, give the hang guard more room. */
+function runCommand(file, argv, env = {}, cwd = PACKAGE_ROOT, timeout = CHILD_HANG_GUARD_MS) {
+  const childEnv = { ...process.env, STORYFLOW_TASKS_ENGINE: ENGINE };
+  for (const [key, value] of Object.entries(env)) {
+    if (value === undefined) delete childEnv[key];
+    else childEnv[key] = value;
+  }
+  return new Promise((resolve) => {
+    execFile(file, argv, { env: childEnv, cwd, timeout, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+        const signal = error ? error.signal ?? null : null;
+        resolve({ code, signal, stdout, stderr, hung: Boolean(error && error.killed) });
+      });
+  });
+}
+
+/** The last line of a child's stdout, parsed as JSON (fixtures report that way). */
+function lastJsonLine(stdout) {
+  const lines = stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+/** A promise with its resolve/reject in hand. */
+function deferred() {
+  let resolve;
+  let reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/**
+ * Submits a JS task that reports when it starts and then runs until released.
+ * @returns {{ id: string, started: Promise<AbortSignal>, release: (value?: unknown) => void, fail: (error: unknown) => void }}
+ */
+function submitHeldTask(tm, taskId) {
+  const started = deferred();
+  const gate = deferred();
+  const id = tm.submitTask((_id, signal) => {
+    started.resolve(signal);
+    return gate.promise;
+  }, taskId);
+  return { id, started: started.promise, release: gate.resolve, fail: gate.reject };
+}
+
+module.exports = { PACKAGE_ROOT, ENGINE, runFixture, runNode, runCommand, lastJsonLine, deferred, submitHeldTask };

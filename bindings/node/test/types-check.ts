@@ -1,0 +1,66 @@
+// Compiled by types.test.js with `tsc --strict --noEmit`: every public name of
+// index.d.ts used the way the README shows, so that the types match the surface.
+
+import {
+  TaskManager, getTaskManager, StoryflowTasksError, ENGINES, DEFAULT_ENGINE,
+  TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED,
+  TaskStatus, TaskEvent, FeedGap, TaskStats, TaskConfig, TaskState, EngineName,
+} from '..';
+
+async function useEverything(): Promise<void> {
+  const tm: TaskManager = getTaskManager({ engine: 'koffi' });
+  const same: boolean = new TaskManager() === tm;
+  const engine: EngineName = tm.engine;
+  const names: EngineName[] = ENGINES;
+  const defaultEngine: 'koffi' = DEFAULT_ENGINE;
+  const path: string = tm.libraryPath;
+  const version: string = tm.version;
+  const states: TaskState[] = [TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED];
+
+  const id: string = tm.submitTask(async (taskId: string, signal: AbortSignal) => {
+    if (signal.aborted) return;
+    tm.updateTaskProgress(taskId, 1, 2, { current_segment_id: 7 });
+    tm.updateTaskProgress(taskId, 1n, 2n);
+    tm.addCompletedSegment(taskId, 7, { audio_url: '/7.wav', duration: 1.5 });
+    tm.addCompletedSegment(taskId, 'intro', { audio_url: '/intro.wav', duration: 0 });
+    tm.addError(taskId, 3, 'voice not found');
+  }, 'my-id');
+  tm.submitTask(() => 42);
+
+  const status: TaskStatus | null = tm.getTaskStatus(id);
+  if (status !== null) {
+    const segmentId: number | string | undefined = status.completed_segments[0]?.segment_id;
+    const position: number | null = status.queue_position;
+    const percentage: number | undefined = status.progress.percentage;
+    console.log(segmentId, position, percentage, status.cancel_requested, status.error, status.revision);
+  }
+  const requested: boolean = tm.isCancelRequested(id);
+  const afterCancel: TaskStatus | null = await tm.cancel(id);
+  const final: TaskStatus = await tm.wait(id, { timeout: 1000 });
+  await tm.wait(id);
+  for await (const change of tm.watch(id)) console.log(change.status);
+  const listed: TaskStatus[] = await tm.listTasks(TASK_PENDING);
+  const listedNow: TaskStatus[] = tm.listTasksSync(TASK_PENDING);
+  const stats: TaskStats = await tm.stats();
+  const statsNow: TaskStats = tm.statsSync();
+  const pending: number = stats.counts.PENDING;
+  const config: TaskConfig = tm.getConfig();
+  await tm.configure({ max_pending_tasks: 10 });
+  tm.configureSync({ max_pending_tasks: 10 });
+  const seq: number = tm.lastEventSeq();
+  tm.events.on('event', (event: TaskEvent) => console.log(event.kind, event.seq));
+  tm.events.on('gap', (gap: FeedGap) => console.log(gap.afterSeq, gap.nextSeq));
+  await tm.shutdown({ timeout: 5000 });
+  try {
+    tm.submitTask(() => undefined);
+  } catch (error) {
+    if (error instanceof StoryflowTasksError) {
+      const code: string = error.code;
+      const result: number = error.result;
+      console.log(code, result);
+    }
+  }
+  console.log(same, engine, names, defaultEngine, path, version, states, requested, afterCancel, final, listed, listedNow, statsNow, pending, config, seq);
+}
+
+void useEverything;
