@@ -18,7 +18,7 @@ VALGRIND  := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-ki
 export STORYFLOW_TASKS_LIB := $(abspath $(LIB))
 
 
-.PHONY: build-testing
+.PHONY: build-testing test-readme
 .PHONY: all build deps venv python-package demo test bench install uninstall clean \
         test-rust test-header test-symbols test-c test-valgrind test-asan test-install \
         test-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
@@ -47,7 +47,7 @@ $(VENV)/bin/pytest:
 	$(VENV)/bin/pip install -q pytest
 
 ## test: everything, as CI runs it from a clean clone
-test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-node
+test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-python test-node
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -112,6 +112,22 @@ test-valgrind: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unl
 test-asan: build $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS) panics))
 	@for t in $(C_TESTS) panics; do ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(CTEST_DIR)/$$t-asan || { echo "asan: $$t failed"; exit 1; }; done
 
+## test-readme: the README's quick-starts are the files the tests build and run
+test-readme:
+	@check() { awk -v heading="$$1" -v fence="$$2" '$$0 == heading {inside=1} inside && $$0 == fence {code=1; next} code && /^```$$/{exit} code' README.md \
+	    | diff -u "$$3" - >/dev/null || { echo "README.md: the code under '$$1' differs from $$3"; exit 1; }; }; \
+	check '## C quick-start' '```c' bindings/c/quickstart.c && \
+	check '## Node quick-start' '```js' bindings/node/examples/quickstart.js
+	@echo "readme: the C and Node quick-starts match their tested files; bindings/python/tests/test_readme.py runs the Python one"
+
+## python-package: the Python binding installed in the venv; pip runs cargo and carries the library inside the wheel
+python-package: venv
+	$(VENV)/bin/pip install -q ./bindings/python
+
+## test-python: the Python suite against the installed package and the library inside it
+test-python: python-package
+	env -u STORYFLOW_TASKS_LIB $(VENV)/bin/pytest -q -p no:cacheprovider bindings/python/tests
+
 ## test-node: the Node binding (npm ci inside), every test file once per FFI engine (koffi, ffi-napi)
 test-node: build
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "test-node needs node and npm (Node 20)"; exit 1; }
@@ -161,8 +177,7 @@ test-install: deps
 	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/cmake-build/quickstart | grep -q '"status":"COMPLETED"'
 	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/cmake-build/quickstart_static | grep -q '"status":"COMPLETED"'
 	@echo "install: quickstart built against $(INSTALL_TEST) with pkg-config and with CMake's find_package, shared and static, and ran"
-	@awk '/^## C quick-start/{inside=1} inside && /^```c$$/{code=1; next} code && /^```$$/{exit} code' README.md \
-	  | diff -u bindings/c/quickstart.c - || { echo "README's C quick-start differs from bindings/c/quickstart.c"; exit 1; }
+
 
 clean:
 	$(CARGO) clean
