@@ -122,11 +122,19 @@ test-readme:
 
 ## python-package: the Python binding installed in the venv; pip runs cargo and carries the library inside the wheel
 python-package: venv
-	$(VENV)/bin/pip install -q ./bindings/python
+	VENV=$(VENV) PYTHON=$(PYTHON) bindings/python/install.sh
 
 ## test-python: the Python suite against the installed package and the library inside it
 test-python: python-package
 	env -u STORYFLOW_TASKS_LIB $(VENV)/bin/pytest -q -p no:cacheprovider bindings/python/tests
+
+## serve: the narration page and its API on http://127.0.0.1:8000/ (examples/web)
+serve: build
+	examples/web/serve.sh
+
+## test-web: the web example's API tests (httpx) and browser test (Debian's Chromium + playwright-core)
+test-web: build
+	examples/web/run_tests.sh
 
 ## test-node: the Node binding (npm ci inside), every test file once per FFI engine (koffi, ffi-napi)
 test-node: build

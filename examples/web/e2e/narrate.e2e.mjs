@@ -1,0 +1,242 @@
+// The page, end to end, in Debian's Chromium (headless) driven by playwright-core:
+// narrate -> progress -> a sentence playable in an audio element -> cancel.
+// It starts the app itself (app.py on a free loopback port) and saves screenshots
+// under target/web/. No browser is downloaded: /usr/bin/chromium (or $CHROMIUM_PATH).
+//   node examples/web/e2e/narrate.e2e.mjs
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const REPO_DIR = path.resolve(WEB_DIR, '..', '..');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const PYTHON = process.env.PYTHON || path.join(REPO_DIR, '.venv', 'bin', 'python');
+const SHOT_DIR = path.join(REPO_DIR, 'target', 'web');
+const READY_PREFIX = 'storyflow-web: ready on ';
+const START_TIMEOUT_MS = 60_000;
+const STEP_TIMEOUT_MS = 30_000;
+const CHROMIUM_FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+// The demo's story (23 sentences), one second apart: long enough to act on while it runs.
+const STORY_FILE = path.join(REPO_DIR, 'examples', 'story.txt');
+const PACE_SECONDS = '1';
+
+if (!existsSync(CHROMIUM)) {
+  console.log(`SKIP: the browser test needs Chromium at ${CHROMIUM} (Debian: apt-get install chromium)`);
+  process.exit(0);
+}
+const { chromium } = await import('playwright-core');
+
+/** Starts app.py on a free port; resolves with its URL once it printed its ready line. */
+function startApp(mediaDir) {
+  const child = spawn(PYTHON, ['-u', path.join(WEB_DIR, 'app.py'), '--port', '0', '--media-dir', mediaDir],
+    { cwd: WEB_DIR, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = [];
+  child.stderr.on('data', (chunk) => output.push(chunk.toString()));
+  const ready = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`app.py was not ready within ${START_TIMEOUT_MS} ms:\n${output.join('')}`)),
+      START_TIMEOUT_MS);
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      output.push(`${line}\n`);
+      if (line.startsWith(READY_PREFIX)) {
+        clearTimeout(timer);
+        resolve(line.slice(READY_PREFIX.length).trim());
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`app.py exited (${code}) before it was ready:\n${output.join('')}`));
+    });
+  });
+  return { child, ready, output };
+}
+
+function stopApp(child) {
+  if (child.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.on('exit', () => { clearTimeout(killer); resolve(); });
+    child.kill('SIGTERM');
+  });
+}
+
+const results = [];
+async function step(name, body) {
+  try {
+    await body();
+    results.push(true);
+    console.log(`ok - ${name}`);
+  } catch (error) {
+    results.push(false);
+    console.log(`not ok - ${name}\n  ${String(error.stack || error).split('\n').join('\n  ')}`);
+    throw error;
+  }
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const mediaDir = mkdtempSync(path.join(tmpdir(), 'storyflow-web-media-'));
+const userDataDir = mkdtempSync(path.join(tmpdir(), 'storyflow-web-chromium-'));
+mkdirSync(SHOT_DIR, { recursive: true });
+const app = startApp(mediaDir);
+let context;
+try {
+  const baseUrl = await app.ready;
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_FLAGS,
+    viewport: { width: 1100, height: 1000 },
+  });
+  const page = context.pages()[0] || await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const pageErrors = [];
+  const failedRequests = [];
+  page.on('pageerror', (error) => pageErrors.push(String(error)));
+  page.on('console', (message) => {
+    // A refused request is logged too; those are checked one by one below (failedRequests).
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) pageErrors.push(message.text());
+  });
+  page.on('response', (response) => {
+    if (response.status() >= 400) failedRequests.push(`${response.status()} ${new URL(response.url()).pathname}`);
+  });
+  page.on('requestfailed', (request) => {
+    // The page closes its EventSource on the final status, at times before the server ends the
+    // stream; a media element may drop a preload it no longer needs. Any other failure counts.
+    const aborted = request.failure()?.errorText === 'net::ERR_ABORTED'
+      && ['eventsource', 'media'].includes(request.resourceType());
+    if (!aborted) failedRequests.push(`failed ${new URL(request.url()).pathname} ${request.failure()?.errorText}`);
+  });
+  const taskStatus = async (taskId) => (await fetch(new URL(`/api/tasks/${taskId}`, baseUrl))).json();
+  let taskId;
+  let sentences;
+
+  await step('the page loads', async () => {
+    await page.goto(baseUrl);
+    check((await page.title()).includes('StoryFlow'), `unexpected title ${await page.title()}`);
+    check(await page.isEnabled('#narrate-button'), 'Narrate is disabled');
+  });
+
+  await step('bad input is shown inline', async () => {
+    await page.fill('#story-text', '   ');
+    await page.click('#narrate-button');
+    await page.waitForSelector('#request-error:not([hidden])');
+    const message = await page.textContent('#request-error');
+    check(message.includes('422') && message.includes('empty'), `request error: ${message}`);
+    check(await page.isHidden('#task'), 'a task appeared for bad input');
+  });
+
+  await step('Narrate shows the progress bar and the sentence being spoken', async () => {
+    await page.fill('#story-id', 'aesop');
+    await page.fill('#story-text', readFileSync(STORY_FILE, 'utf8'));
+    await page.fill('#pace', PACE_SECONDS);
+    await page.click('#narrate-button');
+    await page.waitForSelector('#task:not([hidden])');
+    check(await page.isHidden('#request-error'), `request error: ${await page.textContent('#request-error')}`);
+    taskId = (await page.textContent('#task-id')).trim();
+    check(taskId.startsWith('aesop-'), `task id ${taskId}`);
+    sentences = await page.locator('#segments li').count();
+    check(sentences === 23, `${sentences} rows for the 23 sentences of ${STORY_FILE}`);
+    await page.waitForFunction(() => document.getElementById('progress-bar').value > 0);
+    await page.waitForFunction(() => /^Speaking sentence \d+ of 23: “/.test(document.getElementById('current-segment').textContent));
+    check((await page.textContent('#task-state')).startsWith('PROCESSING'), 'the badge does not say PROCESSING');
+    check(await page.isEnabled('#cancel-button'), 'Cancel is disabled during the narration');
+    check(await page.isDisabled('#narrate-button'), 'Narrate is enabled during the narration');
+  });
+
+  await step('a finished sentence plays in its audio element', async () => {
+    await page.waitForSelector('#segments li[data-segment-id="1"] audio');
+    const audio = await page.evaluate(async () => {
+      const element = document.querySelector('#segments li[data-segment-id="1"] audio');
+      if (element.readyState < HTMLMediaElement.HAVE_ENOUGH_DATA) {
+        await new Promise((resolve, reject) => {
+          element.addEventListener('canplaythrough', resolve, { once: true });
+          element.addEventListener('error', () => reject(new Error(`media error ${element.error?.code}`)), { once: true });
+        });
+      }
+      await element.play();
+      return { src: element.currentSrc, duration: element.duration, error: element.error };
+    });
+    check(audio.error === null, `media error ${JSON.stringify(audio.error)}`);
+    const status = await taskStatus(taskId);
+    const first = status.completed_segments.find((segment) => segment.segment_id === 1);
+    check(audio.src.endsWith(first.audio_url), `audio src ${audio.src} is not ${first.audio_url}`);
+    check(Math.abs(audio.duration - first.duration) < 0.01, `the element's duration ${audio.duration} is not ${first.duration}`);
+    await page.waitForFunction(() => {
+      const element = document.querySelector('#segments li[data-segment-id="1"] audio');
+      return element.currentTime > 0 || element.ended;
+    });
+  });
+
+  await step('screenshot of the narration under way', async () => {
+    await page.waitForFunction(() => document.querySelectorAll('#segments li.done').length >= 3);
+    await page.$eval('#story-text', (text) => { text.setSelectionRange(0, 0); text.scrollTop = 0; });
+    await page.screenshot({ path: path.join(SHOT_DIR, 'screenshot.png') });
+  });
+
+  await step('Cancel stops the narration', async () => {
+    await page.click('#cancel-button');
+    await page.waitForFunction(() => document.getElementById('task-state').textContent === 'CANCELLED');
+    const status = await taskStatus(taskId);
+    check(status.status === 'CANCELLED', `status ${status.status}`);
+    check(status.completed_segments.length + status.errors.length < sentences, 'every sentence was spoken: nothing was cancelled');
+    const spokenRows = await page.locator('#segments li.done').count();
+    check(spokenRows === status.completed_segments.length, `${spokenRows} players for ${status.completed_segments.length} segments`);
+    const notSpoken = await page.locator('#segments li.waiting .segment-outcome', { hasText: 'not spoken' }).count();
+    check(notSpoken > 0, 'no row says "not spoken"');
+    const current = await page.textContent('#current-segment');
+    check(current.startsWith('Stopped:'), `current segment line: ${current}`);
+    check(await page.isEnabled('#narrate-button'), 'Narrate is not enabled again');
+    check(await page.isDisabled('#cancel-button'), 'Cancel is still enabled');
+    await page.screenshot({ path: path.join(SHOT_DIR, 'cancelled.png') });
+  });
+
+  await step('a sentence that cannot be spoken shows its error inline, and the rest is spoken', async () => {
+    await page.fill('#story-id', 'voices');
+    await page.fill('#story-text', '[voice:no-such-voice] Nobody can say this. Everybody can say this.');
+    await page.fill('#pace', '0');
+    await page.click('#narrate-button');
+    await page.waitForFunction(() => document.getElementById('task-state').textContent === 'COMPLETED');
+    const message = await page.textContent('#segments li[data-segment-id="1"].failed .segment-outcome');
+    check(message.includes("voice 'no-such-voice'"), `segment error: ${message}`);
+    await page.waitForSelector('#segments li[data-segment-id="2"].done audio');
+    check(await page.isHidden('#task-error'), 'a completed narration shows a task error');
+  });
+
+  await step('a narration that fails shows why inline', async () => {
+    await page.fill('#story-text', '[voice:no-such-voice] Nobody can say this.');
+    await page.click('#narrate-button');
+    await page.waitForFunction(() => document.getElementById('task-state').textContent === 'FAILED');
+    const message = await page.textContent('#task-error:not([hidden])');
+    check(message.includes('none of the 1 sentences could be spoken'), `task error: ${message}`);
+  });
+
+  await step('no script error, and no refused request but the bad input', async () => {
+    check(pageErrors.length === 0, `page errors: ${pageErrors.join(' | ')}`);
+    const expected = ['422 /api/stories/the-fox/narrate'];
+    check(JSON.stringify(failedRequests) === JSON.stringify(expected), `refused requests: ${failedRequests.join(', ')}`);
+  });
+} catch (error) {
+  if (results.every(Boolean)) {
+    results.push(false);
+    console.log(`not ok - setting up the browser test\n  ${error.stack || error}`);
+  }
+} finally {
+  if (!results.every(Boolean)) console.log(`app.py output:\n${app.output.join('').slice(-4000)}`);
+  if (context) await context.close();
+  await stopApp(app.child);
+  rmSync(userDataDir, { recursive: true, force: true });
+  rmSync(mediaDir, { recursive: true, force: true });
+}
+
+const passed = results.filter(Boolean).length;
+console.log(`browser: ${passed} passed, ${results.length - passed} failed`);
+console.log(`screenshots: ${path.relative(REPO_DIR, SHOT_DIR)}/screenshot.png, cancelled.png`);
+process.exit(passed === results.length && passed > 0 ? 0 : 1);

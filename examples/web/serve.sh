@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# `make serve`: the narration page and its API on http://127.0.0.1:8000/ (Ctrl-C stops it).
+#   examples/web/serve.sh [app.py options, e.g. --port 8080 --pace 0.5]
+# The library must be built (`make build`; `make serve` does it first).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export STORYFLOW_TASKS_LIB=${STORYFLOW_TASKS_LIB:-$PWD/target/release/libstoryflow_tasks.so}
+examples/web/venv.sh
+echo "serve.sh: open the URL below in a browser, paste a story (examples/story.txt is one), press Narrate"
+exec .venv/bin/python examples/web/app.py --pace 0.3 "$@"
