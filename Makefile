@@ -136,6 +136,11 @@ serve: build
 test-web: build
 	examples/web/run_tests.sh
 
+## bench: every benchmark of issues 7 and 10, each beside what it is compared with
+## -> target/bench/results.json and BENCHMARKS.md (figures are reported, never asserted)
+bench:
+	benches/run.sh
+
 ## test-node: the Node binding (npm ci inside), every test file once per FFI engine (koffi, ffi-napi)
 test-node: build
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "test-node needs node and npm (Node 20)"; exit 1; }

@@ -46,7 +46,7 @@ function measure(batches, calls) {
   }
   process.stdout.write(JSON.stringify(result));
   // Let the submitted tasks drain before exiting, so that the next run starts on an idle machine.
-  const last = tm.listTasks('PENDING').at(-1);
+  const last = tm.listTasksSync('PENDING').at(-1);
   release?.();
   if (last) tm.wait(last.task_id);
 }
