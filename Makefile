@@ -47,7 +47,7 @@ $(VENV)/bin/pytest:
 	$(VENV)/bin/pip install -q pytest
 
 ## test: everything, as CI runs it from a clean clone
-test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-python test-node
+test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-python test-node test-examples test-web
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -135,6 +135,14 @@ serve: build
 ## test-web: the web example's API tests (httpx) and browser test (Debian's Chromium + playwright-core)
 test-web: build
 	examples/web/run_tests.sh
+
+## demo: narrate examples/story.txt with espeak-ng; WAV files under out/
+demo: build
+	examples/demo.sh
+
+## test-examples: the Python demo and the C example narrate a two-chapter text; pytest checks the audio
+test-examples: build deps
+	examples/run_tests.sh
 
 ## bench: every benchmark of issues 7 and 10, each beside what it is compared with
 ## -> target/bench/results.json and BENCHMARKS.md (figures are reported, never asserted)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make demo`: narrates examples/story.txt with espeak-ng, a storyflow-tasks task
+# per chapter and a WAV file per sentence under out/.
+#   examples/demo.sh [narrate.py options, e.g. --pace 0.5] [STORY]
+# The library must be built (`make build`; `make demo` does it first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export VENV=${VENV:-.venv}
+started=$(date +%s%N)
+
+export STORYFLOW_TASKS_LIB=${STORYFLOW_TASKS_LIB:-$PWD/target/release/libstoryflow_tasks.so}
+if [ ! -f "$STORYFLOW_TASKS_LIB" ]; then
+  echo "demo.sh: $STORYFLOW_TASKS_LIB is missing: run 'make demo' (it builds it first)" >&2
+  exit 1
+fi
+examples/venv.sh
+
+# Chapters left by an earlier run would mix with this one's.
+rm -rf out/[0-9][0-9]-*/
+status=0
+"$VENV"/bin/python examples/narrate.py --out out "$@" || status=$?
+
+elapsed=$(( ($(date +%s%N) - started) / 1000000 ))
+printf '\ndemo.sh: done in %d.%03d s, setup included. Listen with any player, e.g.:\n' \
+  $((elapsed / 1000)) $((elapsed % 1000))
+first=$(ls out/[0-9][0-9]-*/*.wav 2>/dev/null | head -n 1 || true)
+if [ -n "$first" ]; then
+  echo "  aplay $first        (or: aplay out/*/*.wav for the whole story)"
+fi
+exit $status

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Narrates a story with espeak-ng: one storyflow-tasks task per chapter, one WAV per sentence.
+
+    python examples/narrate.py [--out DIR] [--report FILE] [--pace SECONDS] [STORY]
+
+The tasks run one at a time on the library's worker thread; this (main)
+thread only polls their status to draw a live progress bar per task, then
+prints a summary table. A sentence espeak-ng cannot speak (a ``[voice:NAME]``
+it does not have) becomes a segment error and its chapter goes on.
+
+Ctrl-C cancels: the pending chapters never run, the running one stops after
+its current sentence (it polls ``is_cancel_requested`` between sentences).
+Exit status: 0 every chapter completed (segment errors allowed), 1 a chapter
+failed, 2 bad usage or story, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from espeak_engine import EspeakEngine, SynthesisError
+from story import Chapter, StoryFormatError, load_story, slug
+
+from storyflow_tasks import (TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED, TASK_PROCESSING,
+                             InvalidStateError, StoryflowTasksError, get_task_manager)
+
+FINAL_STATES = (TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED)
+POLL_SECONDS = 0.1
+BAR_WIDTH = 20
+SNIPPET_CHARS = 32
+DEFAULT_STORY = Path(__file__).resolve().parent / "story.txt"
+
+
+def pace(tm, task_id: str, seconds: float) -> None:
+    """Pauses after a sentence (``--pace``); a cancellation request cuts the pause short."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not tm.is_cancel_requested(task_id):
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+def chapter_task(tm, engine: EspeakEngine, task_id: str, chapter: Chapter, directory: Path,
+                 pace_seconds: float):
+    """The function one task runs on the worker thread: the chapter, sentence by sentence."""
+
+    def narrate_chapter() -> None:
+        total = len(chapter.sentences)
+        spoken = 0
+        for number, sentence in enumerate(chapter.sentences, start=1):
+            if tm.is_cancel_requested(task_id):
+                return  # the task ends CANCELLED: its cancellation was requested
+            tm.update_task_progress(task_id, number - 1, total, current_segment_id=number)
+            path = directory / f"{number:03d}.wav"
+            try:
+                utterance = engine.synthesize(sentence.text, path, sentence.voice)
+            except SynthesisError as error:
+                tm.add_error(task_id, number, str(error))
+            else:
+                tm.add_completed_segment(task_id, number, {"audio_url": str(path),
+                                                           "duration": utterance.duration})
+                spoken += 1
+            pace(tm, task_id, pace_seconds)
+        tm.update_task_progress(task_id, total, total)
+        if spoken == 0:
+            raise RuntimeError("no sentence of the chapter could be synthesised")
+
+    return narrate_chapter
+
+
+def bar_line(task_id: str, status: dict, chapter: Chapter) -> str:
+    """One task's progress bar: percentage, then the sentence being spoken or the state."""
+    progress = status.get("progress") or {}
+    percentage = int(progress.get("percentage", 0))
+    filled = percentage * BAR_WIDTH // 100
+    line = f"{task_id[:30]:<30} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {percentage:3d}%  "
+    number = progress.get("current_segment_id")
+    if status["status"] == TASK_PROCESSING and isinstance(number, int) \
+            and 1 <= number <= len(chapter.sentences):
+        text = chapter.sentences[number - 1].text
+        snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS - 3] + "..."
+        stopping = "  (stopping)" if status.get("cancel_requested") else ""
+        return line + f"sentence {number}/{len(chapter.sentences)}: {snippet}{stopping}"
+    return line + status["status"]
+
+
+class Display:
+    """Live bars redrawn in place on a terminal; elsewhere (a log, a test) a line per change."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.live = stream.isatty()
+        self.drawn_lines = 0
+        self.shown: dict[str, tuple] = {}
+
+    def show(self, rows: list[tuple[str, dict, Chapter]]) -> None:
+        if self.live:
+            if self.drawn_lines:
+                self.stream.write(f"\033[{self.drawn_lines}A")
+            for task_id, status, chapter in rows:
+                self.stream.write("\r\033[2K" + bar_line(task_id, status, chapter) + "\n")
+            self.drawn_lines = len(rows)
+        else:
+            for task_id, status, chapter in rows:
+                state = (status["status"], (status.get("progress") or {}).get("current"),
+                         status.get("cancel_requested"))
+                if self.shown.get(task_id) != state:
+                    self.shown[task_id] = state
+                    self.stream.write(bar_line(task_id, status, chapter) + "\n")
+        self.stream.flush()
+
+    def interrupted(self) -> None:
+        """A message broke the live block: draw it afresh below."""
+        self.drawn_lines = 0
+
+
+def summary(rows: list[tuple[str, dict, Chapter]], wall_seconds: float, out_dir: Path) -> str:
+    """The closing table (task, status, segments, errors, audio and wall seconds) and notes."""
+    lines = [f"\n{'task':<30} {'status':<10} {'segments':>9} {'errors':>7} {'audio s':>9} "
+             f"{'wall s':>8}"]
+    spoken = sentences = errors = 0
+    audio = 0.0
+    unfinished, segment_errors = [], []
+    for task_id, status, chapter in rows:
+        segments = status["completed_segments"]
+        seconds = sum(segment["duration"] for segment in segments)
+        started, completed = status.get("started_at"), status.get("completed_at")
+        run = f"{completed - started:.2f}" if started is not None and completed is not None else "-"
+        lines.append(f"{task_id[:30]:<30} {status['status']:<10} "
+                     f"{f'{len(segments)}/{len(chapter.sentences)}':>9} "
+                     f"{len(status['errors']):>7} {seconds:>9.2f} {run:>8}")
+        spoken += len(segments)
+        sentences += len(chapter.sentences)
+        errors += len(status["errors"])
+        audio += seconds
+        if status.get("error"):
+            unfinished.append(f"  {task_id}: {status['error']}")
+        segment_errors.extend(f"  {task_id} sentence {entry['segment_id']}: {entry['error']}"
+                              for entry in status["errors"])
+    lines.append(f"{'total':<30} {'':<10} {f'{spoken}/{sentences}':>9} {errors:>7} "
+                 f"{audio:>9.2f} {wall_seconds:>8.2f}")
+    if unfinished:
+        lines += ["", "Chapters not completed:", *unfinished]
+    if segment_errors:
+        lines += ["", "Segment errors (the chapter went on):", *segment_errors]
+    lines += ["", f"WAV files: {out_dir}/<chapter>/<sentence>.wav",
+              f"Narrated {audio:.1f} s of audio in {wall_seconds:.2f} s of wall time."]
+    return "\n".join(lines)
+
+
+class Interrupts:
+    """Counts Ctrl-C presses instead of raising KeyboardInterrupt mid-call; a second one quits."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, _signal_number, _frame) -> None:
+        self.count += 1
+        if self.count > 1:
+            os._exit(130)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("story", nargs="?", type=Path, default=DEFAULT_STORY,
+                        help="the story file (default: examples/story.txt)")
+    parser.add_argument("--out", type=Path, default=Path("out"),
+                        help="where the WAV files go (default: out)")
+    parser.add_argument("--report", type=Path,
+                        help="write the final status of every task there, as JSON")
+    parser.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
+                        help="pause after each sentence (to watch, or to try Ctrl-C)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.pace <= 3600:
+        parser.error(f"--pace takes seconds between 0 and 3600, got {args.pace}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        title, chapters = load_story(args.story)
+    except StoryFormatError as error:
+        print(f"narrate: {error}", file=sys.stderr)
+        return 2
+    try:
+        engine = EspeakEngine()
+    except SynthesisError as error:
+        print(f"narrate: {error}", file=sys.stderr)
+        return 1
+
+    interrupts = Interrupts()
+    signal.signal(signal.SIGINT, interrupts)
+    task_ids = [f"{number:02d}-{slug(chapter.title)}" for number, chapter in
+                enumerate(chapters, start=1)]
+    print(f'Narrating "{title or args.story}" ({len(chapters)} chapters) with libespeak-ng')
+    wall_start = time.monotonic()
+    try:
+        tm = get_task_manager()
+        for task_id, chapter in zip(task_ids, chapters):
+            task = chapter_task(tm, engine, task_id, chapter, args.out / task_id, args.pace)
+            tm.submit_task(task, task_id=task_id)
+    except StoryflowTasksError as error:
+        print(f"narrate: cannot submit the chapters: {error}", file=sys.stderr)
+        return 1
+
+    display = Display()
+    cancelled = False
+    while True:
+        rows = [(task_id, tm.get_task_status(task_id), chapter)
+                for task_id, chapter in zip(task_ids, chapters)]
+        if interrupts.count and not cancelled:
+            cancelled = True
+            print("\nCtrl-C: cancelling the pending chapters, stopping the running one "
+                  "(Ctrl-C again to quit at once)", file=sys.stderr)
+            for task_id, status, _ in rows:
+                if status["status"] not in FINAL_STATES:
+                    try:
+                        tm.cancel(task_id)
+                    except InvalidStateError:
+                        pass  # it finished meanwhile: nothing to cancel
+            display.interrupted()
+        display.show(rows)
+        if all(status["status"] in FINAL_STATES for _, status, _ in rows):
+            break
+        time.sleep(POLL_SECONDS)
+    wall_seconds = time.monotonic() - wall_start
+
+    print(summary(rows, wall_seconds, args.out))
+    exit_code = 130 if interrupts.count else 0
+    if exit_code == 0 and any(status["status"] == TASK_FAILED for _, status, _ in rows):
+        exit_code = 1
+    if args.report:
+        args.report.write_text(json.dumps([status for _, status, _ in rows], indent=1))
+    tm.shutdown()
+    engine.close()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
