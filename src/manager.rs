@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,8 @@ impl<B> std::fmt::Debug for Rejected<B> {
 
 /// A finished task awaiting cleanup; its state is final, so removal needs no task lock.
 struct Retired {
-    finished_at: Instant,
+    /// Nanoseconds after the manager's `epoch`.
+    finished_at: u64,
     task: Arc<Task>,
     state: TaskState,
 }
@@ -81,6 +82,10 @@ pub struct TaskManager {
     pub(crate) worker_spawn: Mutex<()>,
     /// Finished tasks in the order they finished, with their final state, for cleanup and eviction.
     finished: Mutex<VecDeque<Retired>>,
+    /// When the oldest retained task expires (nanoseconds after `epoch`; `u64::MAX`: none), so
+    /// that a submission takes the `finished` lock only when there is something to clean up.
+    cleanup_due_at: AtomicU64,
+    epoch: Instant,
     events: EventLog,
     listener: RwLock<Option<Listener>>,
     has_listener: AtomicBool,
@@ -112,6 +117,8 @@ impl TaskManager {
             worker_started: AtomicBool::new(false),
             worker_spawn: Mutex::new(()),
             finished: Mutex::new(VecDeque::new()),
+            cleanup_due_at: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
             events: EventLog::new(),
             listener: RwLock::new(None),
             has_listener: AtomicBool::new(false),
@@ -564,11 +571,15 @@ impl TaskManager {
     /// already sees the registry within its cap.
     fn retire(&self, task: &Arc<Task>, data: &TaskData) {
         let cap = self.frozen_config().max_retained_finished;
+        let finished_at = self.nanos_since_epoch();
         let mut finished = lock(&self.finished);
-        finished.push_back(Retired { finished_at: Instant::now(), task: task.clone(), state: data.status });
+        finished.push_back(Retired { finished_at, task: task.clone(), state: data.status });
         let mut evicted = Vec::new();
         while cap > 0 && finished.len() as u64 > cap {
             evicted.extend(finished.pop_front());
+        }
+        if finished.len() == 1 || !evicted.is_empty() {
+            self.note_oldest(&finished);
         }
         drop(finished);
         evicted.iter().for_each(|retired| self.forget(retired));
@@ -576,20 +587,40 @@ impl TaskManager {
 
     /// Removes up to [`CLEANUP_BATCH`] tasks finished longer ago than the threshold.
     fn collect_expired(&self) {
-        let threshold = Duration::try_from_secs_f64(self.frozen_config().cleanup_threshold_secs).unwrap_or(Duration::MAX);
-        let now = Instant::now();
+        let now = self.nanos_since_epoch();
+        // A hint read without the lock: at worst one submission cleans up a little late or early.
+        if now < self.cleanup_due_at.load(Ordering::Relaxed) {
+            return;
+        }
+        let threshold = self.threshold_nanos();
         let mut expired = Vec::new();
         let mut finished = lock(&self.finished);
         while expired.len() < CLEANUP_BATCH {
             match finished.front() {
-                Some(oldest) if now.saturating_duration_since(oldest.finished_at) >= threshold => {
+                Some(oldest) if oldest.finished_at.saturating_add(threshold) <= now => {
                     expired.extend(finished.pop_front());
                 }
                 _ => break,
             }
         }
+        self.note_oldest(&finished);
         drop(finished);
         expired.iter().for_each(|retired| self.forget(retired));
+    }
+
+    /// Records when the oldest retained task expires, under the `finished` lock.
+    fn note_oldest(&self, finished: &VecDeque<Retired>) {
+        let due = finished.front().map_or(u64::MAX, |oldest| oldest.finished_at.saturating_add(self.threshold_nanos()));
+        self.cleanup_due_at.store(due, Ordering::Relaxed);
+    }
+
+    fn threshold_nanos(&self) -> u64 {
+        let threshold = Duration::try_from_secs_f64(self.frozen_config().cleanup_threshold_secs).unwrap_or(Duration::MAX);
+        u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn nanos_since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn forget(&self, retired: &Retired) {

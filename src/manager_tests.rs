@@ -318,9 +318,11 @@ fn deferred_completion_holds_the_worker_until_finished_from_another_thread() {
 #[test]
 fn external_tasks_start_on_the_worker_and_finish_from_outside() {
     let manager = TaskManager::new();
+    let (open, gate_id) = running_gate(&manager, None);
     let seq = manager.last_event_seq();
     let id = manager.submit_external(Some("js-task")).unwrap();
     assert_eq!(manager.finish(&id, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState, "finished before it started");
+    open.send(()).unwrap();
     let mut seen = Vec::new();
     let mut after = seq;
     while !seen.contains(&EventKind::Started) {
@@ -332,8 +334,11 @@ fn external_tasks_start_on_the_worker_and_finish_from_outside() {
     manager.finish(&id, Ok(())).unwrap();
     assert_eq!(status(&manager, &id).status, TaskState::Completed);
     let events = manager.wait_events(seq, 100, Some(Duration::ZERO)).unwrap();
-    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, vec![EventKind::Submitted, EventKind::Started, EventKind::Finished]);
+    let kinds: Vec<(bool, EventKind)> = events.iter().map(|e| (e.task_id == id, e.kind)).collect();
+    let (ours, gate): (Vec<_>, Vec<_>) = kinds.into_iter().partition(|(is_ours, _)| *is_ours);
+    let ours: Vec<EventKind> = ours.into_iter().map(|(_, kind)| kind).collect();
+    assert_eq!(ours, vec![EventKind::Submitted, EventKind::Started, EventKind::Finished]);
+    assert_eq!(gate.into_iter().map(|(_, kind)| kind).collect::<Vec<_>>(), vec![EventKind::Finished], "{gate_id}");
     assert!(events.windows(2).all(|pair| pair[1].seq == pair[0].seq + 1));
     assert_eq!(manager.wait_events(manager.last_event_seq(), 1, Some(Duration::ZERO)).unwrap_err().kind(), ErrorKind::Timeout);
 }
