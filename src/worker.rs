@@ -2,7 +2,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventKind;
@@ -41,6 +42,7 @@ impl TaskManager {
     fn next_task(&self) -> Option<Arc<Task>> {
         let mut queue = lock(&self.queue);
         queue.running = None;
+        let mut spun = false;
         loop {
             if let Some(task) = queue.pending.pop_front() {
                 queue.running = Some(task.clone());
@@ -51,9 +53,31 @@ impl TaskManager {
                 self.worker_done.notify_all();
                 return None;
             }
+            if !spun && spinning_pays() {
+                spun = true;
+                drop(queue);
+                self.spin_for_work();
+                queue = lock(&self.queue);
+                continue;
+            }
             queue.worker_waiting = true;
             queue = self.work_available.wait(queue).unwrap_or_else(PoisonError::into_inner);
             queue.worker_waiting = false;
+        }
+    }
+
+    /// Spins up to [`SPIN_BEFORE_SLEEP`] for work to arrive, without holding the queue lock.
+    fn spin_for_work(&self) {
+        let deadline = Instant::now() + SPIN_BEFORE_SLEEP;
+        while Instant::now() < deadline {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            if let Ok(queue) = self.queue.try_lock() {
+                if queue.pending.len() > 0 || queue.shut_down {
+                    return;
+                }
+            }
         }
     }
 
@@ -100,6 +124,17 @@ impl TaskManager {
         drop(data);
         self.deliver(event);
     }
+}
+
+/// How long the worker spins for more work before it sleeps. In a burst of submissions the
+/// queue refills within microseconds, and a futex sleep plus a wake per task costs more than
+/// the task; an idle service pays this once, after its last task.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+
+/// Spinning only helps when the submitter runs on another core meanwhile.
+fn spinning_pays() -> bool {
+    static MULTI_CORE: OnceLock<bool> = OnceLock::new();
+    *MULTI_CORE.get_or_init(|| std::thread::available_parallelism().map_or(false, |cores| cores.get() > 1))
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
