@@ -2,8 +2,10 @@
 //! waiting, listing, statistics, cleanup and shutdown.
 //!
 //! Lock order, outermost first: a task's `data` -> `queue` -> a registry shard
-//! -> `finished` / the event log. No lock is held while user code runs (task
-//! bodies, job destructors that free user data, listeners).
+//! -> `finished` / the event log. The one exception, a new task's own lock
+//! taken under its shard's while it is not yet published, cannot be contended.
+//! No lock is held while user code runs (task bodies, job destructors that free
+//! user data, listeners).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -171,9 +173,10 @@ impl TaskManager {
     ///
     /// On any error the body is handed back untouched in [`Rejected`].
     pub fn submit<B: TaskBody>(self: &Arc<Self>, task_id: Option<&str>, body: B) -> Result<TaskId, Rejected<B>> {
-        let mut body = Some(body);
-        self.submit_job(task_id, || Job::Body(Box::new(body.take().expect("the job is made once"))))
-            .map_err(|error| Rejected { error, body: body.take().expect("a refused submission keeps its body") })
+        // Boxed before the queue lock is taken; under it the box only changes type.
+        let mut body = Some(Box::new(body));
+        self.submit_job(task_id, || Job::Body(body.take().expect("the job is attached once")))
+            .map_err(|error| Rejected { error, body: *body.take().expect("a refused submission keeps its body") })
     }
 
     /// Queues a task with nothing to run: when the worker reaches it, it becomes
@@ -196,7 +199,9 @@ impl TaskManager {
             None => new_task_id(),
         };
         self.ensure_worker()?;
-        let created_at = unix_now();
+        // Allocated before the queue lock: malloc now and then consolidates for milliseconds,
+        // which under the lock would stall every submitter and every reader of a queue position.
+        let task = Arc::new(Task::new(task_id.clone(), unix_now()));
         let mut queue = lock(&self.queue);
         if queue.shut_down {
             return Err(Error::new(ErrorKind::ShutDown, "the task manager was shut down"));
@@ -211,11 +216,12 @@ impl TaskManager {
                 format!("the queue holds {} pending tasks, its configured maximum", queue.pending.len()),
             ));
         }
-        let seq = queue.pending.next_seq();
-        let task = self
-            .registry
-            .insert_new(&task_id, || Arc::new(Task::new(task_id.clone(), seq, created_at, make_job())))
-            .ok_or_else(|| duplicate_id(&task_id))?;
+        task.queue_seq.store(queue.pending.next_seq(), Ordering::Relaxed);
+        // The job is attached before the task is published: a cancel racing with this
+        // submission then finds it complete, and no one can hold its lock meanwhile.
+        if !self.registry.insert_new(&task, || task.attach(make_job())) {
+            return Err(duplicate_id(&task_id));
+        }
         queue.pending.push(task);
         self.counters.submitted();
         // Recorded under the queue lock so that "submitted" precedes the worker's "started".
@@ -244,7 +250,7 @@ impl TaskManager {
     fn render(&self, task: &Task, data: &TaskData) -> Box<RawValue> {
         let position = (data.status == TaskState::Pending)
             // A task the worker already dequeued but not yet started is next: 0.
-            .then(|| lock(&self.queue).pending.position(data.queue_seq).unwrap_or(0));
+            .then(|| lock(&self.queue).pending.position(task.queue_seq.load(Ordering::Relaxed)).unwrap_or(0));
         data.to_raw(&task.id, position)
     }
 
@@ -270,7 +276,7 @@ impl TaskManager {
             .filter_map(|task| {
                 let data = lock(&task.data);
                 let wanted = filter.map_or(true, |state| state == data.status);
-                wanted.then(|| (data.queue_seq, self.render(&task, &data)))
+                wanted.then(|| (task.queue_seq.load(Ordering::Relaxed), self.render(&task, &data)))
             })
             .collect();
         rendered.sort_unstable_by_key(|(seq, _)| *seq);
@@ -395,7 +401,7 @@ impl TaskManager {
         data.message = Some(reason.into());
         data.completed_at = Some(unix_now());
         let job = data.job.take();
-        lock(&self.queue).pending.remove(data.queue_seq);
+        lock(&self.queue).pending.remove(task.queue_seq.load(Ordering::Relaxed));
         self.counters.transition(TaskState::Pending, TaskState::Cancelled);
         let event = self.bump(task, &mut data, EventKind::Finished);
         self.retire(task, &data);

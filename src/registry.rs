@@ -146,12 +146,17 @@ impl Registry {
         lock(shard).contains_key(&(hash, task_id) as &dyn HashedId)
     }
 
-    /// Inserts `make()`'s task under `task_id` unless the id is taken; returns it.
-    pub fn insert_new(&self, task_id: &TaskId, make: impl FnOnce() -> Arc<Task>) -> Option<Arc<Task>> {
-        let (hash, shard) = self.locate(task_id);
-        match lock(shard).entry(StoredKey { hash, id: task_id.clone() }) {
-            Entry::Occupied(_) => None,
-            Entry::Vacant(slot) => Some(slot.insert(make()).clone()),
+    /// Inserts `task` under its id unless the id is taken (false). `prepare` runs only when
+    /// the id is free, under the shard lock, before any other thread can see the task.
+    pub fn insert_new(&self, task: &Arc<Task>, prepare: impl FnOnce()) -> bool {
+        let (hash, shard) = self.locate(&task.id);
+        match lock(shard).entry(StoredKey { hash, id: task.id.clone() }) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
+                prepare();
+                slot.insert(task.clone());
+                true
+            }
         }
     }
 
@@ -185,7 +190,9 @@ mod tests {
     use crate::task::Job;
 
     fn task(id: &str) -> Arc<Task> {
-        Arc::new(Task::new(Arc::from(id), 0, 0.0, Job::External))
+        let task = Task::new(Arc::from(id), 0.0);
+        task.attach(Job::External);
+        Arc::new(task)
     }
 
     #[test]
@@ -193,7 +200,7 @@ mod tests {
         let registry = Registry::new();
         let ids: Vec<TaskId> = (0..5_000).map(|i| Arc::from(format!("task-{i}"))).collect();
         for id in &ids {
-            assert!(registry.insert_new(id, || task(id)).is_some());
+            assert!(registry.insert_new(&task(id), || ()));
         }
         for id in &ids {
             assert_eq!(&*registry.get(id).expect("inserted").id, &**id);
@@ -201,7 +208,7 @@ mod tests {
         }
         assert!(registry.get("task-5000").is_none());
         assert!(!registry.contains(""));
-        assert!(registry.insert_new(&ids[7], || task(&ids[7])).is_none(), "a taken id is refused");
+        assert!(!registry.insert_new(&task(&ids[7]), || ()), "a taken id is refused");
         assert_eq!(registry.snapshot().len(), ids.len());
 
         let stranger = task("task-3");
@@ -218,7 +225,7 @@ mod tests {
         let registry = Registry::new();
         let ids: Vec<TaskId> = ["a", "a\0", "ab", "b", "é", "e\u{301}"].into_iter().map(Arc::from).collect();
         for id in &ids {
-            assert!(registry.insert_new(id, || task(id)).is_some(), "{id:?}");
+            assert!(registry.insert_new(&task(id), || ()), "{id:?}");
         }
         for id in &ids {
             assert_eq!(&*registry.get(id).expect("inserted").id, &**id);

@@ -1,5 +1,6 @@
 //! One task: its mutable state behind its own lock, and what the worker runs.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
 
 use serde_json::value::RawValue;
@@ -57,7 +58,6 @@ pub(crate) enum Deferral {
 /// The mutable part of a task.
 pub(crate) struct TaskData {
     pub status: TaskState,
-    pub queue_seq: u64,
     pub revision: u64,
     pub created_at: f64,
     pub started_at: Option<f64>,
@@ -77,6 +77,8 @@ pub(crate) struct TaskData {
 /// A registry entry.
 pub(crate) struct Task {
     pub id: TaskId,
+    /// Its place in the queue; set once, under the queue lock, before the task is published.
+    pub queue_seq: AtomicU64,
     pub data: Mutex<TaskData>,
     pub changed: Condvar,
 }
@@ -88,16 +90,13 @@ fn empty_progress() -> &'static RawValue {
 }
 
 impl Task {
-    pub fn new(id: TaskId, queue_seq: u64, created_at: f64, job: Job) -> Self {
-        let deferral = match job {
-            Job::External => Deferral::Awaiting,
-            Job::Body(_) => Deferral::NotDeferred,
-        };
+    /// A pending task with no job yet: [`Task::attach`] gives it one before it is published.
+    pub fn new(id: TaskId, created_at: f64) -> Self {
         Self {
             id,
+            queue_seq: AtomicU64::new(0),
             data: Mutex::new(TaskData {
                 status: TaskState::Pending,
-                queue_seq,
                 revision: 1,
                 created_at,
                 started_at: None,
@@ -107,12 +106,21 @@ impl Task {
                 errors: Vec::new(),
                 message: None,
                 cancel_requested: false,
-                deferral,
-                job: Some(job),
+                deferral: Deferral::NotDeferred,
+                job: None,
                 waiters: 0,
             }),
             changed: Condvar::new(),
         }
+    }
+
+    /// Gives a new, not yet published task its job (so no other thread can hold its lock).
+    pub fn attach(&self, job: Job) {
+        let mut data = crate::sync::lock(&self.data);
+        if matches!(job, Job::External) {
+            data.deferral = Deferral::Awaiting;
+        }
+        data.job = Some(job);
     }
 }
 

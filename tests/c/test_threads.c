@@ -189,8 +189,65 @@ static void test_listener_may_call_back_in(void) {
   CHECK(status_has("listened", "\"progress\":{\"current\":0,\"total\":1,\"percentage\":0}"));
 }
 
+/* ---- a cancel racing with the submission of the same id ---- */
+
+enum { RACES = 10000 };
+static Usage race_usage[RACES];
+static atomic_int race_submitted;
+
+static void *submit_race_ids(void *arg) {
+  (void)arg;
+  for (int i = 0; i < RACES; i++) {
+    char task_id[32];
+    snprintf(task_id, sizeof task_id, "race-%d", i);
+    CHECK_RESULT(sft_submit_task(task_count_run, &race_usage[i], free_count, task_id, NULL), SFT_OK);
+    atomic_store(&race_submitted, i + 1);
+  }
+  return NULL;
+}
+
+static void *cancel_race_ids(void *arg) {
+  (void)arg;
+  for (int i = 0; i < RACES; i++) {
+    char task_id[32];
+    snprintf(task_id, sizeof task_id, "race-%d", i);
+    /* Cancel as soon as the id exists, often while its submission is still under way. */
+    SftResult result;
+    while ((result = sft_cancel_task(task_id)) == SFT_ERR_NOT_FOUND) {
+    }
+    CHECK(result == SFT_OK || result == SFT_ERR_INVALID_STATE); /* the worker may have finished it */
+  }
+  return NULL;
+}
+
+static void test_cancel_racing_with_submit(void) {
+  pthread_t submitter, canceller;
+  pthread_create(&canceller, NULL, cancel_race_ids, NULL);
+  pthread_create(&submitter, NULL, submit_race_ids, NULL);
+  pthread_join(submitter, NULL);
+  pthread_join(canceller, NULL);
+  int freed_once = 1, consistent = 1;
+  for (int i = 0; i < RACES; i++) {
+    char task_id[32];
+    snprintf(task_id, sizeof task_id, "race-%d", i);
+    char *status = NULL;
+    CHECK_RESULT(sft_wait_task(task_id, 60000, &status), SFT_OK);
+    int runs = atomic_load(&race_usage[i].runs);
+    /* Never run: cancelled before it started. Run: completed, or cancelled while running. */
+    if (runs == 0 ? !json_has(status, "\"error\":\"cancelled before it started\"")
+                  : !(json_has(status, "\"status\":\"COMPLETED\"") || json_has(status, "cancelled while running")))
+      consistent = 0;
+    if (runs > 1 || atomic_load(&race_usage[i].frees) != 1) freed_once = 0;
+    sft_string_free(status);
+  }
+  CHECK(freed_once);
+  CHECK(consistent);
+}
+
 int main(void) {
+  alarm(300); /* a deadlock fails the run instead of hanging it */
   test_many_threads_submit_and_poll();
+  test_cancel_racing_with_submit();
   test_every_call_from_inside_a_task();
   test_listener_may_call_back_in();
   return finish_checks("test_threads");
