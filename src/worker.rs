@@ -1,8 +1,8 @@
 //! The one worker thread: takes tasks in FIFO order and runs each with no lock held.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -133,8 +133,17 @@ const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
 /// Spinning only helps when the submitter runs on another core meanwhile.
 fn spinning_pays() -> bool {
-    static MULTI_CORE: OnceLock<bool> = OnceLock::new();
-    *MULTI_CORE.get_or_init(|| std::thread::available_parallelism().map_or(false, |cores| cores.get() > 1))
+    // Cached in an atomic rather than a OnceLock: a OnceLock being set when the process
+    // forks stays locked in the child, whose new worker would then hang here.
+    static MULTI_CORE: AtomicU8 = AtomicU8::new(0); // 0: not known yet, 1: no, 2: yes
+    match MULTI_CORE.load(Ordering::Relaxed) {
+        0 => {
+            let multi_core = std::thread::available_parallelism().map_or(false, |cores| cores.get() > 1);
+            MULTI_CORE.store(if multi_core { 2 } else { 1 }, Ordering::Relaxed);
+            multi_core
+        }
+        known => known == 2,
+    }
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {

@@ -1,8 +1,8 @@
 //! The process-wide manager shared by every C, Python and Node caller, and what fork() does to it.
 
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::Arc;
 
 use crate::TaskManager;
 
@@ -10,7 +10,9 @@ use crate::TaskManager;
 static CURRENT: AtomicPtr<Arc<TaskManager>> = AtomicPtr::new(null_mut());
 /// The parent's manager as a forked child inherited it: kept reachable, never used.
 static INHERITED: AtomicPtr<Arc<TaskManager>> = AtomicPtr::new(null_mut());
-static FORK_HANDLER: Once = Once::new();
+/// Whether the fork handler is registered: an atomic, not a `Once`, because a `Once` that
+/// another thread is running when the process forks stays locked in the child.
+static FORK_HANDLER_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// The process-wide manager that the C API, the Python and the Node bindings share.
 ///
@@ -29,10 +31,10 @@ pub fn process_manager() -> &'static Arc<TaskManager> {
 
 #[cold]
 fn install() -> &'static Arc<TaskManager> {
-    FORK_HANDLER.call_once(|| {
+    if !FORK_HANDLER_REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: the child handler only swaps two atomics, which is async-signal-safe.
         unsafe { libc::pthread_atfork(None, None, Some(set_aside_in_child)) };
-    });
+    }
     let fresh = Box::into_raw(Box::new(TaskManager::new()));
     match CURRENT.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: `fresh` was just leaked into CURRENT and is never freed.
