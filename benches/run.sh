@@ -62,6 +62,7 @@ for rep in $(seq 1 "$REPS"); do
     run serde_floor "$baselines" serde_floor
     run c_wake "$c_bench" wake
     run channel_wake "$baselines" channel_wake
+    run c_long_poll "$c_bench" long_poll
     run c_burst "$c_bench" burst "$COUNT"
     run plain_burst "$baselines" plain_burst "$COUNT"
     run c_pending "$c_bench" pending "$COUNT"

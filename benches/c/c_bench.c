@@ -283,6 +283,49 @@ static void mode_wake(void) {
     printf("}}\n");
 }
 
+/* A long-poller blocked in sft_wait_task_change, woken by a progress report. */
+struct long_poll {
+    const char *task_id;
+    uint64_t after_revision;
+    uint64_t woke_ns;
+};
+
+static void *long_poll_once(void *arg) {
+    struct long_poll *poll = arg;
+    must(sft_wait_task_change(poll->task_id, poll->after_revision, SFT_WAIT_FOREVER, NULL), "sft_wait_task_change");
+    poll->woke_ns = now_ns();
+    return NULL;
+}
+
+/* From a change (sft_update_task_progress) to a long-poll waiter running again. */
+static void mode_long_poll(void) {
+    char *holder = hold_worker(); /* revision 2: submitted, started */
+    uint64_t revision = 2;
+    double p50[WAKE_CHUNKS], p99[WAKE_CHUNKS];
+    uint64_t latencies[WAKE_PER_CHUNK];
+    const struct timespec settle = {0, 300000}; /* 0.3 ms: the waiter is asleep in its wait */
+    for (int chunk = 0; chunk < WAKE_CHUNKS; chunk++) {
+        for (int i = 0; i < WAKE_PER_CHUNK; i++) {
+            struct long_poll poll = {holder, revision, 0};
+            pthread_t waiter;
+            pthread_create(&waiter, NULL, long_poll_once, &poll);
+            nanosleep(&settle, NULL);
+            uint64_t changed = now_ns();
+            must(sft_update_task_progress(holder, (uint64_t)i, WAKE_PER_CHUNK, NULL), "sft_update_task_progress");
+            pthread_join(waiter, NULL);
+            revision++;
+            latencies[i] = poll.woke_ns - changed;
+        }
+        p50[chunk] = (double)quantile(latencies, WAKE_PER_CHUNK, 0.5) / 1e3;
+        p99[chunk] = (double)quantile(latencies, WAKE_PER_CHUNK, 0.99) / 1e3;
+    }
+    release_worker(holder);
+    printf("{");
+    print_samples("longpoll_wake_us_p50", p50, WAKE_CHUNKS, false);
+    print_samples("longpoll_wake_us_p99", p99, WAKE_CHUNKS, true);
+    printf("}\n");
+}
+
 static void mode_memory(uint64_t count) {
     const uint64_t batch = 10000; /* paced, so the pending queue stays short: this measures retention */
     submit_and_drain(1);
@@ -600,6 +643,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "submit_small")) mode_submit_small();
     else if (!strcmp(mode, "status")) mode_status();
     else if (!strcmp(mode, "wake")) mode_wake();
+    else if (!strcmp(mode, "long_poll")) mode_long_poll();
     else if (!strcmp(mode, "memory")) mode_memory(count);
     else if (!strcmp(mode, "burst")) mode_burst(count, false, false);
     else if (!strcmp(mode, "burst_diag")) mode_burst(count, true, false);
