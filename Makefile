@@ -18,7 +18,7 @@ VALGRIND  := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-ki
 export STORYFLOW_TASKS_LIB := $(abspath $(LIB))
 
 
-.PHONY: build-testing test-readme
+.PHONY: build-testing test-readme test-stress test-fuzz
 .PHONY: all build deps venv python-package demo test bench install uninstall clean \
         test-rust test-header test-symbols test-c test-valgrind test-asan test-install \
         test-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
@@ -47,10 +47,11 @@ $(VENV)/bin/pytest:
 	$(VENV)/bin/pip install -q pytest
 
 ## test: everything, as CI runs it from a clean clone
-test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-python test-node test-examples test-web
+test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
 	@echo "make test: all suites passed"
 
-test-rust:
+# The fault tests (tests/faults) load the release library, so it is built first.
+test-rust: build
 	$(CARGO) test --locked
 
 ## the checked-in header must be what the sources generate (the build just regenerated it)
@@ -143,6 +144,21 @@ demo: build
 ## test-examples: the Python demo and the C example narrate a two-chapter text; pytest checks the audio
 test-examples: build deps
 	examples/run_tests.sh
+
+## stress: the 60-second soak: 8 threads, a task mix, every task and user data accounted for
+stress: build
+	tests/run_stress.sh
+
+## fuzz: every libFuzzer target for 60 s (FUZZ_SECONDS to change), on stable via RUSTC_BOOTSTRAP=1
+fuzz:
+	tests/run_fuzz.sh
+
+## test-stress, test-fuzz: the short versions that make test runs
+test-stress: build
+	tests/run_stress.sh --short
+
+test-fuzz:
+	tests/run_fuzz.sh --short
 
 ## bench: every benchmark of issues 7 and 10, each beside what it is compared with
 ## -> target/bench/results.json and BENCHMARKS.md (figures are reported, never asserted)

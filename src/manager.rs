@@ -658,9 +658,16 @@ impl TaskManager {
         }
         if let Some(task) = running {
             let mut data = lock(&task.data);
-            let event = (data.status == TaskState::Processing).then(|| self.request_cancel(&task, &mut data)).flatten();
-            drop(data);
-            self.deliver(event);
+            match data.status {
+                // Dequeued by the worker but not started yet: cancel it like the queued ones.
+                TaskState::Pending => self.cancel_pending(&task, data, "cancelled by shutdown"),
+                TaskState::Processing => {
+                    let event = self.request_cancel(&task, &mut data);
+                    drop(data);
+                    self.deliver(event);
+                }
+                _ => {}
+            }
         }
         if !self.worker_started.load(Ordering::Acquire) || self.on_own_worker() {
             return Ok(());

@@ -84,9 +84,12 @@ pub(crate) struct Task {
 }
 
 /// The JSON for an empty progress object.
+///
+/// Borrowed from a static string, not kept in a lazily set static: a `OnceLock`
+/// that another thread is still setting when the process forks stays locked
+/// forever in the child, whose first status read then hangs.
 fn empty_progress() -> &'static RawValue {
-    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
+    serde_json::from_str("{}").expect("{} is JSON")
 }
 
 impl Task {
