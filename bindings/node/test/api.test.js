@@ -281,6 +281,8 @@ test('listTasks lists in submission order and filters by state', async () => {
 });
 
 test('stats count what happened', async () => {
+  // Once a task submitted now has finished, every earlier test's task (ahead of it) has too.
+  await tm.wait(tm.submitTask(() => {}));
   const before = await tm.stats();
   const ok = tm.submitTask(() => {});
   const bad = tm.submitTask(() => {
