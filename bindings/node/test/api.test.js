@@ -187,6 +187,7 @@ test('segments and segment errors keep the segment id type (number vs string)', 
 
 test('a duplicate id is refused, and the existing task and the new function are untouched', async () => {
   const held = submitHeldTask(tm, `dup-${process.pid}-${Date.now()}`);
+  await held.started; // running and held: its status changes no more until released
   const before = tm.getTaskStatus(held.id);
   let duplicateRan = false;
   assertLibraryError(() => tm.submitTask(() => {
