@@ -71,7 +71,10 @@ function submitHeldTask(tm, taskId) {
   const gate = deferred();
   const id = tm.submitTask((_id, signal) => {
     started.resolve(signal);
-    return gate.promise;
+    // Like real work (a socket, a child process), the held task keeps the process alive
+    // until it settles: while a JS task runs, the binding leaves that to the task itself.
+    const work = setInterval(() => {}, 60_000);
+    return gate.promise.finally(() => clearInterval(work));
   }, taskId);
   return { id, started: started.promise, release: gate.resolve, fail: gate.reject };
 }
