@@ -538,7 +538,8 @@ impl TaskManager {
         self.events.last_seq()
     }
 
-    /// Installs (or with `None` removes) the listener called for every event.
+    /// Installs (or with `None` removes) the listener called for every event, on the thread
+    /// that made the change; calls on different threads can arrive out of `seq` order.
     pub fn set_listener(&self, listener: Option<Listener>) {
         let mut slot = self.listener.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.has_listener.store(listener.is_some(), Ordering::Release);

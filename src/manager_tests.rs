@@ -355,13 +355,17 @@ fn listeners_run_with_no_lock_held_and_may_call_back_in() {
             // Each of these takes the task's and the queue's locks: a deadlock if any were held.
             let status = manager.status(&event.task_id).unwrap();
             let _ = manager.stats();
-            seen_tx.lock().unwrap().send((event.kind, status.revision >= event.revision)).unwrap();
+            seen_tx.lock().unwrap().send((event.seq, event.kind, status.revision >= event.revision)).unwrap();
         })
     };
     manager.set_listener(Some(listener));
     manager.submit(None, ok).unwrap();
-    let seen: Vec<_> = (0..3).map(|_| seen.recv_timeout(PATIENCE.unwrap()).unwrap()).collect();
+    let mut seen: Vec<_> = (0..3).map(|_| seen.recv_timeout(PATIENCE.unwrap()).unwrap()).collect();
     manager.set_listener(None);
+    // Each event is delivered on the thread that made the change, so calls can arrive
+    // in any order across threads; `seq` is the order.
+    seen.sort_by_key(|(seq, _, _)| *seq);
+    let seen: Vec<_> = seen.into_iter().map(|(_, kind, read_back)| (kind, read_back)).collect();
     assert_eq!(seen, vec![(EventKind::Submitted, true), (EventKind::Started, true), (EventKind::Finished, true)]);
 }
 

@@ -210,8 +210,9 @@ impl ForeignListener {
 
 /// Installs `listener` (NULL removes it), called with each event's JSON (the
 /// format of `sft_wait_events`) on the thread that made the change, with no
-/// library lock held: it may call any `sft_` function. A call already under way
-/// when the listener is replaced may still finish with the old one.
+/// library lock held: it may call any `sft_` function. Calls made on different
+/// threads can arrive out of order; each event's `seq` gives the order. A call
+/// already under way when the listener is replaced may still finish with the old one.
 ///
 /// # Safety
 /// `listener` must be safe to call from any thread with `user_data` until replaced.
