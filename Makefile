@@ -180,7 +180,8 @@ test-stress: build
 test-fuzz:
 	tests/run_fuzz.sh --short
 
-## bench: every benchmark of issues 7 and 10, each beside what it is compared with
+## bench: every benchmark, each beside what it is compared with (the original StoryFlow tasks.py
+## design, a bare channel, a one-lock HashMap)
 ## -> target/bench/results.json and BENCHMARKS.md (figures are reported, never asserted)
 bench:
 	benches/run.sh
