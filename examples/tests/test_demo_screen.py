@@ -14,8 +14,8 @@ It writes the demo's WAV files under out/, as `make demo` does.
 from __future__ import annotations
 
 import os
-import shlex
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -96,7 +96,7 @@ def demo_in_a_terminal(tmp_path_factory):
                                     capture_output=True, text=True,
                                     timeout=RUN_TIMEOUT).stdout.split("\n")
     finally:
-        subprocess.run([*base, "kill-server"], capture_output=True, timeout=RUN_TIMEOUT)
+        subprocess.run([*base, "kill-server"], check=False, capture_output=True, timeout=RUN_TIMEOUT)
     return int(exit_file.read_text()), screen, scrollback
 
 
@@ -141,7 +141,7 @@ def test_a_warm_venv_sh_leaves_the_installed_package_alone():
                           check=True, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     installed = Path(spec.stdout.strip())
     before = installed.stat().st_mtime_ns
-    run = subprocess.run([str(EXAMPLES / "venv.sh")], capture_output=True, text=True,
+    run = subprocess.run([str(EXAMPLES / "venv.sh")], check=False, capture_output=True, text=True,
                          env={**os.environ, "VENV": str(venv)}, timeout=RUN_TIMEOUT)
     assert run.returncode == 0, run.stderr
     assert run.stderr == "", run.stderr
