@@ -117,18 +117,6 @@ def unit_of(name):
     return "bytes" if "bytes" in name else ""
 
 
-# The benchmarks of the original StoryFlow tasks.py design (benches/seed_tasks.py, a copy of it)
-# print their figures under the seed_ prefix; they are published under a name a reader can follow.
-PUBLISHED_PREFIXES = {"seed_": "original_"}
-
-
-def published_name(name):
-    for printed, published in PUBLISHED_PREFIXES.items():
-        if name.startswith(printed):
-            return published + name[len(printed):]
-    return name
-
-
 def load_runs(samples_dir):
     """Reads every run's output: samples per figure, pre-folded figures, info, failures."""
     samples, folded, info, failures = {}, {}, {}, []
@@ -146,7 +134,6 @@ def load_runs(samples_dir):
                 failures.append(path.stem)
                 continue
         for name, value in run.items():
-            name = published_name(name)
             if name == "info":
                 info.setdefault(path.stem.split(".", 1)[-1], []).append(value)
             elif isinstance(value, dict) and "median" in value:
