@@ -24,7 +24,7 @@ export STORYFLOW_TASKS_LIB := $(abspath $(LIB))
 .PHONY: build-testing test-readme test-stress test-fuzz
 .PHONY: all build deps venv python-package demo test bench install uninstall clean \
         test-rust test-header test-symbols test-c test-valgrind test-asan test-install \
-        test-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
+        test-python lint-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
 
 all: build
 
@@ -59,12 +59,15 @@ deps:
 	  else echo "missing:$$missing (install them, or run as root for apt-get)"; exit 1; fi; \
 	fi
 
-## venv: the project's virtualenv with pytest
-venv: $(VENV)/bin/pytest
-$(VENV)/bin/pytest:
-	$(PYTHON) -m venv $(VENV)
+## venv: the project's virtualenv with the Python test and lint tools from PyPI
+# The linters are pinned so that a new release never fails a clean tree.
+PYTHON_TOOLS := pytest ruff==0.17.5 mypy==2.4.1 auditwheel==6.8.2
+venv: $(VENV)/.python-tools
+$(VENV)/.python-tools: Makefile
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q pytest
+	$(VENV)/bin/pip install -q $(PYTHON_TOOLS)
+	echo $(PYTHON_TOOLS) > $@
 
 ## test: everything, as CI runs it from a clean clone
 test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
@@ -145,8 +148,13 @@ test-readme:
 python-package: venv
 	VENV=$(VENV) PYTHON=$(PYTHON) bindings/python/install.sh
 
-## test-python: the Python suite against the installed package and the library inside it
-test-python: python-package
+## lint-python: ruff (lint and format) and mypy --strict on the Python binding; settings in its pyproject.toml
+lint-python: venv
+	cd bindings/python && ../../$(VENV)/bin/ruff check . && ../../$(VENV)/bin/ruff format --check .
+	cd bindings/python && ../../$(VENV)/bin/mypy --strict storyflow_tasks
+
+## test-python: the lint, then the Python suite against the installed package and the library inside it
+test-python: lint-python python-package
 	env -u STORYFLOW_TASKS_LIB $(VENV)/bin/pytest -q -p no:cacheprovider bindings/python/tests
 
 ## serve: the narration page and its API on http://127.0.0.1:8000/ (examples/web)
