@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes (or reuses) the project's virtualenv, .venv ($VENV if set), with what the examples need:
 # espeakng-loader from PyPI (libespeak-ng and its voice data, no root needed) and
-# the storyflow_tasks Python package (bindings/python/install.sh), reinstalled only
-# when its sources changed.
+# the storyflow_tasks Python package (bindings/python/install.sh, which skips an
+# up-to-date install).
 #   examples/venv.sh [--with-pytest]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,28 +32,5 @@ if [ ! -f "$installer" ]; then
   exit 1
 fi
 
-# The package is reinstalled only when what it is built from changed: pip rebuilding an
-# unchanged package took most of a warm `make demo`. The stamp is a digest of those
-# sources (the Rust crate, the Python package, its build files) and of the venv's Python;
-# it is written once the install succeeded, so a failed install is tried again next time.
-stamp=$VENV/.storyflow_tasks-sources.sha256
-sources_digest() {
-  {
-    "$VENV/bin/python" -c 'import sys; print(sys.version)'
-    find Cargo.toml Cargo.lock build.rs cbindgen.toml src include \
-         bindings/python/setup.py bindings/python/pyproject.toml bindings/python/install.sh \
-         bindings/python/storyflow_tasks \
-         -type f ! -name '*.pyc' ! -name 'libstoryflow_tasks.*' -print0 2>/dev/null |
-      LC_ALL=C sort -z | xargs -0 sha256sum
-  } | sha256sum | cut -d' ' -f1
-}
-digest=$(sources_digest)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] &&
-   "$VENV/bin/python" -I -c 'import importlib.util, sys
-sys.exit(importlib.util.find_spec("storyflow_tasks") is None)' 2>/dev/null; then
-  exit 0 # installed from these very sources
-fi
-echo "venv.sh: installing the storyflow_tasks package into $VENV (its sources changed)" >&2
-rm -f "$stamp"
+# install.sh rebuilds and reinstalls the package only when its sources changed.
 bash "$installer"
-echo "$digest" >"$stamp"
