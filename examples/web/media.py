@@ -17,7 +17,9 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple, TypeVar
+
+Written = TypeVar("Written")
 
 #: The names the store writes; nothing else in the media directory is ever deleted.
 WAV_NAME = re.compile(r"^[0-9]{4}\.wav$")
@@ -143,8 +145,10 @@ class MediaStore:
     def folder(self, task_id: str) -> Path:
         return self.root / task_id
 
-    def store(self, task_id: str, name: str, write: Callable[[Path], None]) -> int:
-        """Writes one WAV atomically: ``write(temporary_path)``, fsync, rename to ``name``; returns its size.
+    def store(self, task_id: str, name: str, write: Callable[[Path], Written]) -> Tuple[int, Written]:
+        """Writes one WAV atomically: ``write(temporary_path)``, fsync, rename to ``name``.
+
+        Returns the file's size and what ``write`` returned.
 
         Raises StorageError (the temporary file removed) when the disk refuses
         it or a limit would be passed; other errors of ``write`` propagate,
@@ -154,7 +158,7 @@ class MediaStore:
         temporary = folder / f".{name}.{os.urandom(8).hex()}.partial"
         try:
             folder.mkdir(exist_ok=True)
-            write(temporary)
+            written = write(temporary)
             with open(temporary, "rb+") as handle:
                 os.fsync(handle.fileno())
             size = temporary.stat().st_size
@@ -167,7 +171,7 @@ class MediaStore:
                 raise
             with self._lock:
                 self._needed_free = None  # a whole WAV fitted
-            return size
+            return size, written
         except OSError as error:
             _remove_quietly(temporary)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):

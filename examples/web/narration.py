@@ -11,6 +11,7 @@ within the size limits.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent
 if str(EXAMPLES_DIR) not in sys.path:
     sys.path.insert(0, str(EXAMPLES_DIR))  # the demo's engine and story parser live one level up
 
-from espeak_engine import DEFAULT_VOICE, EspeakEngine, SynthesisError, Utterance  # noqa: E402
+from espeak_engine import DEFAULT_VOICE, EspeakEngine, SynthesisError  # noqa: E402
 from media import MediaStore, StorageError  # noqa: E402
 from story import VOICE_NAME, StoryFormatError, parse_story, split_sentences  # noqa: E402
 
@@ -129,10 +130,9 @@ def narration_task(
             tm.update_task_progress(task_id, index, total, current_segment_id=segment.segment_id,
                                     current_text=segment.text[:PROGRESS_TEXT_CHARS])
             file_name = f"{segment.segment_id:04d}.wav"
-            utterances: List[Utterance] = []
             try:
-                store.store(task_id, file_name, lambda path: utterances.append(
-                    engine.synthesize(segment.text, path, segment.voice or voice)))
+                _size, utterance = store.store(task_id, file_name, functools.partial(
+                    engine.synthesize, segment.text, voice=segment.voice or voice))
             # The progress stops naming the sentence before its outcome is recorded: a status
             # read in between must not call a playable (or failed) sentence "being spoken".
             except SynthesisError as error:
@@ -146,7 +146,7 @@ def narration_task(
             else:
                 tm.update_task_progress(task_id, index + 1, total)
                 tm.add_completed_segment(task_id, segment.segment_id, {
-                    "audio_url": f"{audio_url}/{file_name}", "duration": round(utterances[0].duration, 3)})
+                    "audio_url": f"{audio_url}/{file_name}", "duration": round(utterance.duration, 3)})
                 spoken += 1
             if index + 1 < total and _rest(tm, task_id, pace_seconds):
                 return

@@ -86,7 +86,8 @@ def test_an_unwritable_media_directory_stops_the_start_with_one_line(tmp_path: P
     assert len(lines) == 1 and "is not writable" in lines[0] and "--media-dir" in lines[0], result.stderr
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (make test-web runs as root in CI)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="mounting a tmpfs needs root (make test-web runs as root in CI)")
 
 
 @pytest.fixture
@@ -183,7 +184,7 @@ def test_wave_module_reads_what_the_store_writes(tmp_path: Path) -> None:
             out.setframerate(8000)
             out.writeframes(b"\1\0" * 800)
 
-    size = store.store("story-0123456789ab", "0001.wav", write)
+    size, _ = store.store("story-0123456789ab", "0001.wav", write)
     assert _files(tmp_path / "story-0123456789ab") == ["0001.wav"]
     assert size == (tmp_path / "story-0123456789ab" / "0001.wav").stat().st_size == store.used_bytes
     store.delete("story-0123456789ab")
