@@ -157,9 +157,10 @@ lint-python: venv
 test-python: lint-python python-package
 	env -u STORYFLOW_TASKS_LIB $(VENV)/bin/pytest -q -p no:cacheprovider bindings/python/tests
 
-## serve: the narration page and its API on http://127.0.0.1:8000/ (examples/web)
+## serve: the narration page and its API on http://127.0.0.1:8000/ (examples/web): make serve PORT=8080 HOST=127.0.0.1
+# HOST only from the command line: tcsh exports HOST as the machine's name.
 serve: build
-	examples/web/serve.sh
+	examples/web/serve.sh $(if $(PORT),--port '$(PORT)') $(if $(filter command line,$(origin HOST)),--host '$(HOST)')
 
 ## test-web: the web example's API tests (httpx) and browser test (Debian's Chromium + playwright-core)
 test-web: build
