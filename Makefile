@@ -50,9 +50,11 @@ $(NATIVE_LIBS): Cargo.lock
 	@mv $@.tmp $@
 
 ## deps: system packages the tests use (apt-get when root; otherwise says what is missing);
-## tmux is the 80-column terminal the demo's screen test runs it in
+## tmux is the 80-column terminal the demo's screen test runs it in, libcjson-dev parses the
+## edge-case table for tests/c/test_edge_cases.c
 deps:
 	@missing=""; for tool in valgrind pkg-config cmake tmux; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -f /usr/include/cjson/cJSON.h ] || missing="$$missing libcjson-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 $$missing >/dev/null; \
@@ -98,7 +100,7 @@ test-symbols: build
 
 C_TESTS := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 CTEST_FLAGS := -std=c11 $(CWARN) -g -Iinclude
-CTEST_LIBS := -L$(RELEASE) -lstoryflow_tasks -lpthread -lm -Wl,-rpath,$(abspath $(RELEASE))
+CTEST_LIBS := -L$(RELEASE) -lstoryflow_tasks -lcjson -lpthread -lm -Wl,-rpath,$(abspath $(RELEASE))
 
 $(CTEST_DIR)/%: tests/c/%.c tests/c/check.h include/storyflow_tasks.h $(LIB)
 	@mkdir -p $(CTEST_DIR)
@@ -124,7 +126,7 @@ $(CTEST_DIR)/unload_dlopen: tests/c/unload_dlopen.c
 	@mkdir -p $(CTEST_DIR)
 	$(CC) -std=c11 $(CWARN) -g $< -ldl -o $@
 
-test-c: build $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $(CTEST_DIR)/panics
+test-c: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $(CTEST_DIR)/panics
 	@for t in $(C_TESTS) unload_dlopen panics; do $(CTEST_DIR)/$$t || exit 1; done
 
 # A forked child reports through a pipe and ends by SIGKILL (tests/c/test_fork.c):
@@ -133,7 +135,7 @@ test-c: build $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $
 test-valgrind: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $(CTEST_DIR)/panics
 	@for t in $(C_TESTS) unload_dlopen panics; do $(VALGRIND) --child-silent-after-fork=yes $(CTEST_DIR)/$$t || { echo "valgrind: $$t failed"; exit 1; }; done
 
-test-asan: build $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS) panics))
+test-asan: build deps $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS) panics))
 	@for t in $(C_TESTS) panics; do ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(CTEST_DIR)/$$t-asan || { echo "asan: $$t failed"; exit 1; }; done
 
 ## test-readme: the README's quick-starts are the files the tests build and run
