@@ -37,6 +37,7 @@ SONAME = "libstoryflow_tasks.so.0"
 SFT_OK = 0
 SFT_ERR_NOT_FOUND = 1
 SFT_ERR_INVALID_ARGUMENT = 2
+SFT_ERR_SHUT_DOWN = 5
 SFT_ERR_INVALID_STATE = 6
 SFT_ERR_TIMEOUT = 7
 SFT_WAIT_FOREVER = -1
@@ -44,22 +45,23 @@ SFT_MAX_TIMEOUT_MS = 31_536_000_000
 
 _c_char_pp = ctypes.POINTER(ctypes.c_void_p)
 _c_bool_p = ctypes.POINTER(ctypes.c_bool)
+_c_uint64_p = ctypes.POINTER(ctypes.c_uint64)
 
 # name: (restype, argtypes, blocks). `blocks` picks the GIL-releasing handle.
 _SIGNATURES = {
-    "sft_submit_external_task": (ctypes.c_int32, [ctypes.c_char_p, _c_char_pp], False),
+    "sft_runner_register": (ctypes.c_int32, [_c_uint64_p], False),
+    "sft_submit_runner_task": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_char_p, _c_char_pp], False),
+    "sft_runner_finish": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_int32, ctypes.c_char_p], False),
     "sft_get_task_status": (ctypes.c_void_p, [ctypes.c_char_p], False),
     "sft_string_free": (None, [ctypes.c_void_p], False),
     "sft_update_task_progress": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_char_p], False),
-    "sft_add_completed_segment_json": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_double], False),
-    "sft_add_error_json": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p], False),
-    "sft_set_task_error": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p], False),
+    "sft_add_completed_segment_from_json": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p], False),
+    "sft_add_error_from_json": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p], False),
     "sft_last_error_message": (ctypes.c_void_p, [], False),
     "sft_version": (ctypes.c_char_p, [], False),
     "sft_result_name": (ctypes.c_char_p, [ctypes.c_int32], False),
     "sft_cancel_task": (ctypes.c_int32, [ctypes.c_char_p], False),
     "sft_is_cancel_requested": (ctypes.c_int32, [ctypes.c_char_p, _c_bool_p], False),
-    "sft_finish_task": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_int32, ctypes.c_char_p], False),
     "sft_last_event_seq": (ctypes.c_uint64, [], False),
     "sft_get_stats": (ctypes.c_void_p, [], False),
     "sft_configure": (ctypes.c_int32, [ctypes.c_char_p], False),
@@ -69,6 +71,8 @@ _SIGNATURES = {
     "sft_wait_events": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int64, _c_char_pp], True),
     "sft_list_tasks": (ctypes.c_int32, [ctypes.c_char_p, _c_char_pp], True),
     "sft_shutdown": (ctypes.c_int32, [ctypes.c_int64], True),
+    "sft_runner_next": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_int64, _c_char_pp], True),
+    "sft_runner_close": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_int64], True),
 }
 
 
@@ -107,11 +111,13 @@ def encode_text(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     if "\x00" in value:
-        raise InvalidArgumentError(f"{what} contains a NUL character")
+        # Ids are C strings in every function: a NUL would cut the id short, so it is refused, never truncated.
+        raise InvalidArgumentError(f"{what} contains a NUL character, which a task id cannot hold")
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise InvalidArgumentError(f"{what} is not encodable as UTF-8: {error}") from None
+        unit = ord(value[error.start])
+        raise InvalidArgumentError(f"{what} holds a lone surrogate (\\u{unit:04x}), which UTF-8 cannot carry") from None
 
 
 class Native:

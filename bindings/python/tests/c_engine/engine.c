@@ -12,16 +12,14 @@
 int engine_render(const char *task_id, int segments) {
     for (int i = 1; i <= segments; i++) {
         char extra[96];
-        char segment_id[24];
-        char url[64];
+        char segment[96];
         snprintf(extra, sizeof extra, "{\"engine\":\"c\",\"current_segment_id\":%d}", i);
-        snprintf(segment_id, sizeof segment_id, "%d", i);
-        snprintf(url, sizeof url, "/media/c/%d.wav", i);
+        snprintf(segment, sizeof segment, "{\"segment_id\":%d,\"audio_url\":\"/media/c/%d.wav\",\"duration\":%.1f}", i, i, 0.5 * i);
         SftResult result = sft_update_task_progress(task_id, (uint64_t)i, (uint64_t)segments, extra);
         if (result != SFT_OK) {
             return result;
         }
-        result = sft_add_completed_segment_json(task_id, segment_id, url, 0.5 * i);
+        result = sft_add_completed_segment_from_json(task_id, segment);
         if (result != SFT_OK) {
             return result;
         }

@@ -1,0 +1,288 @@
+"""The runner: the one Python thread that runs this process's Python tasks when the library's worker hands them over.
+
+The library drives the tasks: the runner registers once (``sft_runner_register``),
+``submit_task`` queues each task for it (``sft_submit_runner_task``) and keeps
+the function here by task id, and the runner's thread blocks in
+``sft_runner_next`` (GIL released) until the worker reaches one of them, runs
+it, and reports the outcome with ``sft_runner_finish``. When it starts, when a
+wait would deadlock, how an over-long failure message is shortened: the
+library decides all of it. The library never calls into Python, so a process
+may exit with Python tasks running or queued: there is no callback to keep
+alive, and no foreign thread is unwound through the library's frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import ctypes
+import inspect
+import json
+import logging
+import os
+import threading
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+from ._errors import ShutDownError
+from ._events import EventHub
+from ._native import SFT_ERR_NOT_FOUND, SFT_ERR_SHUT_DOWN, SFT_ERR_TIMEOUT, SFT_OK, SFT_WAIT_FOREVER, Native
+
+__all__ = ["TaskFunction", "current_task_id", "Runner", "runner", "event_hub", "on_runner_thread"]
+
+#: What ``submit_task`` runs: a function of no arguments, or an async one.
+TaskFunction = Callable[[], Any]
+
+_logger = logging.getLogger("storyflow_tasks")
+
+_current_task: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("storyflow_tasks_current", default=None)
+
+
+def current_task_id() -> Optional[str]:
+    """The id of the Python task whose function (or coroutine) is running in this context, else ``None``.
+
+    Task functions take no arguments, as in the original StoryFlow ``tasks.py``
+    design; this is how one finds its own id, to report progress or poll
+    ``is_cancel_requested``.
+    """
+    return _current_task.get()
+
+
+class _Job:
+    """What the runner needs to run one task: its function, and the loop of a coroutine function."""
+
+    __slots__ = ("function", "loop")
+
+    def __init__(self, function: TaskFunction, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        self.function = function
+        self.loop = loop
+
+
+def _describe(error: BaseException) -> str:
+    """``"ExcType: message"``, the text a failed task's ``error`` carries."""
+    name = type(error).__name__
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__ must not lose the failure itself
+        text = "<the exception's text could not be rendered>"
+    return f"{name}: {text}" if text else name
+
+
+class Runner:
+    """This process's runner: its id in the library, its thread, and the functions of the tasks queued for it."""
+
+    def __init__(self, lib: Native, exit_timeout: Callable[[], int]) -> None:
+        self._lib = lib
+        self._exit_timeout_ms = exit_timeout
+        self._jobs: Dict[str, _Job] = {}
+        #: Held while a task is submitted and its function stored, so the thread never looks for it too early.
+        self.lock = threading.Lock()
+        self.exiting = False
+        self.id = self._register()
+        self._thread = threading.Thread(target=self._serve, name="storyflow-tasks-runner", daemon=True)
+        self._thread.start()
+
+    def _register(self) -> int:
+        out = ctypes.c_uint64()
+        self._lib.check(self._lib.sft_runner_register(ctypes.byref(out)), "registering the Python task runner")
+        return int(out.value)
+
+    def submit(self, task_id: Optional[bytes], function: TaskFunction, loop: Optional[asyncio.AbstractEventLoop]) -> str:
+        """Queues a task for this runner; its id (the given one, or a new UUIDv4)."""
+        lib = self._lib
+        with self.lock:
+            if self.exiting:
+                raise ShutDownError("the Python interpreter is exiting: no new tasks")
+            code, new_id = lib.call_with_out_string(lib.sft_submit_runner_task, self.id, task_id)
+            if code != SFT_OK or new_id is None:
+                lib.raise_for(code, "submit_task")
+            self._jobs[new_id] = _Job(function, loop)
+        return new_id
+
+    def is_this_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    # ----- the thread ------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        lib = self._lib
+        while True:
+            code, text = lib.call_with_out_string(lib.sft_runner_next, self.id, SFT_WAIT_FOREVER)
+            if code in (SFT_ERR_SHUT_DOWN, SFT_ERR_NOT_FOUND):
+                return  # closed at exit, or the manager shut down with nothing left for us
+            if code == SFT_ERR_TIMEOUT or text is None:
+                continue
+            if code != SFT_OK:
+                _logger.error("storyflow_tasks: the runner could not take its next task: %s", lib.last_error_message())
+                continue
+            assignment = json.loads(text)
+            task_id: str = assignment["task_id"]
+            with self.lock:
+                job = self._jobs.pop(task_id, None)
+            if not assignment["run"]:
+                continue  # released without running (cancelled, shut down): the function goes with it
+            if job is None:
+                self.finish(task_id, 1, "InternalError: the Python runner holds no function for this task")
+                continue
+            try:
+                if job.loop is None:
+                    self._run_function(task_id, job.function)
+                else:
+                    self._start_coroutine(task_id, job.function, job.loop)
+            except BaseException:  # the runner must outlive any one task
+                _logger.exception("storyflow_tasks: the runner failed on task %r", task_id)
+                self.finish(task_id, 1, "InternalError: the Python task runner failed; see the log")
+
+    def finish(self, task_id: str, code: int, message: Optional[str]) -> None:
+        """Reports a task's outcome, from any thread; never raises (it runs on the runner and in loop callbacks).
+
+        The message travels as a JSON string, so every character (NUL included)
+        arrives; the library shortens one over its limit and replaces a lone
+        surrogate, so this call cannot fail on the text.
+        """
+        text = None if message is None else json.dumps(message).encode("ascii")
+        result = self._lib.sft_runner_finish(self.id, task_id.encode(), code, text)
+        if result not in (SFT_OK, SFT_ERR_NOT_FOUND):  # NOT_FOUND: closed at exit, the task already failed there
+            _logger.error("storyflow_tasks: could not finish task %r: %s", task_id, self._lib.last_error_message())
+
+    def _run_function(self, task_id: str, function: TaskFunction) -> None:
+        token = _current_task.set(task_id)
+        try:
+            result = function()
+        except BaseException as error:  # SystemExit and the like fail the task, not the runner
+            _logger.error("storyflow_tasks: task %r failed", task_id, exc_info=True)
+            self.finish(task_id, 1, _describe(error))
+            return
+        finally:
+            _current_task.reset(token)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited on purpose: no "never awaited" warning
+            self.finish(task_id, 1, "TypeError: the task function returned an awaitable; submit the async function itself")
+            return
+        self.finish(task_id, 0, None)
+
+    def _start_coroutine(self, task_id: str, function: TaskFunction, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts a coroutine task on its loop; it holds the worker until its asyncio task is done.
+
+        The runner goes back to ``sft_runner_next`` at once: the worker hands it
+        nothing else before this task is finished, which the asyncio task's done
+        callback reports once the coroutine has really ended, its handling of a
+        cancellation included.
+        """
+        # call_soon_threadsafe copies this context into the asyncio task: current_task_id() works inside it.
+        token = _current_task.set(task_id)
+        coroutine: Any = None
+        try:
+            awaitable = function()
+            if not inspect.isawaitable(awaitable):
+                raise TypeError(f"the async task function returned {type(awaitable).__name__}, not an awaitable")
+            coroutine = awaitable
+
+            def start() -> None:
+                task = loop.create_task(_cancellable(task_id, awaitable, event_hub(self._lib)))
+                task.add_done_callback(lambda done: self._finish_from_task(task_id, done))
+
+            loop.call_soon_threadsafe(start)
+        except BaseException as error:  # a closed loop ("Event loop is closed"), or a function that is not async
+            if inspect.iscoroutine(coroutine):
+                coroutine.close()
+            self.finish(task_id, 1, _describe(error))
+        finally:
+            _current_task.reset(token)
+
+    def _finish_from_task(self, task_id: str, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self.finish(task_id, 1, "CancelledError: the coroutine was cancelled")
+            return
+        error = task.exception()
+        if error is not None:
+            _logger.error("storyflow_tasks: task %r failed", task_id, exc_info=error)
+            self.finish(task_id, 1, _describe(error))
+        else:
+            self.finish(task_id, 0, None)
+
+    # ----- exit -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """At interpreter exit: the library cancels the queued tasks and gives the running one the exit timeout."""
+        with self.lock:
+            self.exiting = True
+        self._lib.sft_runner_close(self.id, self._exit_timeout_ms())
+
+
+async def _cancellable(task_id: str, awaitable: Awaitable[Any], hub: EventHub) -> Any:
+    """Awaits a coroutine task, cancelling it through asyncio once the task's cancellation is requested.
+
+    Woken by the library's change feed, never by polling.
+    """
+    from ._manager import TaskManager  # the manager imports this module
+
+    inner = asyncio.ensure_future(awaitable)
+    subscription = hub.subscribe(task_id, asyncio.get_running_loop())
+    try:
+        while not inner.done():
+            subscription.changed.clear()  # before reading, so no change after the read is missed
+            if TaskManager().is_cancel_requested(task_id):
+                inner.cancel()
+                break
+            changed = asyncio.ensure_future(subscription.changed.wait())
+            await asyncio.wait({inner, changed}, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+        return await inner
+    finally:
+        hub.unsubscribe(subscription)
+        if not inner.done():
+            inner.cancel()
+
+
+# ----- the process's runner, its change feed, exit and fork ------------------------------------
+
+
+class _ProcessState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runner: Optional[Runner] = None
+        self.hub: Optional[EventHub] = None
+
+
+_state = _ProcessState()
+
+
+def runner(lib: Native, exit_timeout: Callable[[], int]) -> Runner:
+    """The process's runner, registered (and its exit hook installed) on first use."""
+    state = _state
+    current = state.runner
+    if current is not None:
+        return current
+    with state.lock:
+        if state.runner is None:
+            state.runner = Runner(lib, exit_timeout)
+            atexit.register(state.runner.close)
+        return state.runner
+
+
+def on_runner_thread() -> bool:
+    """Whether the caller is the runner's thread, which the library knows is inside the task it runs."""
+    current = _state.runner
+    return current is not None and current.is_this_thread()
+
+
+def event_hub(lib: Native) -> EventHub:
+    """The process's change-feed thread for asyncio waiters, started on first use."""
+    state = _state
+    with state.lock:
+        if state.hub is None:
+            state.hub = EventHub(lib)
+        return state.hub
+
+
+def _reset_after_fork() -> None:
+    # The child has none of the parent's threads, and its library has a fresh manager in
+    # which the parent's runner id is unknown: its first submission registers a runner of its own.
+    global _state
+    _state = _ProcessState()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
