@@ -67,12 +67,6 @@ def _count(value: object, what: str) -> int:
     return value
 
 
-def _segment_id(segment_id: object) -> Union[int, str]:
-    if isinstance(segment_id, bool) or not isinstance(segment_id, (int, str)):
-        raise TypeError(f"segment_id must be an int or a str, not {type(segment_id).__name__}")
-    return segment_id
-
-
 def _wire_json(value: Dict[str, Any], what: str) -> bytes:
     """A wire object as JSON text for the library: every string escaped to ASCII, so NUL and every character arrive.
 
@@ -235,12 +229,12 @@ class TaskManager:
     def add_completed_segment(self, task_id: str, segment_id: Union[int, str], result: Mapping[str, Any]) -> bool:
         """Records a finished segment from ``result["audio_url"]`` and ``result["duration"]`` (seconds).
 
-        ``segment_id`` keeps its type (``int`` or ``str``). An unknown or
+        ``segment_id`` keeps its type (``int`` or ``str``; the library refuses any other,
+        a float or a bool, with ``InvalidArgumentError``, as in every language). An unknown or
         finished task is ignored, as in the original design: ``False`` then,
         ``True`` when recorded.
         """
         task = encode_text(task_id, "task_id")
-        segment = _segment_id(segment_id)
         if not isinstance(result, Mapping):
             raise TypeError(f"result must be a mapping with 'audio_url' and 'duration', not {type(result).__name__}")
         missing = [key for key in ("audio_url", "duration") if key not in result]
@@ -251,17 +245,16 @@ class TaskManager:
             raise TypeError(f"result['audio_url'] must be a str, not {type(audio_url).__name__}")
         if isinstance(duration, bool) or not isinstance(duration, (int, float)):
             raise TypeError(f"result['duration'] must be a number of seconds, not {type(duration).__name__}")
-        segment_json = _wire_json({"segment_id": segment, "audio_url": audio_url, "duration": float(duration)}, "the segment")
+        segment_json = _wire_json({"segment_id": segment_id, "audio_url": audio_url, "duration": float(duration)}, "the segment")
         lib = self._native
         return self._mutation_outcome(lib.sft_add_completed_segment_from_json(task, segment_json), "add_completed_segment")
 
     def add_error(self, task_id: str, segment_id: Union[int, str], error_message: str) -> bool:
         """Records a segment that failed. ``segment_id`` keeps its type; an unknown or finished task is ignored (``False``)."""
         task = encode_text(task_id, "task_id")
-        segment = _segment_id(segment_id)
         if not isinstance(error_message, str):
             raise TypeError(f"error_message must be a str, not {type(error_message).__name__}")
-        error_json = _wire_json({"segment_id": segment, "error": error_message}, "the error")
+        error_json = _wire_json({"segment_id": segment_id, "error": error_message}, "the error")
         lib = self._native
         return self._mutation_outcome(lib.sft_add_error_from_json(task, error_json), "add_error")
 
