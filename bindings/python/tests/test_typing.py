@@ -2,7 +2,8 @@
 
 The package ships ``py.typed``; a ``TaskStatus`` is a ``TypedDict`` of the wire
 keys, so a misspelt key or a wrong type in user code is a type error. Each
-```python block of the package README is checked as a user's module would be.
+```python block of the package README, and of the repository README's Python
+quick-start, is checked as a user's module would be.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HANG_GUARD, PACKAGE_PARENT
-from test_readme import CODE_BLOCK, PACKAGE_README
-
-BLOCKS = CODE_BLOCK.findall(PACKAGE_README.read_text("utf-8"))
+from test_readme import EXAMPLES
 
 
 def mypy_env() -> dict:
@@ -30,11 +29,15 @@ def mypy_env() -> dict:
     return env
 
 
+def test_the_repository_quick_start_is_among_the_checked_examples() -> None:
+    assert any(name.startswith("README.md#python-quick-start") for name, _ in EXAMPLES)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed (`make venv` installs it)")
-@pytest.mark.parametrize("number", range(len(BLOCKS)), ids=[f"README.md#{n}" for n in range(len(BLOCKS))])
-def test_a_readme_example_passes_mypy_strict(tmp_path: Path, number: int) -> None:
-    module = tmp_path / f"readme_example_{number}.py"
-    module.write_text(BLOCKS[number], encoding="utf-8")
+@pytest.mark.parametrize("code", [code for _, code in EXAMPLES], ids=[name for name, _ in EXAMPLES])
+def test_a_readme_example_passes_mypy_strict(tmp_path: Path, code: str) -> None:
+    module = tmp_path / "readme_example.py"
+    module.write_text(code, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull, str(module)],
         capture_output=True,
