@@ -35,16 +35,6 @@ TABLE = json.loads((REPOSITORY / "tests" / "cases" / "edge_cases.json").read_tex
 CASES = [case for case in TABLE["cases"] if "python" in case["languages"]]
 ANSWERS_FILE = REPOSITORY / "target" / "edge_cases_python.txt"
 
-# Cases whose expected answer the Python API cannot give as the table states it; each stays
-# asserted as written (xfail, strict), and its real answer is written out with the others.
-NOT_AS_THE_TABLE_SAYS = {
-    # Progress extras are update_task_progress's **kwargs (the original design's signature), so
-    # an extra named "current" or "total" collides with the parameter of that name: Python
-    # itself raises TypeError at the call, before the package or the library sees it.
-    "reserved extra key current": "an extra named `current` is a second value for the parameter `current` (TypeError)",
-}
-
-
 # ----- the table's values as Python values ----------------------------------------------------------
 
 
@@ -264,18 +254,12 @@ def answers_file() -> Iterator[None]:
     ANSWERS_FILE.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def _param(case: Dict[str, Any]) -> Any:
-    reason = NOT_AS_THE_TABLE_SAYS.get(case["name"])
-    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-    return pytest.param(case, id=case["name"], marks=marks)
-
-
 def test_the_table_has_python_cases() -> None:
     assert len(CASES) > 40
     assert len({case["name"] for case in CASES}) == len(CASES), "case names are unique"
 
 
-@pytest.mark.parametrize("case", [_param(case) for case in CASES])
+@pytest.mark.parametrize("case", [pytest.param(case, id=case["name"]) for case in CASES])
 def test_edge_case(tm: TaskManager, case: Dict[str, Any]) -> None:
     result, shown, problems = check(case, tm)
     _answers[case["name"]] = f"case {case['name']}: {result} {shown}" + ("  <- MISMATCH" if problems else "")
