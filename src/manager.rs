@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventKind, EventLog, TaskEvent};
 use crate::queue::PendingQueue;
 use crate::registry::Registry;
-use crate::runner::{Assignment, RunnerId, Runners};
+use crate::runner::{Assignment, Runner, RunnerId, Runners};
 use crate::stats::{Counters, Stats};
 use crate::status::{self, CompletedSegment, SegmentError, TaskState, TaskStatus};
 use crate::sync::{deadline_after, lock, unix_now, wait_while_until};
@@ -247,7 +247,8 @@ impl TaskManager {
     /// PROCESSING and is handed to the runner's [`TaskManager::next_assignment`]; the
     /// worker stays with it until [`TaskManager::finish_runner_task`].
     pub fn submit_to_runner(self: &Arc<Self>, runner: RunnerId, task_id: Option<&str>) -> Result<TaskId> {
-        let runner = self.runners.get(runner)?;
+        // A runner that closes after this check gets the task back unrun from the worker.
+        let runner = self.runners.get_open(runner)?;
         self.submit_job(task_id, |task_id| Job::Runner(runner.enqueue(task_id)))
     }
 
@@ -291,10 +292,11 @@ impl TaskManager {
 
     /// Closes a runner: its queued tasks are CANCELLED; its running task is asked to cancel,
     /// given `timeout` to finish, then FAILED. A blocked `next_assignment` returns
-    /// [`ErrorKind::ShutDown`]; the id is unknown afterwards.
-    pub fn close_runner(&self, runner: RunnerId, timeout: Option<Duration>) -> Result<()> {
+    /// [`ErrorKind::ShutDown`]. Until it returns, the runner can still finish its running
+    /// task (the close then returns at once) and refuses new tasks; its id is unknown afterwards.
+    pub fn close_runner(&self, runner_id: RunnerId, timeout: Option<Duration>) -> Result<()> {
         let deadline = deadline_after(timeout);
-        let closed = self.runners.close(runner)?;
+        let (runner, closed) = self.runners.close(runner_id)?;
         for task_id in closed.queued {
             if let Some(task) = self.registry.get(&task_id) {
                 let data = lock(&task.data);
@@ -303,31 +305,48 @@ impl TaskManager {
                 }
             }
         }
-        let Some(task) = closed.running else { return Ok(()) };
+        if let Some(task) = closed.running {
+            self.stop_running_task_of_closed_runner(&runner, &task, deadline);
+        }
+        self.runners.unregister(runner_id);
+        Ok(())
+    }
+
+    /// Asks a closed runner's running task to cancel, waits until `deadline` for the runner
+    /// to finish it (it still can: the runner stays registered meanwhile), then fails it.
+    fn stop_running_task_of_closed_runner(&self, runner: &Runner, task: &Arc<Task>, deadline: Option<Instant>) {
         let mut data = lock(&task.data);
         if data.status != TaskState::Processing {
-            return Ok(());
+            return;
         }
-        let event = self.request_cancel(&task, &mut data);
+        let event = self.request_cancel(task, &mut data);
         drop(data);
         self.deliver(event);
         // On the thread inside the task nothing can finish it meanwhile: fail it at once.
-        let inside = self.runners.task_inside().is_some_and(|inside| Arc::ptr_eq(&inside, &task));
-        let mut data = lock(&task.data);
+        let inside = self.runners.task_inside().is_some_and(|inside| Arc::ptr_eq(&inside, task));
         if !inside {
+            let mut data = lock(&task.data);
             data.waiters += 1;
-            let (waited, _) = wait_while_until(&task.changed, data, deadline, |data| !data.status.is_finished());
-            data = waited;
+            let (mut data, _) = wait_while_until(&task.changed, data, deadline, |data| !data.status.is_finished());
             data.waiters -= 1;
+            if data.status.is_finished() {
+                return;
+            }
         }
-        if data.status.is_finished() {
-            return Ok(());
+        // Whoever takes the running task finishes it: a `finish_runner_task` that took it
+        // first is about to, and no user code runs in between, so that wait is short.
+        if runner.take_running(&task.id).is_none() {
+            let mut data = lock(&task.data);
+            data.waiters += 1;
+            let (mut data, _) = wait_while_until(&task.changed, data, None, |data| !data.status.is_finished());
+            data.waiters -= 1;
+            return;
         }
+        let mut data = lock(&task.data);
         data.deferral = Deferral::Finished;
-        let event = self.conclude(&task, &mut data, TaskState::Failed, Some("its runner closed while it was running".into()));
+        let event = self.conclude(task, &mut data, TaskState::Failed, Some("its runner closed while it was running".into()));
         drop(data);
         self.deliver(event);
-        Ok(())
     }
 
     // ----- reads ---------------------------------------------------------
