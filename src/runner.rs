@@ -12,8 +12,9 @@
 //! finished (a thread-local mark): waiting there for work that needs the
 //! worker would deadlock, and the manager refuses it instead.
 //!
-//! Lock order: a task's `data` -> a runner's mailbox (the worker hands a task
-//! over under the task's lock); no other lock is taken under a mailbox.
+//! Lock order: a task's `data` -> the work queue -> a runner's mailbox (the worker
+//! hands a task over under the task's lock; a submission makes its runner job under
+//! the queue lock); no other lock is taken under a mailbox.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
