@@ -123,10 +123,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub fn new() -> Self {
-        Self {
-            shards: (0..SHARD_COUNT).map(|_| Mutex::default()).collect(),
-            id_hasher: RandomState::new(),
-        }
+        Self { shards: (0..SHARD_COUNT).map(|_| Mutex::default()).collect(), id_hasher: RandomState::new() }
     }
 
     /// The id's hash and its shard. The shard comes from bits 32 and up, which the

@@ -129,9 +129,8 @@ impl Runner {
     /// Blocks until something is delivered or `deadline`; `manager_shut_down` ends the wait
     /// once nothing is left for this runner.
     fn next(&self, deadline: Option<Instant>, manager_shut_down: &AtomicBool) -> Result<Delivery> {
-        let idle_after_shutdown = |mailbox: &Mailbox| {
-            manager_shut_down.load(Ordering::Acquire) && mailbox.queued.is_empty() && mailbox.running.is_none()
-        };
+        let idle_after_shutdown =
+            |mailbox: &Mailbox| manager_shut_down.load(Ordering::Acquire) && mailbox.queued.is_empty() && mailbox.running.is_none();
         let mut mailbox = lock(&self.mailbox);
         mailbox.waiting += 1;
         let (mut mailbox, timed_out) = wait_while_until(&self.delivered, mailbox, deadline, |mailbox| {

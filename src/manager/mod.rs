@@ -34,8 +34,8 @@ use crate::sync::{deadline_after, lock, unix_now, wait_while_until};
 use crate::task::{Deferral, Task, TaskData};
 use crate::work_queue::{Queued, WorkQueue};
 use crate::TaskId;
-pub use body::{TaskBody, TaskContext, TaskFailure};
 use body::Job;
+pub use body::{TaskBody, TaskContext, TaskFailure};
 
 /// A callback told of every event, on the thread that made the change, with no lock held.
 pub type Listener = Arc<dyn Fn(&TaskEvent) + Send + Sync>;
@@ -126,9 +126,9 @@ impl TaskManager {
         *staged = config.clone();
         drop(staged);
         match self.config.get() {
-            Some(in_force) if *in_force != config => Err(Error::invalid_state(
-                "the configuration is fixed once the first task was submitted",
-            )),
+            Some(in_force) if *in_force != config => {
+                Err(Error::invalid_state("the configuration is fixed once the first task was submitted"))
+            }
             _ => Ok(()),
         }
     }
@@ -556,10 +556,9 @@ impl TaskManager {
                 Ok(())
             }
             (TaskState::Processing, Deferral::Awaiting) => Ok(()),
-            (state, _) => Err(Error::invalid_state(format!(
-                "only a running task can defer its completion; task {task_id:?} is {}",
-                state.as_str()
-            ))),
+            (state, _) => {
+                Err(Error::invalid_state(format!("only a running task can defer its completion; task {task_id:?} is {}", state.as_str())))
+            }
         }
     }
 
@@ -572,10 +571,7 @@ impl TaskManager {
         let task = self.find(task_id)?;
         let mut data = lock(&task.data);
         if data.status != TaskState::Processing || data.deferral != Deferral::Awaiting {
-            return Err(Error::invalid_state(format!(
-                "task {task_id:?} is {} and not awaiting deferred completion",
-                data.status.as_str()
-            )));
+            return Err(Error::invalid_state(format!("task {task_id:?} is {} and not awaiting deferred completion", data.status.as_str())));
         }
         data.deferral = Deferral::Finished;
         let event = self.finalize(&task, &mut data, outcome);
@@ -631,9 +627,7 @@ impl TaskManager {
     /// Blocks until the task's revision exceeds `after_revision` or it is finished
     /// (long-poll); returns the new status.
     pub fn wait_for_change(&self, task_id: &str, after_revision: u64, timeout: Option<Duration>) -> Result<String> {
-        self.wait_until(task_id, timeout, "change", |data| {
-            data.revision > after_revision || data.status.is_finished()
-        })
+        self.wait_until(task_id, timeout, "change", |data| data.revision > after_revision || data.status.is_finished())
     }
 
     fn wait_until(&self, task_id: &str, timeout: Option<Duration>, awaited: &str, done: impl Fn(&TaskData) -> bool) -> Result<String> {
