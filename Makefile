@@ -22,7 +22,7 @@ export STORYFLOW_TASKS_LIB := $(abspath $(LIB))
 
 
 .PHONY: build-testing test-readme test-stress test-fuzz
-.PHONY: all build deps venv python-package demo test bench install uninstall clean \
+.PHONY: all build deps venv python-package demo test bench install uninstall clean header lint-rust \
         test-rust test-header test-symbols test-c test-valgrind test-asan test-install \
         test-python lint-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
 
@@ -72,8 +72,16 @@ $(VENV)/.python-tools: Makefile
 	echo $(PYTHON_TOOLS) > $@
 
 ## test: everything, as CI runs it from a clean clone
-test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
+test: deps lint-rust build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
 	@echo "make test: all suites passed"
+
+## lint-rust: rustfmt (the crate and the fuzz crate, rustfmt.toml) and clippy with every warning an error,
+## with and without the `testing` feature's hooks
+lint-rust:
+	$(CARGO) fmt --check
+	cd fuzz && $(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features testing -- -D warnings
 
 # The fault tests (tests/faults) load the release library, so it is built first.
 test-rust: build

@@ -196,7 +196,7 @@ fn spinning_pays() -> bool {
     static MULTI_CORE: AtomicU8 = AtomicU8::new(0); // 0: not known yet, 1: no, 2: yes
     match MULTI_CORE.load(Ordering::Relaxed) {
         0 => {
-            let multi_core = std::thread::available_parallelism().map_or(false, |cores| cores.get() > 1);
+            let multi_core = std::thread::available_parallelism().is_ok_and(|cores| cores.get() > 1);
             MULTI_CORE.store(if multi_core { 2 } else { 1 }, Ordering::Relaxed);
             multi_core
         }

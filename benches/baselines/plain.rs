@@ -103,7 +103,7 @@ impl PlainManager {
             task.progress.clear();
             task.progress.insert("current".into(), current.into());
             task.progress.insert("total".into(), total.into());
-            let percentage = if total == 0 { 0 } else { (current * 100 / total).min(100) };
+            let percentage = (current * 100).checked_div(total).map_or(0, |percentage| percentage.min(100));
             task.progress.insert("percentage".into(), percentage.into());
             task.revision += 1;
         }
