@@ -1,4 +1,4 @@
-//! The evidence behind the registry's design (issue 10): how long the single
+//! The evidence behind the registry's design: how long the single
 //! slowest insert takes while each candidate grows to `count` entries, on one
 //! thread, so that only the data structure shows (no lock waits, no worker);
 //! then what a lookup costs in each sharded candidate, side by side.
