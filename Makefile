@@ -22,13 +22,13 @@ export STORYFLOW_TASKS_LIB := $(abspath $(LIB))
 
 
 .PHONY: build-testing test-readme test-stress test-fuzz
-.PHONY: all build deps venv python-package demo test bench install uninstall clean \
+.PHONY: all build deps venv python-package demo test bench install uninstall clean header lint-rust \
         test-rust test-header test-symbols test-c test-valgrind test-asan test-install \
         test-python lint-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
 
 all: build
 
-## build: the release library (.so with its SONAME link, .a), the header, and the list of
+## build: the release library (.so with its SONAME link, .a) and the list of
 ## system libraries the .a needs (target/release/native-static-libs.txt, for `make install`)
 build: $(NATIVE_LIBS)
 	$(CARGO) build --release --locked
@@ -72,18 +72,29 @@ $(VENV)/.python-tools: Makefile
 	echo $(PYTHON_TOOLS) > $@
 
 ## test: everything, as CI runs it from a clean clone
-test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
+test: deps lint-rust build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
 	@echo "make test: all suites passed"
+
+## lint-rust: rustfmt (the crate and the fuzz crate, rustfmt.toml) and clippy with every warning an error,
+## with and without the `testing` feature's hooks
+lint-rust:
+	$(CARGO) fmt --check
+	cd fuzz && $(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features testing -- -D warnings
 
 # The fault tests (tests/faults) load the release library, so it is built first.
 test-rust: build
 	$(CARGO) test --locked
 
-## the checked-in header must be what the sources generate (the build just regenerated it)
+## header: regenerates include/storyflow_tasks.h from the doc comments and signatures in src/ffi
+## (builds never write it; build.rs generates it into cargo's OUT_DIR)
+header:
+	CARGO=$(CARGO) PYTHON=$(PYTHON) tests/run_header.sh --write
+
+## test-header: the checked-in header is what the sources generate, and compiles as C99 and C++11
 test-header: build
-	@if git rev-parse --git-dir >/dev/null 2>&1; then \
-	  git diff --exit-code -- include/storyflow_tasks.h || { echo "include/storyflow_tasks.h is stale: commit the regenerated header"; exit 1; }; \
-	fi
+	CARGO=$(CARGO) PYTHON=$(PYTHON) tests/run_header.sh --check
 	echo '#include "storyflow_tasks.h"' | $(CC) -std=c99 $(CWARN) -pedantic -Iinclude -x c -c - -o /dev/null
 	echo '#include "storyflow_tasks.h"' | $(CXX) -std=c++11 $(CWARN) -pedantic -Iinclude -x c++ -c - -o /dev/null
 	mkdir -p $(CTEST_DIR)

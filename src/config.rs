@@ -54,16 +54,14 @@ impl Default for Config {
 impl Config {
     /// Parses a JSON object of settings; keys left out keep their defaults.
     pub fn from_json(text: &str) -> Result<Self> {
-        let config: Config = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(format!("invalid configuration: {e}")))?;
+        let config: Config = serde_json::from_str(text).map_err(|e| Error::invalid(format!("invalid configuration: {e}")))?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses a JSON object of settings on top of `self`, keeping what it does not name.
     pub fn merged_with_json(&self, text: &str) -> Result<Self> {
-        let overrides: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(format!("invalid configuration: {e}")))?;
+        let overrides: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::invalid(format!("invalid configuration: {e}")))?;
         let serde_json::Value::Object(overrides) = overrides else {
             return Err(Error::invalid("configuration must be a JSON object"));
         };

@@ -59,10 +59,7 @@ pub(crate) struct EventLog {
 
 impl EventLog {
     pub fn new() -> Self {
-        Self {
-            ring: Mutex::new(Ring { events: VecDeque::new(), last_seq: 0, waiters: 0 }),
-            appended: Condvar::new(),
-        }
+        Self { ring: Mutex::new(Ring { events: VecDeque::new(), last_seq: 0, waiters: 0 }), appended: Condvar::new() }
     }
 
     /// Appends an event, keeping at most `capacity`, and returns it.
@@ -92,8 +89,7 @@ impl EventLog {
     pub fn wait_after(&self, after_seq: u64, max: usize, deadline: Option<Instant>) -> Vec<TaskEvent> {
         let mut ring = lock(&self.ring);
         ring.waiters += 1;
-        let (mut ring, _timed_out) =
-            wait_while_until(&self.appended, ring, deadline, |ring| ring.last_seq <= after_seq);
+        let (mut ring, _timed_out) = wait_while_until(&self.appended, ring, deadline, |ring| ring.last_seq <= after_seq);
         ring.waiters -= 1;
         let first_kept = ring.events.front().map_or(ring.last_seq + 1, |e| e.seq);
         let skip = after_seq.saturating_add(1).saturating_sub(first_kept) as usize;

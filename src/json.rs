@@ -53,9 +53,8 @@ fn canonicalize_at(what: &str, value: &mut Value, path: &mut Vec<Step>) -> Resul
     match value {
         Value::Number(number) => {
             if let Some(canonical) = canonical_number(number) {
-                *number = canonical.map_err(|text| {
-                    Error::invalid(format!("{what}: the number {text}{} is not a finite number", at(path)))
-                })?;
+                *number =
+                    canonical.map_err(|text| Error::invalid(format!("{what}: the number {text}{} is not a finite number", at(path))))?;
             }
             Ok(())
         }
@@ -185,11 +184,14 @@ fn replace_lone_surrogates(text: &str) -> Cow<'_, str> {
 const MARKER: &str = "\u{10FFFF}\u{FFFE}lone surrogate\u{FFFE}\u{10FFFF}";
 
 fn lone_surrogate_error(what: &str, text: &str, start: usize, unit: u16) -> Error {
-    let marked = format!("{}{}{}", &text[..start], serde_json::to_string(MARKER).expect("a string serialises").trim_matches('"'), &text[start + 6..]);
+    let marked = format!(
+        "{}{}{}",
+        &text[..start],
+        serde_json::to_string(MARKER).expect("a string serialises").trim_matches('"'),
+        &text[start + 6..]
+    );
     let mut path = Vec::new();
-    let found = serde_json::from_str::<Value>(&replace_lone_surrogates(&marked))
-        .ok()
-        .and_then(|value| find_marker(&value, &mut path));
+    let found = serde_json::from_str::<Value>(&replace_lone_surrogates(&marked)).ok().and_then(|value| find_marker(&value, &mut path));
     let place = match found {
         Some(true) => format!("a key{}", at(&path)),
         Some(false) => format!("the string{}", at(&path)),

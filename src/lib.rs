@@ -13,12 +13,13 @@ mod json;
 mod manager;
 mod queue;
 mod registry;
+mod retention;
 mod runner;
 mod stats;
 mod status;
 mod sync;
 mod task;
-mod worker;
+mod work_queue;
 
 pub mod ffi;
 
@@ -28,8 +29,7 @@ pub type TaskId = std::sync::Arc<str>;
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use events::{EventKind, TaskEvent};
-pub use manager::{Listener, Rejected, TaskManager};
+pub use manager::{Listener, Rejected, TaskBody, TaskContext, TaskFailure, TaskManager};
 pub use runner::{Assignment, RunnerId};
 pub use stats::{StateCounts, Stats};
 pub use status::{parse_extra_json, percentage, CompletedSegment, SegmentError, SegmentId, TaskState, TaskStatus};
-pub use task::{TaskBody, TaskContext, TaskFailure};

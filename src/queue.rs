@@ -143,7 +143,7 @@ impl<T> PendingQueue<T> {
 mod tests {
     use super::*;
 
-#[test]
+    #[test]
     fn fifo_order_and_positions_with_removals() {
         let mut queue = PendingQueue::default();
         let seqs: Vec<u64> = (0..10).map(|i| queue.push(i)).collect();

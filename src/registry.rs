@@ -123,10 +123,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub fn new() -> Self {
-        Self {
-            shards: (0..SHARD_COUNT).map(|_| Mutex::default()).collect(),
-            id_hasher: RandomState::new(),
-        }
+        Self { shards: (0..SHARD_COUNT).map(|_| Mutex::default()).collect(), id_hasher: RandomState::new() }
     }
 
     /// The id's hash and its shard. The shard comes from bits 32 and up, which the
@@ -146,14 +143,12 @@ impl Registry {
         lock(shard).contains_key(&(hash, task_id) as &dyn HashedId)
     }
 
-    /// Inserts `task` under its id unless the id is taken (false). `prepare` runs only when
-    /// the id is free, under the shard lock, before any other thread can see the task.
-    pub fn insert_new(&self, task: &Arc<Task>, prepare: impl FnOnce()) -> bool {
+    /// Inserts `task` under its id unless the id is taken (false).
+    pub fn insert_new(&self, task: &Arc<Task>) -> bool {
         let (hash, shard) = self.locate(&task.id);
         match lock(shard).entry(StoredKey { hash, id: task.id.clone() }) {
             Entry::Occupied(_) => false,
             Entry::Vacant(slot) => {
-                prepare();
                 slot.insert(task.clone());
                 true
             }
@@ -187,12 +182,9 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::Job;
 
     fn task(id: &str) -> Arc<Task> {
-        let task = Task::new(Arc::from(id), 0.0);
-        task.attach(Job::External);
-        Arc::new(task)
+        Arc::new(Task::new(Arc::from(id), 0.0, true))
     }
 
     #[test]
@@ -200,7 +192,7 @@ mod tests {
         let registry = Registry::new();
         let ids: Vec<TaskId> = (0..5_000).map(|i| Arc::from(format!("task-{i}"))).collect();
         for id in &ids {
-            assert!(registry.insert_new(&task(id), || ()));
+            assert!(registry.insert_new(&task(id)));
         }
         for id in &ids {
             assert_eq!(&*registry.get(id).expect("inserted").id, &**id);
@@ -208,7 +200,7 @@ mod tests {
         }
         assert!(registry.get("task-5000").is_none());
         assert!(!registry.contains(""));
-        assert!(!registry.insert_new(&task(&ids[7]), || ()), "a taken id is refused");
+        assert!(!registry.insert_new(&task(&ids[7])), "a taken id is refused");
         assert_eq!(registry.snapshot().len(), ids.len());
 
         let stranger = task("task-3");
@@ -225,7 +217,7 @@ mod tests {
         let registry = Registry::new();
         let ids: Vec<TaskId> = ["a", "a\0", "ab", "b", "é", "e\u{301}"].into_iter().map(Arc::from).collect();
         for id in &ids {
-            assert!(registry.insert_new(&task(id), || ()), "{id:?}");
+            assert!(registry.insert_new(&task(id)), "{id:?}");
         }
         for id in &ids {
             assert_eq!(&*registry.get(id).expect("inserted").id, &**id);

@@ -12,8 +12,9 @@
 //! finished (a thread-local mark): waiting there for work that needs the
 //! worker would deadlock, and the manager refuses it instead.
 //!
-//! Lock order: a task's `data` -> a runner's mailbox (the worker hands a task
-//! over under the task's lock); no other lock is taken under a mailbox.
+//! Lock order: a task's `data` -> the work queue -> a runner's mailbox (the worker
+//! hands a task over under the task's lock; a submission makes its runner job under
+//! the queue lock); no other lock is taken under a mailbox.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -87,7 +88,8 @@ pub(crate) struct Runner {
 pub(crate) struct Closed {
     /// Its tasks still queued: they are cancelled.
     pub queued: Vec<TaskId>,
-    /// Its running task, asked to cancel and then failed if it does not finish.
+    /// Its running task, asked to cancel and then failed if it does not finish. It stays
+    /// the runner's running task meanwhile, so that the runner can still finish it.
     pub running: Option<Arc<Task>>,
 }
 
@@ -127,9 +129,8 @@ impl Runner {
     /// Blocks until something is delivered or `deadline`; `manager_shut_down` ends the wait
     /// once nothing is left for this runner.
     fn next(&self, deadline: Option<Instant>, manager_shut_down: &AtomicBool) -> Result<Delivery> {
-        let idle_after_shutdown = |mailbox: &Mailbox| {
-            manager_shut_down.load(Ordering::Acquire) && mailbox.queued.is_empty() && mailbox.running.is_none()
-        };
+        let idle_after_shutdown =
+            |mailbox: &Mailbox| manager_shut_down.load(Ordering::Acquire) && mailbox.queued.is_empty() && mailbox.running.is_none();
         let mut mailbox = lock(&self.mailbox);
         mailbox.waiting += 1;
         let (mut mailbox, timed_out) = wait_while_until(&self.delivered, mailbox, deadline, |mailbox| {
@@ -160,13 +161,17 @@ impl Runner {
         task
     }
 
-    /// Closes the mailbox; every blocked `next` returns.
-    fn close(&self) -> Closed {
+    /// Closes the mailbox: every blocked `next` returns and nothing more is handed over;
+    /// the running task stays, for `take_running`. `None` if it was closed already.
+    fn close(&self) -> Option<Closed> {
         let mut mailbox = lock(&self.mailbox);
+        if mailbox.closed {
+            return None;
+        }
         mailbox.closed = true;
         mailbox.deliveries.clear();
         self.delivered.notify_all();
-        Closed { queued: mailbox.queued.drain().collect(), running: mailbox.running.take() }
+        Some(Closed { queued: mailbox.queued.drain().collect(), running: mailbox.running.clone() })
     }
 
     fn wake(&self) {
@@ -222,14 +227,31 @@ impl Runners {
         id
     }
 
+    /// A registered runner, closing ones included (they can still finish their running task).
     pub fn get(&self, id: RunnerId) -> Result<Arc<Runner>> {
         lock(&self.table).get(&id).cloned().ok_or_else(|| unknown_runner(id))
     }
 
-    /// Unregisters a runner and closes its mailbox.
-    pub fn close(&self, id: RunnerId) -> Result<Closed> {
-        let runner = lock(&self.table).remove(&id).ok_or_else(|| unknown_runner(id))?;
-        Ok(runner.close())
+    /// A registered runner that is not closing, to submit a task to.
+    pub fn get_open(&self, id: RunnerId) -> Result<Arc<Runner>> {
+        let runner = self.get(id)?;
+        if lock(&runner.mailbox).closed {
+            return Err(Error::new(ErrorKind::ShutDown, format!("runner {id} is closing")));
+        }
+        Ok(runner)
+    }
+
+    /// Closes a runner's mailbox; it stays registered until [`Runners::unregister`], so that
+    /// its running task can still be finished while the close waits for it.
+    pub fn close(&self, id: RunnerId) -> Result<(Arc<Runner>, Closed)> {
+        let runner = self.get(id)?;
+        let closed = runner.close().ok_or_else(|| Error::new(ErrorKind::NotFound, format!("runner {id} is closed already")))?;
+        Ok((runner, closed))
+    }
+
+    /// Forgets a closed runner: its id is unknown afterwards.
+    pub fn unregister(&self, id: RunnerId) {
+        lock(&self.table).remove(&id);
     }
 
     /// Blocks for the next delivery to runner `id`.

@@ -25,8 +25,7 @@ pub enum TaskState {
 
 impl TaskState {
     /// All states, in lifecycle order.
-    pub const ALL: [TaskState; 5] =
-        [Self::Pending, Self::Processing, Self::Completed, Self::Failed, Self::Cancelled];
+    pub const ALL: [TaskState; 5] = [Self::Pending, Self::Processing, Self::Completed, Self::Failed, Self::Cancelled];
 
     /// True for the three final states.
     pub fn is_finished(self) -> bool {
@@ -71,10 +70,7 @@ impl SegmentId {
         match value {
             Value::String(text) => Ok(Self::Text(text)),
             Value::Number(number) if json::is_integer_text(number.as_str()) => Ok(Self::Integer(number)),
-            other => Err(Error::invalid(format!(
-                "{what} must be a JSON string or integer, not {} ({other})",
-                json::kind_of(&other)
-            ))),
+            other => Err(Error::invalid(format!("{what} must be a JSON string or integer, not {} ({other})", json::kind_of(&other)))),
         }
     }
 }
@@ -271,8 +267,7 @@ pub(crate) fn progress_json(current: u64, total: u64, extra: Option<&Map<String,
 
 /// Serialises any value into an owned raw JSON fragment.
 pub(crate) fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|e| Error::invalid(format!("value cannot be encoded as JSON: {e}")))
+    serde_json::value::to_raw_value(value).map_err(|e| Error::invalid(format!("value cannot be encoded as JSON: {e}")))
 }
 
 /// Parses `extra_json`: it must be a JSON object; its numbers are checked and made canonical.
@@ -305,7 +300,10 @@ mod tests {
         assert_eq!(serde_json::to_string(&SegmentId::from(-3)).unwrap(), "-3");
         let huge = SegmentId::from_json("100000000000000000000000000000").unwrap();
         assert_eq!(serde_json::to_string(&huge).unwrap(), "100000000000000000000000000000");
-        assert_eq!(serde_json::from_str::<SegmentId>("-18446744073709551617").unwrap(), SegmentId::from_json("-18446744073709551617").unwrap());
+        assert_eq!(
+            serde_json::from_str::<SegmentId>("-18446744073709551617").unwrap(),
+            SegmentId::from_json("-18446744073709551617").unwrap()
+        );
         for bad in ["7.5", "7.0", "1e2", "null", "[1]", "{}", "", "\"unterminated"] {
             assert!(SegmentId::from_json(bad).is_err(), "{bad:?} accepted");
         }
@@ -315,10 +313,7 @@ mod tests {
     fn progress_keeps_extra_types_and_order_and_rejects_reserved_keys() {
         let extra = parse_extra_json(r#"{"current_segment_id": 7, "label": "ch\"1", "ok": true, "f": 1.5}"#).unwrap();
         let raw = progress_json(2, 5, Some(&extra)).unwrap();
-        assert_eq!(
-            raw.get(),
-            r#"{"current":2,"total":5,"percentage":40,"current_segment_id":7,"label":"ch\"1","ok":true,"f":1.5}"#
-        );
+        assert_eq!(raw.get(), r#"{"current":2,"total":5,"percentage":40,"current_segment_id":7,"label":"ch\"1","ok":true,"f":1.5}"#);
         let reserved = parse_extra_json(r#"{"percentage": 99}"#).unwrap();
         assert!(progress_json(1, 2, Some(&reserved)).is_err());
         assert!(parse_extra_json("[1]").is_err());

@@ -1,51 +1,12 @@
-//! One task: its mutable state behind its own lock, and what the worker runs.
+//! One task: its mutable state behind its own lock, and its status JSON.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 
 use serde_json::value::RawValue;
 
-use crate::error::Result;
-use crate::manager::TaskManager;
-use crate::runner::RunnerJob;
 use crate::status::{StatusView, TaskState};
 use crate::TaskId;
-
-/// Why a task function did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskFailure {
-    /// A non-zero return code; the status shows the text the task set, or a generic one naming the code.
-    Code(i32),
-    /// An explicit failure text.
-    Message(String),
-}
-
-/// Work that the worker runs once, on its thread.
-///
-/// Implemented for every `FnOnce(&TaskContext) -> Result<(), TaskFailure> + Send`.
-pub trait TaskBody: Send + 'static {
-    /// Runs the task; the manager's locks are not held.
-    fn run(self: Box<Self>, context: &TaskContext<'_>) -> Result<(), TaskFailure>;
-}
-
-impl<F> TaskBody for F
-where
-    F: FnOnce(&TaskContext<'_>) -> Result<(), TaskFailure> + Send + 'static,
-{
-    fn run(self: Box<Self>, context: &TaskContext<'_>) -> Result<(), TaskFailure> {
-        (*self)(context)
-    }
-}
-
-/// What a queued task will do when the worker reaches it.
-pub(crate) enum Job {
-    /// Run this body.
-    Body(Box<dyn TaskBody>),
-    /// Nothing to run: the task holds the worker until `finish` is called (a task driven from outside).
-    External,
-    /// Handed to a runner, which runs it and finishes it; the worker waits meanwhile.
-    Runner(RunnerJob),
-}
 
 /// Where a task stands with deferred completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +33,6 @@ pub(crate) struct TaskData {
     pub message: Option<Box<str>>,
     pub cancel_requested: bool,
     pub deferral: Deferral,
-    pub job: Option<Job>,
     /// Threads blocked on `Task::changed`; notifying is skipped when there are none.
     pub waiters: u32,
 }
@@ -96,8 +56,9 @@ fn empty_progress() -> &'static RawValue {
 }
 
 impl Task {
-    /// A pending task with no job yet: [`Task::attach`] gives it one before it is published.
-    pub fn new(id: TaskId, created_at: f64) -> Self {
+    /// A pending task; `finished_from_outside`: its completion is handed off from the
+    /// start (a task driven from outside, or by a runner), so the worker waits for `finish`.
+    pub fn new(id: TaskId, created_at: f64, finished_from_outside: bool) -> Self {
         Self {
             id,
             queue_seq: AtomicU64::new(0),
@@ -112,21 +73,11 @@ impl Task {
                 errors: Vec::new(),
                 message: None,
                 cancel_requested: false,
-                deferral: Deferral::NotDeferred,
-                job: None,
+                deferral: if finished_from_outside { Deferral::Awaiting } else { Deferral::NotDeferred },
                 waiters: 0,
             }),
             changed: Condvar::new(),
         }
-    }
-
-    /// Gives a new, not yet published task its job (so no other thread can hold its lock).
-    pub fn attach(&self, job: Job) {
-        let mut data = crate::sync::lock(&self.data);
-        if matches!(job, Job::External | Job::Runner(_)) {
-            data.deferral = Deferral::Awaiting;
-        }
-        data.job = Some(job);
     }
 }
 
@@ -155,34 +106,5 @@ impl TaskData {
             cancel_requested: self.cancel_requested,
         };
         serde_json::value::to_raw_value(&view).expect("a status view always serialises")
-    }
-}
-
-/// What a running task sees of itself and of the manager.
-pub struct TaskContext<'a> {
-    pub(crate) manager: &'a Arc<TaskManager>,
-    pub(crate) task: &'a Arc<Task>,
-}
-
-impl<'a> TaskContext<'a> {
-    /// The running task's id.
-    pub fn task_id(&self) -> &str {
-        &self.task.id
-    }
-
-    /// The manager running it, for progress reports and any other call.
-    pub fn manager(&self) -> &'a Arc<TaskManager> {
-        self.manager
-    }
-
-    /// Whether cancellation of this task was requested; cheap enough to poll per segment.
-    pub fn is_cancel_requested(&self) -> bool {
-        crate::sync::lock(&self.task.data).cancel_requested
-    }
-
-    /// Hands completion off: after the body returns, the worker stays with this task
-    /// until [`TaskManager::finish`] is called for it, from any thread.
-    pub fn defer(&self) -> Result<()> {
-        self.manager.defer(&self.task.id)
     }
 }

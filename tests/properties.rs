@@ -29,8 +29,7 @@ use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use serde_json::{json, Map, Value};
 use storyflow_tasks::{
-    CompletedSegment, Config, ErrorKind, EventKind, SegmentError, SegmentId, TaskContext, TaskEvent, TaskFailure,
-    TaskManager, TaskState,
+    CompletedSegment, Config, ErrorKind, EventKind, SegmentError, SegmentId, TaskContext, TaskEvent, TaskFailure, TaskManager, TaskState,
 };
 
 /// How long a step may wait for the worker before the run is declared deadlocked.
@@ -87,12 +86,22 @@ enum Call {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Submit { id: IdChoice, external: bool, inside: bool },
-    Call { target: Target, call: Call, inside: bool },
+    Submit {
+        id: IdChoice,
+        external: bool,
+        inside: bool,
+    },
+    Call {
+        target: Target,
+        call: Call,
+        inside: bool,
+    },
     /// The running gated task returns with this ending.
     Return(Ending),
     Shutdown,
-    Configure { max_pending_tasks: u64 },
+    Configure {
+        max_pending_tasks: u64,
+    },
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -532,7 +541,8 @@ impl Machine {
         };
         match call {
             Call::Progress { current, total, extra } => {
-                let mut progress = format!("{{\"current\":{current},\"total\":{total},\"percentage\":{}", model_percentage(*current, *total));
+                let mut progress =
+                    format!("{{\"current\":{current},\"total\":{total},\"percentage\":{}", model_percentage(*current, *total));
                 let extra: Map<String, Value> = extra.iter().flatten().cloned().collect();
                 for (key, value) in &extra {
                     if ["current", "total", "percentage"].contains(&key.as_str()) {
@@ -808,7 +818,20 @@ impl Machine {
         let keys: Vec<&str> = status.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["task_id", "status", "progress", "completed_segments", "errors", "created_at", "started_at", "completed_at", "error", "revision", "queue_position", "cancel_requested"]
+            [
+                "task_id",
+                "status",
+                "progress",
+                "completed_segments",
+                "errors",
+                "created_at",
+                "started_at",
+                "completed_at",
+                "error",
+                "revision",
+                "queue_position",
+                "cancel_requested"
+            ]
         );
         let context = || format!("task {index} ({:?}): {json}", task.id);
         assert_eq!(status["task_id"], task.id.as_str(), "{}", context());
@@ -833,7 +856,11 @@ impl Machine {
         let completed = status["completed_at"].as_f64();
         assert_eq!(started.is_some(), task.started, "started_at {}", context());
         assert_eq!(completed.is_some(), task.state.is_finished(), "completed_at {}", context());
-        assert!(created <= started.unwrap_or(f64::MAX) && started.unwrap_or(created) <= completed.unwrap_or(f64::MAX), "times out of order: {}", context());
+        assert!(
+            created <= started.unwrap_or(f64::MAX) && started.unwrap_or(created) <= completed.unwrap_or(f64::MAX),
+            "times out of order: {}",
+            context()
+        );
     }
 
     fn check_everything(&mut self, op: &Op) {
@@ -994,10 +1021,9 @@ fn execute(manager: &Arc<TaskManager>, id: &str, call: &Call, revision: u64) -> 
         Call::Defer => unit(manager.defer(id)),
         Call::Finish(outcome) => unit(manager.finish(id, outcome.clone())),
         Call::Wait => manager.wait(id, Some(Duration::ZERO)).map(Reply::Status).map_err(|e| e.kind()),
-        Call::WaitChange { back } => manager
-            .wait_for_change(id, revision.saturating_sub(*back), Some(Duration::ZERO))
-            .map(Reply::Status)
-            .map_err(|e| e.kind()),
+        Call::WaitChange { back } => {
+            manager.wait_for_change(id, revision.saturating_sub(*back), Some(Duration::ZERO)).map(Reply::Status).map_err(|e| e.kind())
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 # cargo-fuzz itself is installed from crates.io when missing.
 #
 # Each target first replays its regression inputs (fuzz/regressions/<target>,
-# crashes found earlier), then fuzzes from the checked-in seed corpus
+# crashes found earlier), then fuzzes from the checked-in starting corpus
 # (fuzz/corpus/<target>, read-only) into a working corpus under fuzz/target/.
 # A crash fails the run and leaves the input in fuzz/artifacts/<target>/.
 set -euo pipefail

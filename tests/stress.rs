@@ -221,7 +221,10 @@ unsafe extern "C" fn run_task(task_id: *const c_char, user_data: *mut c_void) ->
             Kind::Slow => {
                 for step in 0..8u64 {
                     sft_update_task_progress(id.as_ptr(), step, 8, c"{\"stage\": \"synth\"}".as_ptr());
-                    sft_add_completed_segment_from_json(id.as_ptr(), c"{\"segment_id\":1,\"audio_url\":\"/media/a.wav\",\"duration\":0.25}".as_ptr());
+                    sft_add_completed_segment_from_json(
+                        id.as_ptr(),
+                        c"{\"segment_id\":1,\"audio_url\":\"/media/a.wav\",\"duration\":0.25}".as_ptr(),
+                    );
                     let mut cancelled = false;
                     sft_is_cancel_requested(id.as_ptr(), &mut cancelled);
                     if cancelled {
@@ -573,7 +576,8 @@ fn account_for_every_task() -> HashMap<Kind, usize> {
     let ledger = ledger();
     // The listener hears of a finish just after the status shows it: give the last ones time to arrive.
     let deadline = Instant::now() + STALL_LIMIT;
-    while ledger.finished.lock().unwrap().values().sum::<u32>() < ledger.accepted.lock().unwrap().len() as u32 && Instant::now() < deadline {
+    while ledger.finished.lock().unwrap().values().sum::<u32>() < ledger.accepted.lock().unwrap().len() as u32 && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(1));
     }
     let accepted = std::mem::take(&mut *ledger.accepted.lock().unwrap());

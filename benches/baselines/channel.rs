@@ -34,10 +34,11 @@ pub fn throughput(count: usize) -> Report {
     let cpu_before = process_cpu_nanos();
     let start = Instant::now();
     for index in 0..count as u64 - 1 {
-        sender.send(Box::new(move || {
-            black_box(index);
-        }))
-        .expect("consumer runs");
+        sender
+            .send(Box::new(move || {
+                black_box(index);
+            }))
+            .expect("consumer runs");
     }
     sender.send(Box::new(move || done_sender.send(()).expect("main waits"))).expect("consumer runs");
     done.recv().expect("last job ran");
@@ -62,9 +63,7 @@ pub fn wake() -> Report {
             let (started_sender, started) = mpsc::channel();
             thread::sleep(Duration::from_millis(1));
             let sent = Instant::now();
-            sender
-                .send(Box::new(move || started_sender.send(Instant::now()).expect("main waits")))
-                .expect("consumer runs");
+            sender.send(Box::new(move || started_sender.send(Instant::now()).expect("main waits"))).expect("consumer runs");
             send_nanos.push(sent.elapsed().as_nanos() as u64);
             let started_at: Instant = started.recv().expect("job ran");
             latencies.push(started_at.duration_since(sent).as_nanos() as u64);

@@ -1,5 +1,5 @@
 //! The Rust-side baselines that the C figures are compared with, and the
-//! candidate registry designs of issue 10.
+//! candidate registry designs.
 //!
 //! One mode per process, like `benches/c/c_bench.c`; each prints one JSON
 //! object `{"figure": [samples...], "info": {...}}` that `benches/report.py`

@@ -1,5 +1,5 @@
-//! The plain design that issue 10 measures against: the seed's registry
-//! translated literally to Rust. One `HashMap` of task records, stored inline,
+//! The plain design the registry's is measured against: the registry of the
+//! original StoryFlow `tasks.py` design translated literally to Rust. One `HashMap` of task records, stored inline,
 //! behind one lock that every submit, read, progress report and the worker
 //! take; the status JSON is written while that lock is held. Retention is
 //! unbounded (nothing expires during a burst, as with the library's default
@@ -37,7 +37,7 @@ struct SegmentError {
     error: String,
 }
 
-/// One registry record, inline in the map as the seed keeps its dicts.
+/// One registry record, inline in the map as the original design keeps its dicts.
 type PlainTask = WireStatus<&'static str, Segment, SegmentError>;
 
 struct PlainState {
@@ -103,7 +103,7 @@ impl PlainManager {
             task.progress.clear();
             task.progress.insert("current".into(), current.into());
             task.progress.insert("total".into(), total.into());
-            let percentage = if total == 0 { 0 } else { (current * 100 / total).min(100) };
+            let percentage = (current * 100).checked_div(total).map_or(0, |percentage| percentage.min(100));
             task.progress.insert("percentage".into(), percentage.into());
             task.revision += 1;
         }

@@ -1,4 +1,4 @@
-//! The evidence behind the registry's design (issue 10): how long the single
+//! The evidence behind the registry's design: how long the single
 //! slowest insert takes while each candidate grows to `count` entries, on one
 //! thread, so that only the data structure shows (no lock waits, no worker);
 //! then what a lookup costs in each sharded candidate, side by side.
@@ -40,15 +40,18 @@ struct Reserved(Mutex<HashMap<Arc<str>, Arc<Record>>>);
 
 /// `N` maps chosen by a SipHash of the id; each map hashes the id again (and must re-read
 /// every id, a cache miss each, when it resizes).
+/// One shard of a sharded design: its own lock over its own map.
+type Shard<K, S = RandomState> = Mutex<HashMap<K, Arc<Record>, S>>;
+
 struct ShardedSipHash {
-    shards: Box<[Mutex<HashMap<Arc<str>, Arc<Record>>>]>,
+    shards: Box<[Shard<Arc<str>>]>,
     hasher: RandomState,
 }
 
 /// `N` maps; the id's hash is computed once and stored beside it, so a resize
 /// rehashes from the stored number and never touches the ids.
 struct ShardedPrehashed {
-    shards: Box<[Mutex<HashMap<HashedId, Arc<Record>, BuildHasherDefault<StoredHash>>>]>,
+    shards: Box<[Shard<HashedId, BuildHasherDefault<StoredHash>>]>,
     hasher: RandomState,
 }
 

@@ -141,7 +141,10 @@ unsafe extern "C" fn task(task_id: *const c_char, user_data: *mut c_void) -> i32
             Behaviour::Report => {
                 ok_on_self(sft_update_task_progress(id.as_ptr(), 1, 2, c"{\"current_segment_id\": 1}".as_ptr()), id, "progress");
                 ok_on_self(
-                    sft_add_completed_segment_from_json(id.as_ptr(), c"{\"segment_id\":1,\"audio_url\":\"/a.wav\",\"duration\":1.5}".as_ptr()),
+                    sft_add_completed_segment_from_json(
+                        id.as_ptr(),
+                        c"{\"segment_id\":1,\"audio_url\":\"/a.wav\",\"duration\":1.5}".as_ptr(),
+                    ),
                     id,
                     "segment",
                 );
@@ -404,7 +407,17 @@ impl Run {
                 }
                 Call::ResultName(code) => {
                     let name = CStr::from_ptr(sft_result_name(*code)).to_str().unwrap();
-                    let expected = ["SFT_OK", "SFT_ERR_NOT_FOUND", "SFT_ERR_INVALID_ARGUMENT", "SFT_ERR_DUPLICATE_ID", "SFT_ERR_QUEUE_FULL", "SFT_ERR_SHUT_DOWN", "SFT_ERR_INVALID_STATE", "SFT_ERR_TIMEOUT", "SFT_ERR_INTERNAL"];
+                    let expected = [
+                        "SFT_OK",
+                        "SFT_ERR_NOT_FOUND",
+                        "SFT_ERR_INVALID_ARGUMENT",
+                        "SFT_ERR_DUPLICATE_ID",
+                        "SFT_ERR_QUEUE_FULL",
+                        "SFT_ERR_SHUT_DOWN",
+                        "SFT_ERR_INVALID_STATE",
+                        "SFT_ERR_TIMEOUT",
+                        "SFT_ERR_INTERNAL",
+                    ];
                     assert_eq!(name, usize::try_from(*code).ok().and_then(|i| expected.get(i)).copied().unwrap_or("SFT_UNKNOWN_RESULT"));
                     SftResult::SFT_OK
                 }
@@ -472,5 +485,10 @@ fuzz_target!(|calls: Vec<Call>| {
     CHILDREN.lock().unwrap().clear();
     TAKEN_OVER.lock().unwrap().clear();
     let accepted = ACCEPTED.load(SeqCst) - accepted_before;
-    assert_eq!(FREES.load(SeqCst) - frees_before, accepted, "user data freed {} times for {accepted} accepted tasks", FREES.load(SeqCst) - frees_before);
+    assert_eq!(
+        FREES.load(SeqCst) - frees_before,
+        accepted,
+        "user data freed {} times for {accepted} accepted tasks",
+        FREES.load(SeqCst) - frees_before
+    );
 });

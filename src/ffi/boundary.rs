@@ -134,9 +134,7 @@ pub(crate) fn timeout_from_ms(timeout_ms: i64) -> Result<Option<Duration>> {
     match timeout_ms {
         SFT_WAIT_FOREVER => Ok(None),
         0..=SFT_MAX_TIMEOUT_MS => Ok(Some(Duration::from_millis(timeout_ms as u64))),
-        _ => Err(Error::invalid(format!(
-            "timeout_ms must be SFT_WAIT_FOREVER or in 0..={SFT_MAX_TIMEOUT_MS}, not {timeout_ms}"
-        ))),
+        _ => Err(Error::invalid(format!("timeout_ms must be SFT_WAIT_FOREVER or in 0..={SFT_MAX_TIMEOUT_MS}, not {timeout_ms}"))),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_void, CString};
 
-use super::boundary::{borrow_optional_str, borrow_str, call, call_returning_string, guard, last_error, OutString, into_c_string};
+use super::boundary::{borrow_optional_str, borrow_str, call, call_returning_string, guard, into_c_string, last_error, OutString};
 use super::global::process_manager;
 use super::{SftFreeFn, SftResult, SftTaskFn};
 use crate::{CompletedSegment, Error, SegmentError, TaskBody, TaskContext, TaskFailure};
@@ -158,9 +158,8 @@ pub unsafe extern "C" fn sft_add_completed_segment(
 ) -> SftResult {
     call(|| {
         // SAFETY: the caller guarantees NUL-terminated strings.
-        let (task_id, segment_id, audio_url) = unsafe {
-            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, "segment_id")?, borrow_str(audio_url, "audio_url")?)
-        };
+        let (task_id, segment_id, audio_url) =
+            unsafe { (borrow_str(task_id, "task_id")?, borrow_str(segment_id, "segment_id")?, borrow_str(audio_url, "audio_url")?) };
         let segment = CompletedSegment { segment_id: segment_id.into(), audio_url: audio_url.to_owned(), duration };
         process_manager().add_completed_segment(task_id, &segment)
     })

@@ -166,12 +166,7 @@ pub unsafe extern "C" fn sft_submit_external_task(task_id: *const c_char, out_ta
 /// # Safety
 /// `out_events_json` is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn sft_wait_events(
-    after_seq: u64,
-    max_events: u32,
-    timeout_ms: i64,
-    out_events_json: *mut *mut c_char,
-) -> SftResult {
+pub unsafe extern "C" fn sft_wait_events(after_seq: u64, max_events: u32, timeout_ms: i64, out_events_json: *mut *mut c_char) -> SftResult {
     // SAFETY: the caller guarantees `out_events_json` is NULL or writable.
     let out = unsafe { OutString::new(out_events_json) };
     call(|| {

@@ -33,7 +33,8 @@ pub unsafe extern "C" fn sft_runner_register(out_runner: *mut u64) -> SftResult 
 /// `PROCESSING` (a "started" event) and is handed to the runner's
 /// `sft_runner_next`; the worker stays with it (one at a time, one FIFO shared
 /// with every other task of the process) until `sft_runner_finish`. Ids and
-/// errors as `sft_submit_task`, and `SFT_ERR_NOT_FOUND` for an unknown runner.
+/// errors as `sft_submit_task`, `SFT_ERR_NOT_FOUND` for an unknown runner and
+/// `SFT_ERR_SHUT_DOWN` for one that is closing.
 ///
 /// # Safety
 /// `task_id` is NULL or NUL-terminated; `out_task_id` is NULL or writable.
@@ -116,8 +117,11 @@ pub unsafe extern "C" fn sft_runner_finish(runner: u64, task_id: *const c_char, 
 /// Closes a runner: its queued tasks become `CANCELLED` ("its runner closed
 /// before it ran"); its running task is asked to cancel and given `timeout_ms`
 /// to finish, then `FAILED` ("its runner closed while it was running"); a
-/// blocked `sft_runner_next` returns `SFT_ERR_SHUT_DOWN`. The id is unknown
-/// afterwards. For interpreter and process exit. Errors: `SFT_ERR_NOT_FOUND`,
+/// blocked `sft_runner_next` returns `SFT_ERR_SHUT_DOWN`. While it waits, the
+/// runner's `sft_runner_finish` of that task still works, and the close returns
+/// as soon as the task is final; a new `sft_submit_runner_task` to the runner
+/// gets `SFT_ERR_SHUT_DOWN`. The id is unknown once it returns. For interpreter
+/// and process exit. Errors: `SFT_ERR_NOT_FOUND` (unknown or already closing),
 /// `SFT_ERR_INVALID_ARGUMENT` (bad timeout).
 #[no_mangle]
 pub extern "C" fn sft_runner_close(runner: u64, timeout_ms: i64) -> SftResult {

@@ -1,4 +1,4 @@
-/* Beyond the seed: configuration, cancellation, waits and long-polls that wake
+/* The lifecycle: configuration, cancellation, waits and long-polls that wake
  * on the change (not their timeout), deferred and external completion, the
  * change feed, listing, statistics and shutdown. Configuration comes first
  * (it is fixed at the first submit) and shutdown last (it is final). */

@@ -194,6 +194,55 @@ static void test_close_cancels_the_queue_and_fails_the_running_task(void) {
   CHECK(blocked.result == SFT_ERR_SHUT_DOWN || blocked.result == SFT_ERR_NOT_FOUND);
 }
 
+typedef struct {
+  uint64_t runner;
+  SftResult result;
+} Closing;
+
+static void *close_runner_patiently(void *arg) {
+  Closing *closing = arg;
+  closing->result = sft_runner_close(closing->runner, PATIENCE_MS);
+  return NULL;
+}
+
+/* The exit path of a binding: one thread closes the runner while the runner's
+ * thread is still running its task; the task sees the cancellation and the
+ * runner finishes it within the close's timeout. The finish reaches the task
+ * (the runner is still known until the close returns), and the close returns
+ * as soon as the task is final, not at its timeout. */
+static void test_a_task_finished_while_its_runner_closes(void) {
+  uint64_t runner = 0;
+  CHECK_RESULT(sft_runner_register(&runner), SFT_OK);
+  CHECK_RESULT(sft_submit_runner_task(runner, "run-closing", NULL), SFT_OK);
+  CHECK_RESULT(sft_submit_runner_task(runner, "run-closing-queued", NULL), SFT_OK);
+  char *assignment = next_assignment(runner, PATIENCE_MS, SFT_OK);
+  CHECK(json_has(assignment, "\"task_id\":\"run-closing\",\"run\":true"));
+  sft_string_free(assignment);
+
+  Closing closing = {runner, SFT_ERR_INTERNAL};
+  pthread_t closer;
+  pthread_create(&closer, NULL, close_runner_patiently, &closing);
+  /* The close asks the running task to cancel; a long-poll on one's own task is allowed. */
+  bool requested = false;
+  for (uint64_t revision = 2; !requested; revision++) {
+    char *status = NULL;
+    CHECK_RESULT(sft_wait_task_change("run-closing", revision, PATIENCE_MS, &status), SFT_OK);
+    requested = json_has(status, "\"cancel_requested\":true");
+    sft_string_free(status);
+  }
+  /* Closing: no new task for it, and its blocked or later next learns it. */
+  CHECK_RESULT(sft_submit_runner_task(runner, "run-closing-late", NULL), SFT_ERR_SHUT_DOWN);
+  CHECK(sft_get_task_status("run-closing-late") == NULL);
+  CHECK_RESULT(sft_runner_finish(runner, "run-closing", 0, NULL), SFT_OK);
+  pthread_join(closer, NULL);
+  CHECK(closing.result == SFT_OK);
+  CHECK(status_has("run-closing", "\"status\":\"CANCELLED\""));
+  CHECK(status_has("run-closing", "\"error\":\"cancelled while running\""));
+  CHECK(status_has("run-closing-queued", "\"error\":\"its runner closed before it ran\""));
+  CHECK_RESULT(sft_runner_finish(runner, "run-closing", 0, NULL), SFT_ERR_NOT_FOUND);
+  CHECK_RESULT(sft_runner_close(runner, 0), SFT_ERR_NOT_FOUND);
+}
+
 static void test_shutdown_releases_and_then_tells_the_runner(void) {
   uint64_t runner = 0;
   CHECK_RESULT(sft_runner_register(&runner), SFT_OK);
@@ -221,6 +270,7 @@ int main(void) {
   test_an_over_long_message_is_shortened();
   test_cancelled_before_running_comes_back_not_to_run();
   test_close_cancels_the_queue_and_fails_the_running_task();
+  test_a_task_finished_while_its_runner_closes();
   test_shutdown_releases_and_then_tells_the_runner();
   return finish_checks("test_runners");
 }

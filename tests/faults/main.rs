@@ -202,10 +202,16 @@ fn panics_are_contained() {
     let manager = process_manager();
     let body_panics = |text: &'static str| move |_: &TaskContext<'_>| -> Result<(), TaskFailure> { panic!("{text}") };
     let text_panic = manager.submit(Some("text-panic"), body_panics("boom")).unwrap();
-    let value_panic = manager.submit(Some("value-panic"), |_: &TaskContext<'_>| -> Result<(), TaskFailure> { std::panic::panic_any(42u8) }).unwrap();
+    let value_panic =
+        manager.submit(Some("value-panic"), |_: &TaskContext<'_>| -> Result<(), TaskFailure> { std::panic::panic_any(42u8) }).unwrap();
     let drop_panics = {
         let data = PanicsOnDrop;
-        manager.submit(Some("drop-panic"), move |_: &TaskContext<'_>| -> Result<(), TaskFailure> { let _data = &data; Ok(()) }).unwrap()
+        manager
+            .submit(Some("drop-panic"), move |_: &TaskContext<'_>| -> Result<(), TaskFailure> {
+                let _data = &data;
+                Ok(())
+            })
+            .unwrap()
     };
     let deferred_then_panics = manager
         .submit(Some("deferred-panic"), |context: &TaskContext<'_>| -> Result<(), TaskFailure> {
@@ -217,7 +223,12 @@ fn panics_are_contained() {
     // Pending behind them, then cancelled: its destructor panics on the cancelling thread.
     let cancelled_drop_panics = {
         let data = PanicsOnDrop;
-        manager.submit(Some("cancelled-drop-panic"), move |_: &TaskContext<'_>| -> Result<(), TaskFailure> { let _data = &data; Ok(()) }).unwrap()
+        manager
+            .submit(Some("cancelled-drop-panic"), move |_: &TaskContext<'_>| -> Result<(), TaskFailure> {
+                let _data = &data;
+                Ok(())
+            })
+            .unwrap()
     };
     assert!(manager.cancel(&cancelled_drop_panics).is_ok(), "cancelling a task whose user data panics when freed");
     // A listener that panics (a Rust one, on the core API) must not take the call with it.
@@ -270,7 +281,10 @@ fn a_panicking_task_listener_or_destructor_is_contained() {
 fn cancel_self_after_two_segments(id: &CStr, _: &Tracked) -> i32 {
     // SAFETY: valid strings for every call.
     unsafe {
-        for segment in [c"{\"segment_id\":1,\"audio_url\":\"/a.wav\",\"duration\":1.0}", c"{\"segment_id\":2,\"audio_url\":\"/a.wav\",\"duration\":1.0}"] {
+        for segment in [
+            c"{\"segment_id\":1,\"audio_url\":\"/a.wav\",\"duration\":1.0}",
+            c"{\"segment_id\":2,\"audio_url\":\"/a.wav\",\"duration\":1.0}",
+        ] {
             assert_eq!(sft_add_completed_segment_from_json(id.as_ptr(), segment.as_ptr()), SftResult::SFT_OK);
         }
         assert_eq!(sft_cancel_task(id.as_ptr()), SftResult::SFT_OK);
@@ -430,7 +444,13 @@ unsafe extern "C" fn reentrant_listener(event_json: *const c_char, _user_data: *
                 *WAIT_FROM_WORKER.lock().unwrap() = Some(sft_wait_task(id.as_ptr(), SFT_WAIT_FOREVER, null_mut()));
             }
             ("spawner", "finished") => {
-                let code = sft_submit_task(Some(run_tracked), tracked(succeed, &Arc::new(AtomicBool::new(true))).0, Some(free_tracked), c"spawned".as_ptr(), null_mut());
+                let code = sft_submit_task(
+                    Some(run_tracked),
+                    tracked(succeed, &Arc::new(AtomicBool::new(true))).0,
+                    Some(free_tracked),
+                    c"spawned".as_ptr(),
+                    null_mut(),
+                );
                 assert_eq!(code, SftResult::SFT_OK);
             }
             ("progress", "started") => {
@@ -580,9 +600,8 @@ fn waits_on_tasks_that_get_cleaned_up_return() {
 /// the cdylib, so a library older than the sources is refused rather than tested.
 fn shared_library() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let library = std::env::var_os("STORYFLOW_TASKS_LIB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/libstoryflow_tasks.so"));
+    let library =
+        std::env::var_os("STORYFLOW_TASKS_LIB").map(PathBuf::from).unwrap_or_else(|| root.join("target/release/libstoryflow_tasks.so"));
     let built = std::fs::metadata(&library)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("no shared library at {} (run `make build`, or set STORYFLOW_TASKS_LIB)", library.display()));
@@ -658,6 +677,10 @@ fn a_c_process_exits_cleanly_with_the_worker_inside_a_task() {
         let mut command = Command::new(&program);
         command.arg(mode);
         let (code, stdout, stderr) = run_bounded(command, "exit_mid_task");
-        assert_eq!(code, Some(0), "exit_mid_task {mode}: exit code {code:?} (None: killed by a signal)\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(
+            code,
+            Some(0),
+            "exit_mid_task {mode}: exit code {code:?} (None: killed by a signal)\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
     }
 }

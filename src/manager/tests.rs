@@ -544,14 +544,22 @@ fn a_finished_tasks_status_is_final() {
 fn records_given_as_json_keep_every_string_and_integer_exactly() {
     let manager = TaskManager::new();
     let (open, id) = running_gate(&manager, Some("records"));
-    manager.add_completed_segment_json(&id, r#"{"segment_id":1000000000000000000000000000000,"audio_url":"/a\u0000.wav","duration":2}"#).unwrap();
+    manager
+        .add_completed_segment_json(&id, r#"{"segment_id":1000000000000000000000000000000,"audio_url":"/a\u0000.wav","duration":2}"#)
+        .unwrap();
     manager.add_error_json(&id, r#"{"segment_id":"","error":"x"}"#).unwrap_err();
     manager.add_error_json(&id, r#"{"segment_id":"s\u0000","error":"bad\u0000voice"}"#).unwrap();
     manager.update_progress_json(&id, 1, 2, Some(r#"{"big":-1000000000000000000000000000000,"f":2.50}"#)).unwrap();
     let text = manager.status_json(&id).unwrap();
-    assert!(text.contains(r#""completed_segments":[{"segment_id":1000000000000000000000000000000,"audio_url":"/a\u0000.wav","duration":2.0}]"#), "{text}");
+    assert!(
+        text.contains(r#""completed_segments":[{"segment_id":1000000000000000000000000000000,"audio_url":"/a\u0000.wav","duration":2.0}]"#),
+        "{text}"
+    );
     assert!(text.contains(r#""errors":[{"segment_id":"s\u0000","error":"bad\u0000voice"}]"#), "{text}");
-    assert!(text.contains(r#""progress":{"current":1,"total":2,"percentage":50,"big":-1000000000000000000000000000000,"f":2.5}"#), "{text}");
+    assert!(
+        text.contains(r#""progress":{"current":1,"total":2,"percentage":50,"big":-1000000000000000000000000000000,"f":2.5}"#),
+        "{text}"
+    );
     let parsed = status(&manager, &id);
     assert_eq!(parsed.completed_segments[0].segment_id, SegmentId::from_json("1000000000000000000000000000000").unwrap());
     for (bad, says) in [

@@ -1,17 +1,22 @@
 //! The task manager: submission, the mutations a task reports, cancellation,
 //! waiting, listing, statistics, cleanup and shutdown.
 //!
-//! Lock order, outermost first: a task's `data` -> `queue` -> a registry shard
-//! -> `finished` / the event log. The one exception, a new task's own lock
-//! taken under its shard's while it is not yet published, cannot be contended.
-//! No lock is held while user code runs (task bodies, job destructors that free
-//! user data, listeners).
+//! The worker's queue ([`WorkQueue`]) and the retention of finished tasks
+//! ([`Retention`]) are types of their own; the worker thread's loop is in
+//! `worker.rs`, what a task runs in `body.rs`.
+//!
+//! Lock order, outermost first: a task's `data` -> the work queue -> a registry
+//! shard -> a runner's mailbox / retention / the event log. No lock is held
+//! while user code runs (task bodies, job destructors that free user data,
+//! listeners).
+
+mod body;
+mod worker;
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
@@ -20,18 +25,17 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventKind, EventLog, TaskEvent};
-use crate::queue::PendingQueue;
 use crate::registry::Registry;
-use crate::runner::{Assignment, RunnerId, Runners};
+use crate::retention::Retention;
+use crate::runner::{Assignment, Runner, RunnerId, Runners};
 use crate::stats::{Counters, Stats};
 use crate::status::{self, CompletedSegment, SegmentError, TaskState, TaskStatus};
 use crate::sync::{deadline_after, lock, unix_now, wait_while_until};
-use crate::task::{Deferral, Job, Task, TaskBody, TaskData, TaskFailure};
+use crate::task::{Deferral, Task, TaskData};
+use crate::work_queue::{Queued, WorkQueue};
 use crate::TaskId;
-
-/// How many expired finished tasks one submission removes at most: more than
-/// the one task a submission can add, so cleanup keeps up, yet a fixed bound.
-const CLEANUP_BATCH: usize = 4;
+use body::Job;
+pub use body::{TaskBody, TaskContext, TaskFailure};
 
 /// A callback told of every event, on the thread that made the change, with no lock held.
 pub type Listener = Arc<dyn Fn(&TaskEvent) + Send + Sync>;
@@ -50,22 +54,6 @@ impl<B> std::fmt::Debug for Rejected<B> {
     }
 }
 
-/// A finished task awaiting cleanup; its state is final, so removal needs no task lock.
-struct Retired {
-    /// Nanoseconds after the manager's `epoch`.
-    finished_at: u64,
-    task: Arc<Task>,
-    state: TaskState,
-}
-
-pub(crate) struct QueueState {
-    pub pending: PendingQueue<Arc<Task>>,
-    pub running: Option<Arc<Task>>,
-    pub shut_down: bool,
-    pub worker_waiting: bool,
-    pub worker_exited: bool,
-}
-
 thread_local! {
     /// The address of the manager whose worker this thread is, or 0.
     static WORKER_OF: Cell<usize> = const { Cell::new(0) };
@@ -78,21 +66,12 @@ thread_local! {
 /// [`TaskManager::shutdown`]; it holds a reference to the manager meanwhile.
 pub struct TaskManager {
     registry: Registry,
-    pub(crate) queue: Mutex<QueueState>,
-    pub(crate) work_available: Condvar,
-    pub(crate) worker_done: Condvar,
-    pub(crate) worker_started: AtomicBool,
-    pub(crate) worker_spawn: Mutex<()>,
-    /// Finished tasks in the order they finished, with their final state, for cleanup and eviction.
-    finished: Mutex<VecDeque<Retired>>,
-    /// When the oldest retained task expires (nanoseconds after `epoch`; `u64::MAX`: none), so
-    /// that a submission takes the `finished` lock only when there is something to clean up.
-    cleanup_due_at: AtomicU64,
-    epoch: Instant,
+    queue: WorkQueue<Job>,
+    retention: Retention,
     events: EventLog,
     listener: RwLock<Option<Listener>>,
     has_listener: AtomicBool,
-    pub(crate) counters: Counters,
+    counters: Counters,
     runners: Runners,
     /// Fixed at first use; `staged_config` collects settings until then.
     config: OnceLock<Config>,
@@ -109,20 +88,8 @@ impl TaskManager {
     pub fn with_config(config: Config) -> Arc<Self> {
         Arc::new(Self {
             registry: Registry::new(),
-            queue: Mutex::new(QueueState {
-                pending: PendingQueue::default(),
-                running: None,
-                shut_down: false,
-                worker_waiting: false,
-                worker_exited: false,
-            }),
-            work_available: Condvar::new(),
-            worker_done: Condvar::new(),
-            worker_started: AtomicBool::new(false),
-            worker_spawn: Mutex::new(()),
-            finished: Mutex::new(VecDeque::new()),
-            cleanup_due_at: AtomicU64::new(u64::MAX),
-            epoch: Instant::now(),
+            queue: WorkQueue::new(),
+            retention: Retention::new(),
             events: EventLog::new(),
             listener: RwLock::new(None),
             has_listener: AtomicBool::new(false),
@@ -159,9 +126,9 @@ impl TaskManager {
         *staged = config.clone();
         drop(staged);
         match self.config.get() {
-            Some(in_force) if *in_force != config => Err(Error::invalid_state(
-                "the configuration is fixed once the first task was submitted",
-            )),
+            Some(in_force) if *in_force != config => {
+                Err(Error::invalid_state("the configuration is fixed once the first task was submitted"))
+            }
             _ => Ok(()),
         }
     }
@@ -178,7 +145,7 @@ impl TaskManager {
     pub fn submit<B: TaskBody>(self: &Arc<Self>, task_id: Option<&str>, body: B) -> Result<TaskId, Rejected<B>> {
         // Boxed before the queue lock is taken; under it the box only changes type.
         let mut body = Some(Box::new(body));
-        self.submit_job(task_id, |_| Job::Body(body.take().expect("the job is attached once")))
+        self.submit_job(task_id, false, |_| Job::Body(body.take().expect("the job is made once")))
             .map_err(|error| Rejected { error, body: *body.take().expect("a refused submission keeps its body") })
     }
 
@@ -186,10 +153,17 @@ impl TaskManager {
     /// PROCESSING and holds the worker until [`TaskManager::finish`] is called.
     /// This is how an event loop (a JS Promise, an asyncio coroutine) runs a task.
     pub fn submit_external(self: &Arc<Self>, task_id: Option<&str>) -> Result<TaskId> {
-        self.submit_job(task_id, |_| Job::External)
+        self.submit_job(task_id, true, |_| Job::External)
     }
 
-    fn submit_job(self: &Arc<Self>, task_id: Option<&str>, make_job: impl FnOnce(&TaskId) -> Job) -> Result<TaskId> {
+    /// Queues a task with the job `make_job` makes, once the task is accepted (a runner's job
+    /// tells its runner when it is dropped unrun). `finished_from_outside`: see [`Task::new`].
+    fn submit_job(
+        self: &Arc<Self>,
+        task_id: Option<&str>,
+        finished_from_outside: bool,
+        make_job: impl FnOnce(&TaskId) -> Job,
+    ) -> Result<TaskId> {
         let config = self.frozen_config();
         let task_id: TaskId = match task_id {
             Some(id) => {
@@ -201,34 +175,32 @@ impl TaskManager {
         self.ensure_worker()?;
         // Allocated before the queue lock: malloc now and then consolidates for milliseconds,
         // which under the lock would stall every submitter and every reader of a queue position.
-        let task = Arc::new(Task::new(task_id.clone(), unix_now()));
-        let mut queue = lock(&self.queue);
-        if queue.shut_down {
+        let task = Arc::new(Task::new(task_id.clone(), unix_now(), finished_from_outside));
+        let mut queue = self.queue.submission();
+        if queue.is_shut_down() {
             return Err(Error::new(ErrorKind::ShutDown, "the task manager was shut down"));
         }
-        if config.max_pending_tasks > 0 && queue.pending.len() as u64 >= config.max_pending_tasks {
+        if config.max_pending_tasks > 0 && queue.pending_len() as u64 >= config.max_pending_tasks {
             // A taken id is the permanent problem; report it rather than a full queue worth retrying.
             if self.registry.contains(&task_id) {
                 return Err(duplicate_id(&task_id));
             }
             return Err(Error::new(
                 ErrorKind::QueueFull,
-                format!("the queue holds {} pending tasks, its configured maximum", queue.pending.len()),
+                format!("the queue holds {} pending tasks, its configured maximum", queue.pending_len()),
             ));
         }
-        task.queue_seq.store(queue.pending.next_seq(), Ordering::Relaxed);
-        // The job is attached before the task is published: a cancel racing with this
-        // submission then finds it complete, and no one can hold its lock meanwhile.
-        if !self.registry.insert_new(&task, || task.attach(make_job(&task_id))) {
+        queue.number(&task);
+        if !self.registry.insert_new(&task) {
             return Err(duplicate_id(&task_id));
         }
-        queue.pending.push(task);
+        // Under the queue lock: a cancel of the just published task waits for the push,
+        // then takes the job out of the queue with it.
+        let job = make_job(&task_id);
+        queue.push(Queued { task, job });
         self.counters.submitted();
         // Recorded under the queue lock so that "submitted" precedes the worker's "started".
         let event = self.record(&task_id, EventKind::Submitted, TaskState::Pending, 1);
-        if queue.worker_waiting {
-            self.work_available.notify_one();
-        }
         drop(queue);
         self.deliver(event);
         self.collect_expired();
@@ -247,8 +219,9 @@ impl TaskManager {
     /// PROCESSING and is handed to the runner's [`TaskManager::next_assignment`]; the
     /// worker stays with it until [`TaskManager::finish_runner_task`].
     pub fn submit_to_runner(self: &Arc<Self>, runner: RunnerId, task_id: Option<&str>) -> Result<TaskId> {
-        let runner = self.runners.get(runner)?;
-        self.submit_job(task_id, |task_id| Job::Runner(runner.enqueue(task_id)))
+        // A runner that closes after this check gets the task back unrun from the worker.
+        let runner = self.runners.get_open(runner)?;
+        self.submit_job(task_id, true, |task_id| Job::Runner(runner.enqueue(task_id)))
     }
 
     /// Blocks until the worker hands `runner` a task, or `timeout` passes.
@@ -291,43 +264,61 @@ impl TaskManager {
 
     /// Closes a runner: its queued tasks are CANCELLED; its running task is asked to cancel,
     /// given `timeout` to finish, then FAILED. A blocked `next_assignment` returns
-    /// [`ErrorKind::ShutDown`]; the id is unknown afterwards.
-    pub fn close_runner(&self, runner: RunnerId, timeout: Option<Duration>) -> Result<()> {
+    /// [`ErrorKind::ShutDown`]. Until it returns, the runner can still finish its running
+    /// task (the close then returns at once) and refuses new tasks; its id is unknown afterwards.
+    pub fn close_runner(&self, runner_id: RunnerId, timeout: Option<Duration>) -> Result<()> {
         let deadline = deadline_after(timeout);
-        let closed = self.runners.close(runner)?;
+        let (runner, closed) = self.runners.close(runner_id)?;
         for task_id in closed.queued {
             if let Some(task) = self.registry.get(&task_id) {
                 let data = lock(&task.data);
                 if data.status == TaskState::Pending {
-                    self.cancel_pending(&task, data, "its runner closed before it ran");
+                    self.cancel_pending(&task, data, "its runner closed before it ran", None);
                 }
             }
         }
-        let Some(task) = closed.running else { return Ok(()) };
+        if let Some(task) = closed.running {
+            self.stop_running_task_of_closed_runner(&runner, &task, deadline);
+        }
+        self.runners.unregister(runner_id);
+        Ok(())
+    }
+
+    /// Asks a closed runner's running task to cancel, waits until `deadline` for the runner
+    /// to finish it (it still can: the runner stays registered meanwhile), then fails it.
+    fn stop_running_task_of_closed_runner(&self, runner: &Runner, task: &Arc<Task>, deadline: Option<Instant>) {
         let mut data = lock(&task.data);
         if data.status != TaskState::Processing {
-            return Ok(());
+            return;
         }
-        let event = self.request_cancel(&task, &mut data);
+        let event = self.request_cancel(task, &mut data);
         drop(data);
         self.deliver(event);
         // On the thread inside the task nothing can finish it meanwhile: fail it at once.
-        let inside = self.runners.task_inside().is_some_and(|inside| Arc::ptr_eq(&inside, &task));
-        let mut data = lock(&task.data);
+        let inside = self.runners.task_inside().is_some_and(|inside| Arc::ptr_eq(&inside, task));
         if !inside {
+            let mut data = lock(&task.data);
             data.waiters += 1;
-            let (waited, _) = wait_while_until(&task.changed, data, deadline, |data| !data.status.is_finished());
-            data = waited;
+            let (mut data, _) = wait_while_until(&task.changed, data, deadline, |data| !data.status.is_finished());
             data.waiters -= 1;
+            if data.status.is_finished() {
+                return;
+            }
         }
-        if data.status.is_finished() {
-            return Ok(());
+        // Whoever takes the running task finishes it: a `finish_runner_task` that took it
+        // first is about to, and no user code runs in between, so that wait is short.
+        if runner.take_running(&task.id).is_none() {
+            let mut data = lock(&task.data);
+            data.waiters += 1;
+            let (mut data, _) = wait_while_until(&task.changed, data, None, |data| !data.status.is_finished());
+            data.waiters -= 1;
+            return;
         }
+        let mut data = lock(&task.data);
         data.deferral = Deferral::Finished;
-        let event = self.conclude(&task, &mut data, TaskState::Failed, Some("its runner closed while it was running".into()));
+        let event = self.conclude(task, &mut data, TaskState::Failed, Some("its runner closed while it was running".into()));
         drop(data);
         self.deliver(event);
-        Ok(())
     }
 
     // ----- reads ---------------------------------------------------------
@@ -345,7 +336,7 @@ impl TaskManager {
     fn render(&self, task: &Task, data: &TaskData) -> Box<RawValue> {
         let position = (data.status == TaskState::Pending)
             // A task the worker already dequeued but not yet started is next: 0.
-            .then(|| lock(&self.queue).pending.position(task.queue_seq.load(Ordering::Relaxed)).unwrap_or(0));
+            .then(|| self.queue.position(task.queue_seq.load(Ordering::Relaxed)).unwrap_or(0));
         data.to_raw(&task.id, position)
     }
 
@@ -381,7 +372,7 @@ impl TaskManager {
 
     /// Counts by state, queue depth, totals and run times.
     pub fn stats(&self) -> Stats {
-        let depth = lock(&self.queue).pending.len();
+        let depth = self.queue.depth();
         self.counters.snapshot(depth)
     }
 
@@ -517,7 +508,7 @@ impl TaskManager {
         let mut data = lock(&task.data);
         match data.status {
             TaskState::Pending => {
-                self.cancel_pending(&task, data, "cancelled before it started");
+                self.cancel_pending(&task, data, "cancelled before it started", None);
                 Ok(TaskState::Cancelled)
             }
             TaskState::Processing => {
@@ -538,13 +529,13 @@ impl TaskManager {
         self.bump(task, data, EventKind::CancelRequested)
     }
 
-    /// PENDING -> CANCELLED; frees the job (user data) after releasing the lock.
-    pub(crate) fn cancel_pending(&self, task: &Arc<Task>, mut data: std::sync::MutexGuard<'_, TaskData>, reason: &str) {
+    /// PENDING -> CANCELLED; frees the job (user data) after releasing the lock: `job` if the
+    /// caller holds it, else the one the task still has in the queue.
+    fn cancel_pending(&self, task: &Arc<Task>, mut data: std::sync::MutexGuard<'_, TaskData>, reason: &str, job: Option<Job>) {
         data.status = TaskState::Cancelled;
         data.message = Some(reason.into());
         data.completed_at = Some(unix_now());
-        let job = data.job.take();
-        lock(&self.queue).pending.remove(task.queue_seq.load(Ordering::Relaxed));
+        let job = job.or_else(|| self.queue.remove(task.queue_seq.load(Ordering::Relaxed)));
         self.counters.transition(TaskState::Pending, TaskState::Cancelled);
         let event = self.bump(task, &mut data, EventKind::Finished);
         self.retire(task, &data);
@@ -565,10 +556,9 @@ impl TaskManager {
                 Ok(())
             }
             (TaskState::Processing, Deferral::Awaiting) => Ok(()),
-            (state, _) => Err(Error::invalid_state(format!(
-                "only a running task can defer its completion; task {task_id:?} is {}",
-                state.as_str()
-            ))),
+            (state, _) => {
+                Err(Error::invalid_state(format!("only a running task can defer its completion; task {task_id:?} is {}", state.as_str())))
+            }
         }
     }
 
@@ -581,10 +571,7 @@ impl TaskManager {
         let task = self.find(task_id)?;
         let mut data = lock(&task.data);
         if data.status != TaskState::Processing || data.deferral != Deferral::Awaiting {
-            return Err(Error::invalid_state(format!(
-                "task {task_id:?} is {} and not awaiting deferred completion",
-                data.status.as_str()
-            )));
+            return Err(Error::invalid_state(format!("task {task_id:?} is {} and not awaiting deferred completion", data.status.as_str())));
         }
         data.deferral = Deferral::Finished;
         let event = self.finalize(&task, &mut data, outcome);
@@ -593,8 +580,16 @@ impl TaskManager {
         Ok(())
     }
 
+    /// PENDING -> PROCESSING, under the task's lock, as the worker starts it.
+    fn start(&self, task: &Task, data: &mut TaskData) -> Option<TaskEvent> {
+        data.status = TaskState::Processing;
+        data.started_at = Some(unix_now());
+        self.counters.transition(TaskState::Pending, TaskState::Processing);
+        self.bump(task, data, EventKind::Started)
+    }
+
     /// PROCESSING -> COMPLETED / FAILED / CANCELLED, under the task's lock; also queues it for cleanup.
-    pub(crate) fn finalize(&self, task: &Arc<Task>, data: &mut TaskData, outcome: Result<(), TaskFailure>) -> Option<TaskEvent> {
+    fn finalize(&self, task: &Arc<Task>, data: &mut TaskData, outcome: Result<(), TaskFailure>) -> Option<TaskEvent> {
         let (state, message) = match (outcome, data.cancel_requested) {
             (_, true) => (TaskState::Cancelled, Some("cancelled while running".into())),
             (Ok(()), false) => (TaskState::Completed, None),
@@ -632,9 +627,7 @@ impl TaskManager {
     /// Blocks until the task's revision exceeds `after_revision` or it is finished
     /// (long-poll); returns the new status.
     pub fn wait_for_change(&self, task_id: &str, after_revision: u64, timeout: Option<Duration>) -> Result<String> {
-        self.wait_until(task_id, timeout, "change", |data| {
-            data.revision > after_revision || data.status.is_finished()
-        })
+        self.wait_until(task_id, timeout, "change", |data| data.revision > after_revision || data.status.is_finished())
     }
 
     fn wait_until(&self, task_id: &str, timeout: Option<Duration>, awaited: &str, done: impl Fn(&TaskData) -> bool) -> Result<String> {
@@ -696,7 +689,7 @@ impl TaskManager {
     }
 
     /// Bumps the revision, wakes waiters and records the event; returns it if a listener wants it.
-    pub(crate) fn bump(&self, task: &Task, data: &mut TaskData, kind: EventKind) -> Option<TaskEvent> {
+    fn bump(&self, task: &Task, data: &mut TaskData, kind: EventKind) -> Option<TaskEvent> {
         data.revision += 1;
         if data.waiters > 0 {
             task.changed.notify_all();
@@ -704,14 +697,14 @@ impl TaskManager {
         self.record(&task.id, kind, data.status, data.revision)
     }
 
-    pub(crate) fn record(&self, task_id: &TaskId, kind: EventKind, state: TaskState, revision: u64) -> Option<TaskEvent> {
+    fn record(&self, task_id: &TaskId, kind: EventKind, state: TaskState, revision: u64) -> Option<TaskEvent> {
         let capacity = self.frozen_config().event_buffer_capacity;
         let event = self.events.record(capacity, task_id, kind, state, revision);
         self.has_listener.load(Ordering::Acquire).then_some(event)
     }
 
     /// Calls the listener, if any, with no lock held; a panicking listener is contained.
-    pub(crate) fn deliver(&self, event: Option<TaskEvent>) {
+    fn deliver(&self, event: Option<TaskEvent>) {
         let Some(event) = event else { return };
         let listener = self.listener.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         if let Some(listener) = listener {
@@ -726,62 +719,16 @@ impl TaskManager {
     /// Called under the finished task's lock, so a waiter woken by the finish
     /// already sees the registry within its cap.
     fn retire(&self, task: &Arc<Task>, data: &TaskData) {
-        let cap = self.frozen_config().max_retained_finished;
-        let finished_at = self.nanos_since_epoch();
-        let mut finished = lock(&self.finished);
-        finished.push_back(Retired { finished_at, task: task.clone(), state: data.status });
-        let mut evicted = Vec::new();
-        while cap > 0 && finished.len() as u64 > cap {
-            evicted.extend(finished.pop_front());
-        }
-        if finished.len() == 1 || !evicted.is_empty() {
-            self.note_oldest(&finished);
-        }
-        drop(finished);
-        evicted.iter().for_each(|retired| self.forget(retired));
+        self.retention.retire(task, data.status, self.frozen_config(), |task, state| self.forget(task, state));
     }
 
-    /// Removes up to [`CLEANUP_BATCH`] tasks finished longer ago than the threshold.
     fn collect_expired(&self) {
-        let now = self.nanos_since_epoch();
-        // A hint read without the lock: at worst one submission cleans up a little late or early.
-        if now < self.cleanup_due_at.load(Ordering::Relaxed) {
-            return;
-        }
-        let threshold = self.threshold_nanos();
-        let mut expired = Vec::new();
-        let mut finished = lock(&self.finished);
-        while expired.len() < CLEANUP_BATCH {
-            match finished.front() {
-                Some(oldest) if oldest.finished_at.saturating_add(threshold) <= now => {
-                    expired.extend(finished.pop_front());
-                }
-                _ => break,
-            }
-        }
-        self.note_oldest(&finished);
-        drop(finished);
-        expired.iter().for_each(|retired| self.forget(retired));
+        self.retention.collect_expired(self.frozen_config(), |task, state| self.forget(task, state));
     }
 
-    /// Records when the oldest retained task expires, under the `finished` lock.
-    fn note_oldest(&self, finished: &VecDeque<Retired>) {
-        let due = finished.front().map_or(u64::MAX, |oldest| oldest.finished_at.saturating_add(self.threshold_nanos()));
-        self.cleanup_due_at.store(due, Ordering::Relaxed);
-    }
-
-    fn threshold_nanos(&self) -> u64 {
-        let threshold = Duration::try_from_secs_f64(self.frozen_config().cleanup_threshold_secs).unwrap_or(Duration::MAX);
-        u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn nanos_since_epoch(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn forget(&self, retired: &Retired) {
-        if self.registry.remove(&retired.task) {
-            self.counters.removed(retired.state);
+    fn forget(&self, task: &Arc<Task>, state: TaskState) {
+        if self.registry.remove(task) {
+            self.counters.removed(state);
         }
     }
 
@@ -794,23 +741,22 @@ impl TaskManager {
     /// thread itself, it does everything but wait.
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<()> {
         let deadline = deadline_after(timeout);
-        let (cancelled, running) = {
-            let mut queue = lock(&self.queue);
-            queue.shut_down = true;
-            self.work_available.notify_all();
-            (queue.pending.drain(), queue.running.clone())
-        };
-        for task in cancelled {
+        let (cancelled, running) = self.queue.shut_down();
+        for Queued { task, job } in cancelled {
             let data = lock(&task.data);
             if data.status == TaskState::Pending {
-                self.cancel_pending(&task, data, "cancelled by shutdown");
+                self.cancel_pending(&task, data, "cancelled by shutdown", Some(job));
+            } else {
+                // Cancelled meanwhile, by a call that found the queue drained already.
+                drop(data);
+                drop_job(Some(job));
             }
         }
         if let Some(task) = running {
             let mut data = lock(&task.data);
             match data.status {
                 // Dequeued by the worker but not started yet: cancel it like the queued ones.
-                TaskState::Pending => self.cancel_pending(&task, data, "cancelled by shutdown"),
+                TaskState::Pending => self.cancel_pending(&task, data, "cancelled by shutdown", None),
                 TaskState::Processing => {
                     let event = self.request_cancel(&task, &mut data);
                     drop(data);
@@ -820,23 +766,33 @@ impl TaskManager {
             }
         }
         self.runners.shut_down();
-        if !self.worker_started.load(Ordering::Acquire) || self.on_own_worker() || self.runners.task_inside().is_some() {
+        if !self.queue.worker_started() || self.on_own_worker() || self.runners.task_inside().is_some() {
             return Ok(());
         }
-        let queue = lock(&self.queue);
-        let (_queue, timed_out) = wait_while_until(&self.worker_done, queue, deadline, |queue| !queue.worker_exited);
-        if timed_out {
+        if !self.queue.wait_for_worker_exit(deadline) {
             return Err(Error::new(ErrorKind::Timeout, "the running task did not finish before the shutdown timeout"));
         }
         Ok(())
     }
 
+    /// Starts the worker thread unless it already runs (on the first submission).
+    fn ensure_worker(self: &Arc<Self>) -> Result<()> {
+        self.queue
+            .ensure_worker(|| worker::spawn(Arc::clone(self)))
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the worker thread: {e}")))
+    }
+
+    /// The worker's next task, blocking; `None` once it should exit.
+    fn next_queued(&self) -> Option<Queued<Job>> {
+        self.queue.next()
+    }
+
     /// Whether the calling thread is this manager's worker.
-    pub(crate) fn on_own_worker(&self) -> bool {
+    fn on_own_worker(&self) -> bool {
         WORKER_OF.with(|worker| worker.get() == self as *const Self as usize)
     }
 
-    pub(crate) fn mark_worker_thread(&self) {
+    fn mark_worker_thread(&self) {
         WORKER_OF.with(|worker| worker.set(self as *const Self as usize));
     }
 }
@@ -846,7 +802,7 @@ fn finished_already(task_id: &str, state: TaskState) -> Error {
 }
 
 /// Drops a job (which may free foreign user data) outside every lock; a panic there is contained.
-pub(crate) fn drop_job(job: Option<Job>) {
+fn drop_job(job: Option<Job>) {
     if let Some(job) = job {
         let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
     }
@@ -866,5 +822,4 @@ fn new_task_id() -> TaskId {
 }
 
 #[cfg(test)]
-#[path = "manager_tests.rs"]
 mod tests;

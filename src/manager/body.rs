@@ -1,0 +1,75 @@
+//! What a task runs: a body on the worker thread, or nothing (the task is driven from
+//! outside), and what a running body sees of itself and of the manager.
+
+use std::sync::Arc;
+
+use super::TaskManager;
+use crate::error::Result;
+use crate::runner::RunnerJob;
+use crate::task::Task;
+
+/// Why a task function did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskFailure {
+    /// A non-zero return code; the status shows the text the task set, or a generic one naming the code.
+    Code(i32),
+    /// An explicit failure text.
+    Message(String),
+}
+
+/// Work that the worker runs once, on its thread.
+///
+/// Implemented for every `FnOnce(&TaskContext) -> Result<(), TaskFailure> + Send`.
+pub trait TaskBody: Send + 'static {
+    /// Runs the task; the manager's locks are not held.
+    fn run(self: Box<Self>, context: &TaskContext<'_>) -> Result<(), TaskFailure>;
+}
+
+impl<F> TaskBody for F
+where
+    F: FnOnce(&TaskContext<'_>) -> Result<(), TaskFailure> + Send + 'static,
+{
+    fn run(self: Box<Self>, context: &TaskContext<'_>) -> Result<(), TaskFailure> {
+        (*self)(context)
+    }
+}
+
+/// What a queued task will do when the worker reaches it; it travels in the queue beside
+/// its task, so that whoever takes the task out of the queue owns it.
+pub(super) enum Job {
+    /// Run this body.
+    Body(Box<dyn TaskBody>),
+    /// Nothing to run: the task holds the worker until `finish` is called (a task driven from outside).
+    External,
+    /// Handed to a runner, which runs it and finishes it; the worker waits meanwhile.
+    Runner(RunnerJob),
+}
+
+/// What a running task sees of itself and of the manager.
+pub struct TaskContext<'a> {
+    pub(super) manager: &'a Arc<TaskManager>,
+    pub(super) task: &'a Arc<Task>,
+}
+
+impl<'a> TaskContext<'a> {
+    /// The running task's id.
+    pub fn task_id(&self) -> &str {
+        &self.task.id
+    }
+
+    /// The manager running it, for progress reports and any other call.
+    pub fn manager(&self) -> &'a Arc<TaskManager> {
+        self.manager
+    }
+
+    /// Whether cancellation of this task was requested; cheap enough to poll per segment.
+    pub fn is_cancel_requested(&self) -> bool {
+        crate::sync::lock(&self.task.data).cancel_requested
+    }
+
+    /// Hands completion off: after the body returns, the worker stays with this task
+    /// until [`TaskManager::finish`] is called for it, from any thread.
+    pub fn defer(&self) -> Result<()> {
+        self.manager.defer(&self.task.id)
+    }
+}
