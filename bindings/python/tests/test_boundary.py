@@ -100,16 +100,6 @@ print("main done", flush=True)
     assert result.stdout.splitlines() == ["main done", "after exit hook: ['FAILED', 'CANCELLED', 'CANCELLED']"]
 
 
-# sft_runner_close unregisters the runner before it waits for the running task, so the
-# runner's sft_runner_finish meanwhile gets SFT_ERR_NOT_FOUND; close then waits out its whole
-# timeout and fails the task. A fault of the core (reproduced with the C calls alone), not of
-# the Python runner, which finishes the task at once; remove this mark when the core's fix lands.
-_CLOSE_LOSES_THE_FINISH = pytest.mark.xfail(
-    reason="core: sft_runner_finish during sft_runner_close is refused as an unknown runner", strict=False
-)
-
-
-@_CLOSE_LOSES_THE_FINISH
 def test_exit_gives_a_cooperative_task_the_chance_to_stop():
     result = run_python(
         EXIT_REPORT
@@ -144,7 +134,6 @@ assert started.wait(30)
         assert_clean_exit(result, code)
 
 
-@_CLOSE_LOSES_THE_FINISH
 def test_exit_with_a_coroutine_task_running_and_threads_blocked_in_waits_is_clean():
     result = run_python(
         EXIT_REPORT
