@@ -18,6 +18,7 @@
 const { Result } = require('./native');
 const { StoryflowTasksError } = require('./errors');
 const { isFinished, parseStatus } = require('./status');
+const { parseJson } = require('./json');
 
 /** How long one native wait lasts at most: bounds how late the poller notices it is no longer needed. */
 const POLL_TIMEOUT_MS = 200;
@@ -28,7 +29,7 @@ const FEED_EVENT_NAMES = ['event', 'gap'];
 
 /** The text a failed JS task leaves in its status `error`. */
 function failureMessage(error) {
-  let text = '';
+  let text;
   try {
     text = error instanceof Error ? error.message || String(error) : String(error);
   } catch {
@@ -188,7 +189,7 @@ class ChangeFeed {
         return;
       }
       try {
-        if (code === Result.OK && json !== null) this.#dispatch(JSON.parse(json));
+        if (code === Result.OK && json !== null) this.#dispatch(parseJson(json));
       } finally {
         this.#pollDone();
       }
