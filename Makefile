@@ -2,6 +2,8 @@
 # Every dependency is installed from here (or the scripts it calls), never by hand.
 
 CARGO     ?= cargo
+RUSTC     ?= rustc
+STRIP     ?= strip
 CC        ?= cc
 CXX       ?= c++
 PYTHON    ?= python3
@@ -10,6 +12,7 @@ VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 MAJOR     := $(firstword $(subst ., ,$(VERSION)))
 RELEASE   := target/release
 LIB       := $(RELEASE)/libstoryflow_tasks.so
+NATIVE_LIBS := $(RELEASE)/native-static-libs.txt
 VENV      := .venv
 CWARN     := -Wall -Wextra -Werror
 CTEST_DIR := target/ctest
@@ -21,30 +24,52 @@ export STORYFLOW_TASKS_LIB := $(abspath $(LIB))
 .PHONY: build-testing test-readme test-stress test-fuzz
 .PHONY: all build deps venv python-package demo test bench install uninstall clean \
         test-rust test-header test-symbols test-c test-valgrind test-asan test-install \
-        test-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
+        test-python lint-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
 
 all: build
 
-## build: the release library (.so with its SONAME link, .a) and the header
-build:
+## build: the release library (.so with its SONAME link, .a), the header, and the list of
+## system libraries the .a needs (target/release/native-static-libs.txt, for `make install`)
+build: $(NATIVE_LIBS)
 	$(CARGO) build --release --locked
 	ln -sf libstoryflow_tasks.so $(RELEASE)/libstoryflow_tasks.so.$(MAJOR)
 
-## deps: system packages the tests use (apt-get when root; otherwise says what is missing)
+# The system libraries a program linking libstoryflow_tasks.a needs too (for the
+# .pc and CMake files `make install` writes). They are std's own, since every
+# dependency is pure Rust: rustc prints them for an empty static library, which
+# takes a fraction of a second, where asking cargo for this crate's would rebuild
+# it. test-install links the static library with this list, so a dependency that
+# brought a native library of its own would fail there. Written here, at build
+# time, because `sudo make install` must not need cargo or rustc.
+$(NATIVE_LIBS): Cargo.lock
+	@mkdir -p $(RELEASE)/native-libs-probe
+	$(RUSTC) --crate-type staticlib --crate-name native_libs_probe --print native-static-libs \
+	    -o $(RELEASE)/native-libs-probe/libnative_libs_probe.a - </dev/null 2>&1 \
+	  | sed -n 's/.*native-static-libs: //p' | head -n1 > $@.tmp
+	@test -s $@.tmp || { echo "rustc printed no native-static-libs"; rm -f $@.tmp; exit 1; }
+	@mv $@.tmp $@
+
+## deps: system packages the tests use (apt-get when root; otherwise says what is missing);
+## tmux is the 80-column terminal the demo's screen test runs it in, libcjson-dev parses the
+## edge-case table for tests/c/test_edge_cases.c
 deps:
-	@missing=""; for tool in valgrind pkg-config cmake; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in valgrind pkg-config cmake tmux; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -f /usr/include/cjson/cJSON.h ] || missing="$$missing libcjson-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 $$missing >/dev/null; \
 	  else echo "missing:$$missing (install them, or run as root for apt-get)"; exit 1; fi; \
 	fi
 
-## venv: the project's virtualenv with pytest
-venv: $(VENV)/bin/pytest
-$(VENV)/bin/pytest:
-	$(PYTHON) -m venv $(VENV)
+## venv: the project's virtualenv with the Python test and lint tools from PyPI
+# The linters are pinned so that a new release never fails a clean tree.
+PYTHON_TOOLS := pytest ruff==0.17.5 mypy==2.4.1 auditwheel==6.8.2
+venv: $(VENV)/.python-tools
+$(VENV)/.python-tools: Makefile
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q pytest
+	$(VENV)/bin/pip install -q $(PYTHON_TOOLS)
+	echo $(PYTHON_TOOLS) > $@
 
 ## test: everything, as CI runs it from a clean clone
 test: deps build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
@@ -75,7 +100,7 @@ test-symbols: build
 
 C_TESTS := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 CTEST_FLAGS := -std=c11 $(CWARN) -g -Iinclude
-CTEST_LIBS := -L$(RELEASE) -lstoryflow_tasks -lpthread -lm -Wl,-rpath,$(abspath $(RELEASE))
+CTEST_LIBS := -L$(RELEASE) -lstoryflow_tasks -lcjson -lpthread -lm -Wl,-rpath,$(abspath $(RELEASE))
 
 $(CTEST_DIR)/%: tests/c/%.c tests/c/check.h include/storyflow_tasks.h $(LIB)
 	@mkdir -p $(CTEST_DIR)
@@ -101,7 +126,7 @@ $(CTEST_DIR)/unload_dlopen: tests/c/unload_dlopen.c
 	@mkdir -p $(CTEST_DIR)
 	$(CC) -std=c11 $(CWARN) -g $< -ldl -o $@
 
-test-c: build $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $(CTEST_DIR)/panics
+test-c: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $(CTEST_DIR)/panics
 	@for t in $(C_TESTS) unload_dlopen panics; do $(CTEST_DIR)/$$t || exit 1; done
 
 # A forked child reports through a pipe and ends by SIGKILL (tests/c/test_fork.c):
@@ -110,7 +135,7 @@ test-c: build $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $
 test-valgrind: build deps $(addprefix $(CTEST_DIR)/,$(C_TESTS)) $(CTEST_DIR)/unload_dlopen $(CTEST_DIR)/panics
 	@for t in $(C_TESTS) unload_dlopen panics; do $(VALGRIND) --child-silent-after-fork=yes $(CTEST_DIR)/$$t || { echo "valgrind: $$t failed"; exit 1; }; done
 
-test-asan: build $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS) panics))
+test-asan: build deps $(addsuffix -asan,$(addprefix $(CTEST_DIR)/,$(C_TESTS) panics))
 	@for t in $(C_TESTS) panics; do ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 $(CTEST_DIR)/$$t-asan || { echo "asan: $$t failed"; exit 1; }; done
 
 ## test-readme: the README's quick-starts are the files the tests build and run
@@ -125,13 +150,19 @@ test-readme:
 python-package: venv
 	VENV=$(VENV) PYTHON=$(PYTHON) bindings/python/install.sh
 
-## test-python: the Python suite against the installed package and the library inside it
-test-python: python-package
+## lint-python: ruff (lint and format) and mypy --strict on the Python binding; settings in its pyproject.toml
+lint-python: venv
+	cd bindings/python && ../../$(VENV)/bin/ruff check . && ../../$(VENV)/bin/ruff format --check .
+	cd bindings/python && ../../$(VENV)/bin/mypy --strict storyflow_tasks
+
+## test-python: the lint, then the Python suite against the installed package and the library inside it
+test-python: lint-python python-package
 	env -u STORYFLOW_TASKS_LIB $(VENV)/bin/pytest -q -p no:cacheprovider bindings/python/tests
 
-## serve: the narration page and its API on http://127.0.0.1:8000/ (examples/web)
+## serve: the narration page and its API on http://127.0.0.1:8000/ (examples/web): make serve PORT=8080 HOST=127.0.0.1
+# HOST only from the command line: tcsh exports HOST as the machine's name.
 serve: build
-	examples/web/serve.sh
+	examples/web/serve.sh $(if $(PORT),--port '$(PORT)') $(if $(filter command line,$(origin HOST)),--host '$(HOST)')
 
 ## test-web: the web example's API tests (httpx) and browser test (Debian's Chromium + playwright-core)
 test-web: build
@@ -160,7 +191,8 @@ test-stress: build
 test-fuzz:
 	tests/run_fuzz.sh --short
 
-## bench: every benchmark of issues 7 and 10, each beside what it is compared with
+## bench: every benchmark, each beside what it is compared with (the original StoryFlow tasks.py
+## design, a bare channel, a one-lock HashMap)
 ## -> target/bench/results.json and BENCHMARKS.md (figures are reported, never asserted)
 bench:
 	benches/run.sh
@@ -175,17 +207,24 @@ test-node: build
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "test-node needs node and npm (Node 20)"; exit 1; }
 	bindings/node/run_tests.sh
 
-## install: header, shared library with its SONAME links, static library, pkg-config file
-install: build
+## install: header, shared library with its SONAME links, static library, pkg-config and CMake
+## files, from what `make build` built: it calls no cargo, so `sudo make install` works with
+## cargo only on the user's PATH. The installed libraries carry no debug info (the build keeps
+## it, for profiling: debug = 1 in Cargo.toml).
+install:
+	@for built in $(LIB) $(RELEASE)/libstoryflow_tasks.a $(NATIVE_LIBS); do \
+	  [ -f "$$built" ] || { echo "make install: $$built is missing: run 'make build' first (as yourself; install needs no cargo)"; exit 1; }; \
+	done
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 include/storyflow_tasks.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.so.$(VERSION)
+	$(STRIP) --strip-unneeded $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.so.$(VERSION)
 	ln -sf libstoryflow_tasks.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.so.$(MAJOR)
 	ln -sf libstoryflow_tasks.so.$(MAJOR) $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.so
 	install -m 644 $(RELEASE)/libstoryflow_tasks.a $(DESTDIR)$(PREFIX)/lib/
+	$(STRIP) --strip-debug $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.a
 	install -d $(DESTDIR)$(PREFIX)/lib/cmake/storyflow_tasks
-	native_libs="$$($(CARGO) rustc -q --release --lib --crate-type staticlib -- --print native-static-libs 2>&1 \
-	    | sed -n 's/.*native-static-libs: //p' | head -n1)"; \
+	native_libs="$$(cat $(NATIVE_LIBS))"; \
 	cmake_libs="$$(echo $$native_libs | sed -e 's/-l//g' -e 's/ /;/g')"; \
 	for template in bindings/c/storyflow_tasks.pc.in:pkgconfig/storyflow_tasks.pc \
 	                bindings/c/cmake/storyflow_tasksConfig.cmake.in:cmake/storyflow_tasks/storyflow_tasksConfig.cmake \
@@ -195,16 +234,24 @@ install: build
 	      $${template%%:*} > $(DESTDIR)$(PREFIX)/lib/$${template#*:}; \
 	done
 
+## uninstall: removes what `make install` put under PREFIX
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/storyflow_tasks.h $(DESTDIR)$(PREFIX)/lib/libstoryflow_tasks.* \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/storyflow_tasks.pc
 	rm -rf $(DESTDIR)$(PREFIX)/lib/cmake/storyflow_tasks
 
 ## a program built only from the installed copy, through pkg-config, shared and static
+## (installed by a make whose PATH has no cargo, as sudo's has not), and the installed .so stripped
 INSTALL_TEST := $(abspath target/install-test)
-test-install: deps
+INSTALLED_SO := $(INSTALL_TEST)/lib/libstoryflow_tasks.so.$(VERSION)
+test-install: deps build
 	rm -rf $(INSTALL_TEST)
-	$(MAKE) -s install PREFIX=$(INSTALL_TEST)
+	@$(MAKE) -s --no-print-directory install PREFIX=$(INSTALL_TEST) RELEASE=$(INSTALL_TEST)/nothing-built 2>&1 \
+	  | grep -q "run 'make build' first" || { echo "install without a build did not say to run 'make build' first"; exit 1; }
+	env PATH=/usr/sbin:/usr/bin:/sbin:/bin $(MAKE) -s install PREFIX=$(INSTALL_TEST) CARGO=/no/cargo/on/this/path RUSTC=/no/rustc/on/this/path
+	@if readelf -S $(INSTALLED_SO) | grep -q '\.debug_'; then echo "$(INSTALLED_SO) still carries debug info"; exit 1; fi
+	@if readelf -S $(INSTALL_TEST)/lib/libstoryflow_tasks.a | grep -q '\.debug_info'; then echo "the installed libstoryflow_tasks.a still carries debug info"; exit 1; fi
+	@readelf -d $(INSTALLED_SO) | grep -q 'SONAME.*libstoryflow_tasks.so.$(MAJOR)' || { echo "the installed .so lost its SONAME"; exit 1; }
 	PKG_CONFIG_PATH=$(INSTALL_TEST)/lib/pkgconfig; export PKG_CONFIG_PATH; \
 	$(CC) -std=c99 $(CWARN) -pedantic bindings/c/quickstart.c $$(pkg-config --cflags --libs storyflow_tasks) \
 	      -Wl,-rpath,$(INSTALL_TEST)/lib -o $(INSTALL_TEST)/quickstart && \
@@ -218,7 +265,8 @@ test-install: deps
 	cmake --build $(INSTALL_TEST)/cmake-build >/dev/null
 	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/cmake-build/quickstart | grep -q '"status":"COMPLETED"'
 	env -u STORYFLOW_TASKS_LIB $(INSTALL_TEST)/cmake-build/quickstart_static | grep -q '"status":"COMPLETED"'
-	@echo "install: quickstart built against $(INSTALL_TEST) with pkg-config and with CMake's find_package, shared and static, and ran"
+	@echo "install: quickstart built against $(INSTALL_TEST) with pkg-config and with CMake's find_package, shared and static, and ran;" \
+	      "installed without cargo on PATH; the installed .so is stripped ($$(stat -c %s $(INSTALLED_SO)) bytes, built $$(stat -c %s $(LIB)))"
 
 
 clean:

@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
-"""The Python binding beside the pure-Python seed, in one process, round after round.
+"""The Python binding beside the original design in pure Python, in one process, round after round.
 
 Figures (each the median, min and max over the rounds):
 
-- ``py_submit_per_s`` / ``seed_py_submit_per_s``: ``submit_task`` calls per
+- ``py_submit_per_s`` / ``original_py_submit_per_s``: ``submit_task`` calls per
   second, submitting a batch of no-op tasks into an empty queue; the worker
   runs them meanwhile, as in a service (its cost is part of the figure).
-- ``py_status_per_s`` / ``seed_py_status_per_s``: ``get_task_status`` calls per
+- ``py_status_per_s`` / ``original_py_status_per_s``: ``get_task_status`` calls per
   second on finished tasks with progress and three segments.
-- ``py_poll_p99_us_busy`` / ``seed_py_poll_p99_us_busy``: p99 latency of one
+- ``py_poll_p99_us_busy`` / ``original_py_poll_p99_us_busy``: p99 latency of one
   ``get_task_status`` from the main (API) thread while the worker runs a
   CPU-bound task that reports progress in a tight loop: native code for the
-  library (``benches/python_busy_task.c``, built here), Python for the seed.
+  library (``benches/python_busy_task.c``, built here), Python for the original design.
   The API thread reads once per millisecond, blocked in between as it would be
   between requests; a read's latency runs from the moment it was due, so it
   includes taking the GIL back (a sleep's own overshoot, a few tens of
@@ -44,7 +44,7 @@ except ImportError:  # a source checkout that did not pip-install the binding
     sys.path.insert(0, str(ROOT / "bindings" / "python"))
     import storyflow_tasks
 
-import seed_tasks  # noqa: E402 - after the path set-up above
+import original_tasks  # noqa: E402 - after the path set-up above
 
 ROUNDS = int(os.environ.get("PY_BENCH_ROUNDS", "5"))
 SUBMITS = int(os.environ.get("PY_BENCH_SUBMITS", "10000"))
@@ -90,15 +90,15 @@ class Library:
         tm.wait(task_id)
 
 
-class Seed:
-    name = "seed_py"
+class OriginalDesign:
+    name = "original_py"
 
     def fresh(self):
-        old = seed_tasks.TaskManager._instance
+        old = original_tasks.TaskManager._instance
         if old is not None:
             old._executor.shutdown(wait=True)
-        seed_tasks.TaskManager._instance = None  # a new empty registry each round
-        return seed_tasks.get_task_manager()
+        original_tasks.TaskManager._instance = None  # a new empty registry each round
+        return original_tasks.get_task_manager()
 
     def wait_all(self, tm, ids):
         for task_id in ids:
@@ -209,7 +209,7 @@ def fold(values, unit):
 
 
 def main():
-    sides = [Library(), Seed()]
+    sides = [Library(), OriginalDesign()]
     samples = {}
     for round_number in range(ROUNDS):
         # Alternate which side goes first, so neither always runs on a warmer machine.

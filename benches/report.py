@@ -25,17 +25,17 @@ FIGURES = {
     "channel_limit_tasks_per_s": ("tasks/s", "the same count of boxed no-op closures through a bare std mpsc channel to one thread"),
     "c_submit_ns_at_10": ("ns", "one sft_submit_task, 10 finished tasks retained"),
     "c_submit_ns_at_1m": ("ns", "one sft_submit_task, 1,000,000 finished tasks retained"),
-    "seed_submit_us_at_10": ("us", "one submit_task of the pure-Python seed, 10 finished tasks retained"),
-    "seed_submit_us_at_100k": ("us", "one submit_task of the pure-Python seed, 100,000 finished tasks retained"),
+    "original_submit_us_at_10": ("us", "one submit_task of the original StoryFlow tasks.py design (pure Python), 10 finished tasks retained"),
+    "original_submit_us_at_100k": ("us", "the same, 100,000 finished tasks retained (its cleanup scans them all)"),
     "c_status_ns_k0": ("ns", "sft_get_task_status + sft_string_free, task with 0 segments"),
     "c_status_ns_k1000": ("ns", "the same, task with 1,000 segments"),
     "serde_status_ns_k0": ("ns", "serde_json of the same k=0 status alone (the floor)"),
     "py_submit_per_s": ("calls/s", "Python binding: submit_task calls per second"),
-    "seed_py_submit_per_s": ("calls/s", "pure-Python seed: submit_task calls per second"),
+    "original_py_submit_per_s": ("calls/s", "the original tasks.py design: submit_task calls per second"),
     "py_status_per_s": ("calls/s", "Python binding: get_task_status calls per second"),
-    "seed_py_status_per_s": ("calls/s", "pure-Python seed: get_task_status calls per second"),
+    "original_py_status_per_s": ("calls/s", "the original tasks.py design: get_task_status calls per second (a dict() copy)"),
     "py_poll_p99_us_busy": ("us", "Python binding: p99 get_task_status while the worker runs a tight progress loop"),
-    "seed_py_poll_p99_us_busy": ("us", "pure-Python seed: the same"),
+    "original_py_poll_p99_us_busy": ("us", "the original tasks.py design: the same"),
     "wake_us_p50": ("us", "submit-to-start latency on an idle worker (C)"),
     "channel_wake_us_p50": ("us", "send-to-start latency of a bare channel on an idle thread"),
     "longpoll_wake_us_p50": ("us", "from a progress report to a thread blocked in sft_wait_task_change running again (p50)"),
@@ -75,8 +75,8 @@ TARGETS = [
     ("c_throughput_tasks_per_s", ">=", "channel_limit_tasks_per_s", 0.25),
     ("c_submit_ns_at_1m", "<=", "c_submit_ns_at_10", 1.5),
     ("c_status_ns_k0", "<=", "serde_status_ns_k0", 2.5),
-    ("py_submit_per_s", ">=", "seed_py_submit_per_s", 3.0),
-    ("py_poll_p99_us_busy", "<=", "seed_py_poll_p99_us_busy", 1 / 50),
+    ("py_submit_per_s", ">=", "original_py_submit_per_s", 3.0),
+    ("py_poll_p99_us_busy", "<=", "original_py_poll_p99_us_busy", 1 / 50),
     ("wake_us_p50", "<=", "channel_wake_us_p50", 1.3),
     ("bytes_per_finished_task", "<=", None, 512),
     ("c_submit_max_us_burst_1m", "<=", None, 5000),
@@ -87,10 +87,10 @@ TARGETS = [
 # Rows of the main table: each figure beside what it is compared with.
 TABLE_ROWS = [
     "c_throughput_tasks_per_s", "channel_limit_tasks_per_s",
-    "c_submit_ns_at_10", "c_submit_ns_at_1m", "seed_submit_us_at_10", "seed_submit_us_at_100k",
+    "c_submit_ns_at_10", "c_submit_ns_at_1m", "original_submit_us_at_10", "original_submit_us_at_100k",
     "c_status_ns_k0", "serde_status_ns_k0", "ffi_status_ns_k0_beside_floor", "c_status_ns_k1000",
-    "py_submit_per_s", "seed_py_submit_per_s", "py_status_per_s", "seed_py_status_per_s",
-    "py_poll_p99_us_busy", "seed_py_poll_p99_us_busy",
+    "py_submit_per_s", "original_py_submit_per_s", "py_status_per_s", "original_py_status_per_s",
+    "py_poll_p99_us_busy", "original_py_poll_p99_us_busy",
     "wake_us_p50", "channel_wake_us_p50", "longpoll_wake_us_p50", "longpoll_wake_us_p99",
     "node_koffi_status_ns", "node_ffinapi_status_ns",
     "bytes_per_finished_task",
@@ -379,7 +379,7 @@ of thousands of calls, several batches per run).
 
 {targets_table}
 
-## Registry candidates (issue 10): slowest single insert while growing to 1,000,000 ids, one thread
+## Registry candidates: slowest single insert while growing to 1,000,000 ids, one thread
 
 Each candidate is a small replica in `benches/baselines/registry_designs.rs`;
 "1024 shards, hash stored with the id" is the shape of `src/registry.rs`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: builds in release mode, runs every figure of issues 7 and 10
+# `make bench`: builds in release mode, runs every figure
 # beside what it is compared with (interleaved, in this one invocation), prints
 # the table, writes target/bench/results.json and refreshes BENCHMARKS.md.
 #
@@ -72,12 +72,12 @@ for rep in $(seq 1 "$REPS"); do
     run registry_designs "$baselines" registry_designs "$COUNT"
 done
 
-# The seed's submit growth, then the Python and Node figures: those come from
+# The original design's submit growth, then the Python and Node figures: those come from
 # the bindings' own benchmarks, which repeat and fold their runs themselves.
 # Whatever cannot run is reported as missing.
 rep=all
-echo "== pure-Python seed, Python binding, Node engines"
-run seed_submit_growth "$PYTHON" benches/seed_submit_growth.py
+echo "== the original design in pure Python, Python binding, Node engines"
+run original_submit_growth "$PYTHON" benches/original_submit_growth.py
 venv_python=$ROOT/.venv/bin/python
 [ -x "$venv_python" ] || venv_python=$PYTHON
 if [ -f benches/python_compare.py ]; then

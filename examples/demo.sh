@@ -25,6 +25,7 @@ printf '\ndemo.sh: done in %d.%03d s, setup included. Listen with any player, e.
   $((elapsed / 1000)) $((elapsed % 1000))
 first=$(ls out/[0-9][0-9]-*/*.wav 2>/dev/null | head -n 1 || true)
 if [ -n "$first" ]; then
-  echo "  aplay $first        (or: aplay out/*/*.wav for the whole story)"
+  echo "  aplay $first"
+  echo "  aplay out/*/*.wav        (the whole story, in order)"
 fi
 exit $status

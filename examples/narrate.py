@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -32,8 +34,9 @@ from storyflow_tasks import (TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED, TASK_P
 
 FINAL_STATES = (TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED)
 POLL_SECONDS = 0.1
-BAR_WIDTH = 20
-SNIPPET_CHARS = 32
+NAME_WIDTH = 30  # the task id column, in the bars and the summary
+WIDE_BAR, NARROW_BAR = 20, 10  # the bar's cells: the narrow one below WIDE_TERMINAL columns
+WIDE_TERMINAL = 100
 DEFAULT_STORY = Path(__file__).resolve().parent / "story.txt"
 
 
@@ -72,24 +75,47 @@ def chapter_task(tm, engine: EspeakEngine, task_id: str, chapter: Chapter, direc
     return narrate_chapter
 
 
-def bar_line(task_id: str, status: dict, chapter: Chapter) -> str:
-    """One task's progress bar: percentage, then the sentence being spoken or the state."""
+def fit(text: str, width: int) -> str:
+    """The text cut to ``width`` columns, ending in "..." when it was cut."""
+    if len(text) <= width:
+        return text
+    return text[:max(0, width - 3)] + "..." if width > 3 else text[:width]
+
+
+def bar_line(task_id: str, status: dict, chapter: Chapter, width: int,
+             name_width: int = NAME_WIDTH) -> str:
+    """One task's progress bar in at most ``width`` columns: the percentage, then the
+    sentence being spoken (as much of it as fits) or the state."""
     progress = status.get("progress") or {}
     percentage = int(progress.get("percentage", 0))
-    filled = percentage * BAR_WIDTH // 100
-    line = f"{task_id[:30]:<30} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {percentage:3d}%  "
+    bar_width = WIDE_BAR if width >= WIDE_TERMINAL else NARROW_BAR
+    filled = percentage * bar_width // 100
+    line = (f"{task_id[:name_width]:<{name_width}} "
+            f"[{'#' * filled}{'-' * (bar_width - filled)}] {percentage:3d}%  ")
     number = progress.get("current_segment_id")
     if status["status"] == TASK_PROCESSING and isinstance(number, int) \
             and 1 <= number <= len(chapter.sentences):
-        text = chapter.sentences[number - 1].text
-        snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS - 3] + "..."
+        head = f"sentence {number}/{len(chapter.sentences)}"
         stopping = "  (stopping)" if status.get("cancel_requested") else ""
-        return line + f"sentence {number}/{len(chapter.sentences)}: {snippet}{stopping}"
-    return line + status["status"]
+        room = width - len(line) - len(head) - len(stopping) - 2
+        text = chapter.sentences[number - 1].text
+        # The sentence is what gives way to a narrow terminal; "(stopping)" stays visible.
+        snippet = f": {fit(text, room)}" if room >= 8 else ""
+        return fit(line + head + snippet + stopping, width)
+    return fit(line + status["status"], width)
+
+
+def terminal_width() -> int:
+    """The terminal's width in columns, read again at each redraw so that a resize is followed
+    ($COLUMNS, else 80, where the output is not a terminal)."""
+    return max(20, shutil.get_terminal_size().columns)
 
 
 class Display:
-    """Live bars redrawn in place on a terminal; elsewhere (a log, a test) a line per change."""
+    """Live bars redrawn in place on a terminal; elsewhere (a log, a test) a line per change.
+
+    Each bar fits the terminal's width: a line that wrapped would break the redraw in place
+    (the cursor goes back one line per bar), and the screen would fill with copies."""
 
     def __init__(self, stream=sys.stdout):
         self.stream = stream
@@ -99,18 +125,22 @@ class Display:
 
     def show(self, rows: list[tuple[str, dict, Chapter]]) -> None:
         if self.live:
+            # One column spare: a line ending in the last column leaves some terminals
+            # waiting to wrap, and the next line's redraw would start one line low.
+            width = terminal_width() - 1
             if self.drawn_lines:
                 self.stream.write(f"\033[{self.drawn_lines}A")
             for task_id, status, chapter in rows:
-                self.stream.write("\r\033[2K" + bar_line(task_id, status, chapter) + "\n")
+                self.stream.write("\r\033[2K" + bar_line(task_id, status, chapter, width) + "\n")
             self.drawn_lines = len(rows)
         else:
+            width = terminal_width()
             for task_id, status, chapter in rows:
                 state = (status["status"], (status.get("progress") or {}).get("current"),
                          status.get("cancel_requested"))
                 if self.shown.get(task_id) != state:
                     self.shown[task_id] = state
-                    self.stream.write(bar_line(task_id, status, chapter) + "\n")
+                    self.stream.write(bar_line(task_id, status, chapter, width) + "\n")
         self.stream.flush()
 
     def interrupted(self) -> None:
@@ -118,8 +148,10 @@ class Display:
         self.drawn_lines = 0
 
 
-def summary(rows: list[tuple[str, dict, Chapter]], wall_seconds: float, out_dir: Path) -> str:
-    """The closing table (task, status, segments, errors, audio and wall seconds) and notes."""
+def summary(rows: list[tuple[str, dict, Chapter]], wall_seconds: float, out_dir: Path,
+            width: int) -> str:
+    """The closing table (task, status, segments, errors, audio and wall seconds; 78 columns)
+    and its notes, each wrapped to ``width`` columns."""
     lines = [f"\n{'task':<30} {'status':<10} {'segments':>9} {'errors':>7} {'audio s':>9} "
              f"{'wall s':>8}"]
     spoken = sentences = errors = 0
@@ -138,9 +170,9 @@ def summary(rows: list[tuple[str, dict, Chapter]], wall_seconds: float, out_dir:
         errors += len(status["errors"])
         audio += seconds
         if status.get("error"):
-            unfinished.append(f"  {task_id}: {status['error']}")
-        segment_errors.extend(f"  {task_id} sentence {entry['segment_id']}: {entry['error']}"
-                              for entry in status["errors"])
+            unfinished.append(note(f"{task_id}: {status['error']}", width))
+        segment_errors.extend(note(f"{task_id} sentence {entry['segment_id']}: {entry['error']}",
+                                   width) for entry in status["errors"])
     lines.append(f"{'total':<30} {'':<10} {f'{spoken}/{sentences}':>9} {errors:>7} "
                  f"{audio:>9.2f} {wall_seconds:>8.2f}")
     if unfinished:
@@ -150,6 +182,12 @@ def summary(rows: list[tuple[str, dict, Chapter]], wall_seconds: float, out_dir:
     lines += ["", f"WAV files: {out_dir}/<chapter>/<sentence>.wav",
               f"Narrated {audio:.1f} s of audio in {wall_seconds:.2f} s of wall time."]
     return "\n".join(lines)
+
+
+def note(text: str, width: int) -> str:
+    """A note under the summary, indented and wrapped to ``width`` columns."""
+    return textwrap.fill(text, width=width, initial_indent="  ", subsequent_indent="    ",
+                         break_long_words=True, break_on_hyphens=False)
 
 
 class Interrupts:
@@ -197,7 +235,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, interrupts)
     task_ids = [f"{number:02d}-{slug(chapter.title)}" for number, chapter in
                 enumerate(chapters, start=1)]
-    print(f'Narrating "{title or args.story}" ({len(chapters)} chapters) with libespeak-ng')
+    print(fit(f'Narrating "{title or args.story}" ({len(chapters)} chapters) with libespeak-ng',
+              terminal_width()))
     wall_start = time.monotonic()
     try:
         tm = get_task_manager()
@@ -215,7 +254,7 @@ def main(argv=None) -> int:
                 for task_id, chapter in zip(task_ids, chapters)]
         if interrupts.count and not cancelled:
             cancelled = True
-            print("\nCtrl-C: cancelling the pending chapters, stopping the running one "
+            print("\nCtrl-C: cancelling the pending chapters, stopping the running one\n"
                   "(Ctrl-C again to quit at once)", file=sys.stderr)
             for task_id, status, _ in rows:
                 if status["status"] not in FINAL_STATES:
@@ -230,7 +269,7 @@ def main(argv=None) -> int:
         time.sleep(POLL_SECONDS)
     wall_seconds = time.monotonic() - wall_start
 
-    print(summary(rows, wall_seconds, args.out))
+    print(summary(rows, wall_seconds, args.out, terminal_width()))
     exit_code = 130 if interrupts.count else 0
     if exit_code == 0 and any(status["status"] == TASK_FAILED for _, status, _ in rows):
         exit_code = 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes (or reuses) the project's virtualenv, .venv ($VENV if set), with what the examples need:
 # espeakng-loader from PyPI (libespeak-ng and its voice data, no root needed) and
-# the storyflow_tasks Python package (bindings/python/install.sh).
+# the storyflow_tasks Python package (bindings/python/install.sh, which skips an
+# up-to-date install).
 #   examples/venv.sh [--with-pytest]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +31,6 @@ if [ ! -f "$installer" ]; then
   echo "venv.sh: $installer is missing: the Python package storyflow_tasks cannot be installed" >&2
   exit 1
 fi
+
+# install.sh rebuilds and reinstalls the package only when its sources changed.
 bash "$installer"

@@ -159,7 +159,11 @@ void sft_string_free(char *s);
  *
  * `extra_json` is NULL or a JSON object whose keys are added beside
  * `current`, `total` and `percentage` with their JSON types (those three
- * names are reserved). Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_ARGUMENT`.
+ * names are reserved). Integers in it are kept exactly, whatever their size;
+ * other numbers must be finite doubles. Errors: `SFT_ERR_NOT_FOUND`,
+ * `SFT_ERR_INVALID_STATE` (the task is finished: its status is final),
+ * `SFT_ERR_INVALID_ARGUMENT` (malformed, not an object, a reserved key, a lone
+ * surrogate escape, a number that is not a finite double, over `max_extra_json_bytes`).
  *
  * # Safety
  * `task_id` and `extra_json` are NULL or NUL-terminated strings.
@@ -173,7 +177,9 @@ SftResult sft_update_task_progress(const char *task_id,
  * Records a finished audio segment; `segment_id` is kept as a JSON string.
  *
  * `duration` is in seconds, finite and >= 0. Errors: `SFT_ERR_NOT_FOUND`,
- * `SFT_ERR_INVALID_ARGUMENT` (NULL, invalid UTF-8, bad duration, over a limit).
+ * `SFT_ERR_INVALID_STATE` (the task is finished: its status is final),
+ * `SFT_ERR_INVALID_ARGUMENT` (NULL, invalid UTF-8, empty segment id, bad
+ * duration, over a limit).
  *
  * # Safety
  * The strings are NULL or NUL-terminated.
@@ -184,20 +190,22 @@ SftResult sft_add_completed_segment(const char *task_id,
                                     double duration);
 
 /**
- * As `sft_add_completed_segment`, with `segment_id_json` a JSON integer or
- * string literal (`7` or `"7"`), kept with its type. For language bindings.
+ * Records a finished audio segment given as its wire object, encoded by the
+ * caller's JSON library: `{"segment_id": 7 | "7", "audio_url": "…", "duration": 2.5}`.
+ * Every string round-trips exactly (NUL and non-ASCII included) and the
+ * segment id keeps its JSON type; an integer id of any size is kept exactly.
+ * Errors as `sft_add_completed_segment`, and `SFT_ERR_INVALID_ARGUMENT` for
+ * malformed JSON, a missing or unknown key, or a lone surrogate escape.
  *
  * # Safety
  * The strings are NULL or NUL-terminated.
  */
-SftResult sft_add_completed_segment_json(const char *task_id,
-                                         const char *segment_id_json,
-                                         const char *audio_url,
-                                         double duration);
+SftResult sft_add_completed_segment_from_json(const char *task_id, const char *segment_json);
 
 /**
  * Records a segment that failed; `segment_id` is kept as a JSON string.
- * Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_ARGUMENT`.
+ * Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (the task is finished),
+ * `SFT_ERR_INVALID_ARGUMENT`.
  *
  * # Safety
  * The strings are NULL or NUL-terminated.
@@ -205,14 +213,14 @@ SftResult sft_add_completed_segment_json(const char *task_id,
 SftResult sft_add_error(const char *task_id, const char *segment_id, const char *error_message);
 
 /**
- * As `sft_add_error`, with `segment_id_json` a JSON integer or string literal.
+ * Records a segment that failed, given as its wire object:
+ * `{"segment_id": 3 | "3", "error": "…"}`. Errors as
+ * `sft_add_completed_segment_from_json`.
  *
  * # Safety
  * The strings are NULL or NUL-terminated.
  */
-SftResult sft_add_error_json(const char *task_id,
-                             const char *segment_id_json,
-                             const char *error_message);
+SftResult sft_add_error_from_json(const char *task_id, const char *error_json);
 
 /**
  * Sets the text the status `error` carries if the task fails (returns
@@ -410,6 +418,88 @@ char *sft_get_config(void);
  * call again; from inside a task it does everything but wait.
  */
 SftResult sft_shutdown(int64_t timeout_ms);
+
+/**
+ * Registers a runner: a binding's thread or event loop that runs the tasks
+ * submitted to it. Stores its id in `*out_runner`. Runner ids are plain
+ * numbers, never reused: a stale or unknown one gets `SFT_ERR_NOT_FOUND`.
+ * Errors: `SFT_ERR_INVALID_ARGUMENT` (NULL `out_runner`).
+ *
+ * # Safety
+ * `out_runner` is NULL or writable.
+ */
+SftResult sft_runner_register(uint64_t *out_runner);
+
+/**
+ * Queues a task that `runner` runs. When the worker reaches it, it becomes
+ * `PROCESSING` (a "started" event) and is handed to the runner's
+ * `sft_runner_next`; the worker stays with it (one at a time, one FIFO shared
+ * with every other task of the process) until `sft_runner_finish`. Ids and
+ * errors as `sft_submit_task`, `SFT_ERR_NOT_FOUND` for an unknown runner and
+ * `SFT_ERR_SHUT_DOWN` for one that is closing.
+ *
+ * # Safety
+ * `task_id` is NULL or NUL-terminated; `out_task_id` is NULL or writable.
+ */
+SftResult sft_submit_runner_task(uint64_t runner, const char *task_id, char **out_task_id);
+
+/**
+ * Blocks until the worker hands this runner something, or `timeout_ms`
+ * passes (`SFT_WAIT_FOREVER`: no limit). On `SFT_OK`, `*out_assignment_json`
+ * (free it with `sft_string_free`) is
+ * `{"task_id":"…","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null}`.
+ *
+ * `"run": false` means the task was released without running (cancelled or
+ * shut down before it started): forget its function and do not finish it.
+ * `"handler"`, `"payload"` and `"checkpoint"` are null for function tasks.
+ * With `"run": true` the calling thread is inside that task until it is
+ * finished: on that thread, waiting for a `PENDING` task, or for that task
+ * itself to finish, returns `SFT_ERR_INVALID_STATE` (it would deadlock).
+ *
+ * Errors: `SFT_ERR_TIMEOUT` (nothing in time), `SFT_ERR_SHUT_DOWN` (the runner
+ * was closed, or the manager shut down with nothing left for it),
+ * `SFT_ERR_NOT_FOUND` (unknown runner), `SFT_ERR_INVALID_ARGUMENT` (bad
+ * timeout, NULL `out_assignment_json`).
+ *
+ * # Safety
+ * `out_assignment_json` is NULL or writable.
+ */
+SftResult sft_runner_next(uint64_t runner, int64_t timeout_ms, char **out_assignment_json);
+
+/**
+ * Finishes the task this runner was handed, from any thread: `code` 0
+ * completes it; any other code fails it with `message_json` (NULL, or a JSON
+ * string literal, so that NUL and every character round-trip; NULL uses the
+ * text set by `sft_set_task_error` or a generic one naming the code). It ends
+ * `CANCELLED` instead if cancellation was requested.
+ *
+ * It cannot fail on the message: one over `max_message_bytes` is shortened at
+ * a character boundary and ends with " [shortened from N bytes]"; a lone
+ * surrogate escape in it becomes U+FFFD. The status is final when it returns.
+ * Errors: `SFT_ERR_NOT_FOUND` (unknown runner or task),
+ * `SFT_ERR_INVALID_STATE` (not this runner's running task),
+ * `SFT_ERR_INVALID_ARGUMENT` only if `message_json` is not a JSON string.
+ *
+ * # Safety
+ * `task_id` and `message_json` are NULL or NUL-terminated.
+ */
+SftResult sft_runner_finish(uint64_t runner,
+                            const char *task_id,
+                            int32_t code,
+                            const char *message_json);
+
+/**
+ * Closes a runner: its queued tasks become `CANCELLED` ("its runner closed
+ * before it ran"); its running task is asked to cancel and given `timeout_ms`
+ * to finish, then `FAILED` ("its runner closed while it was running"); a
+ * blocked `sft_runner_next` returns `SFT_ERR_SHUT_DOWN`. While it waits, the
+ * runner's `sft_runner_finish` of that task still works, and the close returns
+ * as soon as the task is final; a new `sft_submit_runner_task` to the runner
+ * gets `SFT_ERR_SHUT_DOWN`. The id is unknown once it returns. For interpreter
+ * and process exit. Errors: `SFT_ERR_NOT_FOUND` (unknown or already closing),
+ * `SFT_ERR_INVALID_ARGUMENT` (bad timeout).
+ */
+SftResult sft_runner_close(uint64_t runner, int64_t timeout_ms);
 
 #if defined(SFT_TESTING)
 /**

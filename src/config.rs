@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::status::SegmentId;
 
 /// Everything that can be configured, with the documented defaults.
 ///
@@ -23,7 +24,7 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Longest audio URL, in bytes.
     pub max_url_bytes: usize,
-    /// Largest `extra_json` progress object and segment-id JSON, in bytes.
+    /// Largest `extra_json` progress object, in bytes.
     pub max_extra_json_bytes: usize,
     /// Most completed segments one task may record.
     pub max_segments_per_task: usize,
@@ -100,15 +101,73 @@ impl Config {
     }
 
     /// Rejects `text` if it is longer than `limit` bytes, naming `what` in the error.
-    pub(crate) fn check_len(what: &str, text: &str, limit: usize) -> Result<()> {
+    fn check_len(what: &str, text: &str, limit: usize) -> Result<()> {
         if text.len() > limit {
-            return Err(Error::invalid(format!(
-                "{what} is {} bytes, over the limit of {limit}",
-                text.len()
-            )));
+            return Err(Error::invalid(format!("{what} is {} bytes, over the limit of {limit}", text.len())));
         }
         Ok(())
     }
+
+    // Every size rule on an input is one of these checks, so that every entry point
+    // (Rust, C, and the bindings above C) meets the same limits.
+
+    /// A task id: not empty, at most `max_task_id_bytes`.
+    pub(crate) fn check_task_id(&self, task_id: &str) -> Result<()> {
+        if task_id.is_empty() {
+            return Err(Error::invalid("task id is empty"));
+        }
+        Self::check_len("task id", task_id, self.max_task_id_bytes)
+    }
+
+    /// A segment id: a text one not empty and at most `max_task_id_bytes`; an integer one
+    /// at most that many characters.
+    pub(crate) fn check_segment_id(&self, segment_id: &SegmentId) -> Result<()> {
+        match segment_id {
+            SegmentId::Text(text) if text.is_empty() => Err(Error::invalid("segment_id is empty")),
+            SegmentId::Text(text) => Self::check_len("segment_id", text, self.max_task_id_bytes),
+            SegmentId::Integer(number) => Self::check_len("segment_id", number.as_str(), self.max_task_id_bytes),
+        }
+    }
+
+    /// An audio URL: at most `max_url_bytes`.
+    pub(crate) fn check_url(&self, url: &str) -> Result<()> {
+        Self::check_len("audio_url", url, self.max_url_bytes)
+    }
+
+    /// A segment error or failure message: at most `max_message_bytes`.
+    pub(crate) fn check_message(&self, what: &str, message: &str) -> Result<()> {
+        Self::check_len(what, message, self.max_message_bytes)
+    }
+
+    /// The text of a progress update's extras: at most `max_extra_json_bytes`.
+    pub(crate) fn check_extra_json(&self, text: &str) -> Result<()> {
+        Self::check_len("extra_json", text, self.max_extra_json_bytes)
+    }
+
+    /// A failure message that must be kept whatever its size: one over
+    /// `max_message_bytes` is cut at a character boundary and says so.
+    pub(crate) fn shorten_message(&self, message: String) -> String {
+        let limit = self.max_message_bytes;
+        if message.len() <= limit {
+            return message;
+        }
+        let note = format!(" [shortened from {} bytes]", message.len());
+        let mut shortened = String::with_capacity(limit);
+        shortened.push_str(&message[..floor_char_boundary(&message, limit.saturating_sub(note.len()))]);
+        shortened.push_str(&note);
+        // A limit smaller than the note itself: the note is cut too, the limit holds.
+        shortened.truncate(floor_char_boundary(&shortened, limit));
+        shortened
+    }
+}
+
+/// The largest index `<= index` that is a character boundary of `text`.
+fn floor_char_boundary(text: &str, index: usize) -> usize {
+    let mut index = index.min(text.len());
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
 }
 
 #[cfg(test)]
@@ -133,6 +192,32 @@ mod tests {
         let first = Config::default().merged_with_json(r#"{"max_pending_tasks": 3}"#).unwrap();
         let second = first.merged_with_json(r#"{"max_url_bytes": 10}"#).unwrap();
         assert_eq!((second.max_pending_tasks, second.max_url_bytes), (3, 10));
+    }
+
+    #[test]
+    fn an_over_long_failure_message_is_shortened_at_a_character_boundary_and_says_so() {
+        let config = Config { max_message_bytes: 40, ..Config::default() };
+        assert_eq!(config.shorten_message("short".into()), "short");
+        let exact = "x".repeat(40);
+        assert_eq!(config.shorten_message(exact.clone()), exact);
+        // 'é' is two bytes: the cut falls inside one and moves back to its start.
+        let shortened = config.shorten_message("é".repeat(30));
+        assert_eq!(shortened, format!("{} [shortened from 60 bytes]", "é".repeat(7)));
+        assert!(shortened.len() <= 40);
+        let tiny = Config { max_message_bytes: 5, ..Config::default() };
+        assert_eq!(tiny.shorten_message("abcdefgh".into()), " [sho");
+    }
+
+    #[test]
+    fn ids_are_checked_against_their_limits() {
+        let config = Config { max_task_id_bytes: 4, ..Config::default() };
+        assert!(config.check_task_id("abcd").is_ok());
+        assert!(config.check_task_id("abcde").unwrap_err().message().contains("over the limit of 4"));
+        assert_eq!(config.check_task_id("").unwrap_err().message(), "task id is empty");
+        assert_eq!(config.check_segment_id(&"".into()).unwrap_err().message(), "segment_id is empty");
+        assert!(config.check_segment_id(&"ünï".into()).is_err()); // five bytes
+        assert!(config.check_segment_id(&SegmentId::from(-999)).is_ok());
+        assert!(config.check_segment_id(&SegmentId::from(10000)).is_err());
     }
 
     #[test]

@@ -22,8 +22,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventKind, EventLog, TaskEvent};
 use crate::queue::PendingQueue;
 use crate::registry::Registry;
+use crate::runner::{Assignment, Runner, RunnerId, Runners};
 use crate::stats::{Counters, Stats};
-use crate::status::{self, CompletedSegment, SegmentError, SegmentId, TaskState, TaskStatus};
+use crate::status::{self, CompletedSegment, SegmentError, TaskState, TaskStatus};
 use crate::sync::{deadline_after, lock, unix_now, wait_while_until};
 use crate::task::{Deferral, Job, Task, TaskBody, TaskData, TaskFailure};
 use crate::TaskId;
@@ -92,6 +93,7 @@ pub struct TaskManager {
     listener: RwLock<Option<Listener>>,
     has_listener: AtomicBool,
     pub(crate) counters: Counters,
+    runners: Runners,
     /// Fixed at first use; `staged_config` collects settings until then.
     config: OnceLock<Config>,
     staged_config: Mutex<Config>,
@@ -125,6 +127,7 @@ impl TaskManager {
             listener: RwLock::new(None),
             has_listener: AtomicBool::new(false),
             counters: Counters::default(),
+            runners: Runners::new(),
             config: OnceLock::new(),
             staged_config: Mutex::new(config),
         })
@@ -175,7 +178,7 @@ impl TaskManager {
     pub fn submit<B: TaskBody>(self: &Arc<Self>, task_id: Option<&str>, body: B) -> Result<TaskId, Rejected<B>> {
         // Boxed before the queue lock is taken; under it the box only changes type.
         let mut body = Some(Box::new(body));
-        self.submit_job(task_id, || Job::Body(body.take().expect("the job is attached once")))
+        self.submit_job(task_id, |_| Job::Body(body.take().expect("the job is attached once")))
             .map_err(|error| Rejected { error, body: *body.take().expect("a refused submission keeps its body") })
     }
 
@@ -183,17 +186,14 @@ impl TaskManager {
     /// PROCESSING and holds the worker until [`TaskManager::finish`] is called.
     /// This is how an event loop (a JS Promise, an asyncio coroutine) runs a task.
     pub fn submit_external(self: &Arc<Self>, task_id: Option<&str>) -> Result<TaskId> {
-        self.submit_job(task_id, || Job::External)
+        self.submit_job(task_id, |_| Job::External)
     }
 
-    fn submit_job(self: &Arc<Self>, task_id: Option<&str>, make_job: impl FnOnce() -> Job) -> Result<TaskId> {
+    fn submit_job(self: &Arc<Self>, task_id: Option<&str>, make_job: impl FnOnce(&TaskId) -> Job) -> Result<TaskId> {
         let config = self.frozen_config();
         let task_id: TaskId = match task_id {
             Some(id) => {
-                if id.is_empty() {
-                    return Err(Error::invalid("task id is empty"));
-                }
-                Config::check_len("task id", id, config.max_task_id_bytes)?;
+                config.check_task_id(id)?;
                 Arc::from(id)
             }
             None => new_task_id(),
@@ -219,7 +219,7 @@ impl TaskManager {
         task.queue_seq.store(queue.pending.next_seq(), Ordering::Relaxed);
         // The job is attached before the task is published: a cancel racing with this
         // submission then finds it complete, and no one can hold its lock meanwhile.
-        if !self.registry.insert_new(&task, || task.attach(make_job())) {
+        if !self.registry.insert_new(&task, || task.attach(make_job(&task_id))) {
             return Err(duplicate_id(&task_id));
         }
         queue.pending.push(task);
@@ -233,6 +233,120 @@ impl TaskManager {
         self.deliver(event);
         self.collect_expired();
         Ok(task_id)
+    }
+
+    // ----- runners ---------------------------------------------------------
+
+    /// Registers a runner: a thread or event loop outside the core that runs the tasks
+    /// submitted to it with [`TaskManager::submit_to_runner`].
+    pub fn register_runner(&self) -> RunnerId {
+        self.runners.register()
+    }
+
+    /// Queues a task that `runner` runs. When the worker reaches it, it becomes
+    /// PROCESSING and is handed to the runner's [`TaskManager::next_assignment`]; the
+    /// worker stays with it until [`TaskManager::finish_runner_task`].
+    pub fn submit_to_runner(self: &Arc<Self>, runner: RunnerId, task_id: Option<&str>) -> Result<TaskId> {
+        // A runner that closes after this check gets the task back unrun from the worker.
+        let runner = self.runners.get_open(runner)?;
+        self.submit_job(task_id, |task_id| Job::Runner(runner.enqueue(task_id)))
+    }
+
+    /// Blocks until the worker hands `runner` a task, or `timeout` passes.
+    ///
+    /// With `run: true` the calling thread is inside that task until it is finished:
+    /// waiting there for a pending task, or for that task to finish, is refused
+    /// ([`ErrorKind::InvalidState`]) because it would deadlock. `run: false` is a task
+    /// released without running (cancelled, or shut down, before it started).
+    /// Errors: [`ErrorKind::Timeout`], [`ErrorKind::ShutDown`] (the runner was closed, or
+    /// the manager shut down with nothing left for it), [`ErrorKind::NotFound`].
+    pub fn next_assignment(&self, runner: RunnerId, timeout: Option<Duration>) -> Result<Assignment> {
+        self.runners.next(runner, deadline_after(timeout))
+    }
+
+    /// Finishes the task `runner` was handed, from any thread: `Ok` completes it, `Err`
+    /// fails it (CANCELLED instead if cancellation was requested). It cannot fail on the
+    /// message: one over `max_message_bytes` is shortened and says so.
+    pub fn finish_runner_task(&self, runner: RunnerId, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<()> {
+        let runner = self.runners.get(runner)?;
+        let Some(task) = runner.take_running(task_id) else {
+            if !self.registry.contains(task_id) {
+                return Err(Error::not_found(task_id));
+            }
+            return Err(Error::invalid_state(format!("task {task_id:?} is not the task this runner is running")));
+        };
+        let outcome = outcome.map_err(|failure| match failure {
+            TaskFailure::Message(message) => TaskFailure::Message(self.frozen_config().shorten_message(message)),
+            code => code,
+        });
+        let mut data = lock(&task.data);
+        if data.status != TaskState::Processing || data.deferral != Deferral::Awaiting {
+            return Err(Error::invalid_state(format!("task {task_id:?} is {} already", data.status.as_str())));
+        }
+        data.deferral = Deferral::Finished;
+        let event = self.finalize(&task, &mut data, outcome);
+        drop(data);
+        self.deliver(event);
+        Ok(())
+    }
+
+    /// Closes a runner: its queued tasks are CANCELLED; its running task is asked to cancel,
+    /// given `timeout` to finish, then FAILED. A blocked `next_assignment` returns
+    /// [`ErrorKind::ShutDown`]. Until it returns, the runner can still finish its running
+    /// task (the close then returns at once) and refuses new tasks; its id is unknown afterwards.
+    pub fn close_runner(&self, runner_id: RunnerId, timeout: Option<Duration>) -> Result<()> {
+        let deadline = deadline_after(timeout);
+        let (runner, closed) = self.runners.close(runner_id)?;
+        for task_id in closed.queued {
+            if let Some(task) = self.registry.get(&task_id) {
+                let data = lock(&task.data);
+                if data.status == TaskState::Pending {
+                    self.cancel_pending(&task, data, "its runner closed before it ran");
+                }
+            }
+        }
+        if let Some(task) = closed.running {
+            self.stop_running_task_of_closed_runner(&runner, &task, deadline);
+        }
+        self.runners.unregister(runner_id);
+        Ok(())
+    }
+
+    /// Asks a closed runner's running task to cancel, waits until `deadline` for the runner
+    /// to finish it (it still can: the runner stays registered meanwhile), then fails it.
+    fn stop_running_task_of_closed_runner(&self, runner: &Runner, task: &Arc<Task>, deadline: Option<Instant>) {
+        let mut data = lock(&task.data);
+        if data.status != TaskState::Processing {
+            return;
+        }
+        let event = self.request_cancel(task, &mut data);
+        drop(data);
+        self.deliver(event);
+        // On the thread inside the task nothing can finish it meanwhile: fail it at once.
+        let inside = self.runners.task_inside().is_some_and(|inside| Arc::ptr_eq(&inside, task));
+        if !inside {
+            let mut data = lock(&task.data);
+            data.waiters += 1;
+            let (mut data, _) = wait_while_until(&task.changed, data, deadline, |data| !data.status.is_finished());
+            data.waiters -= 1;
+            if data.status.is_finished() {
+                return;
+            }
+        }
+        // Whoever takes the running task finishes it: a `finish_runner_task` that took it
+        // first is about to, and no user code runs in between, so that wait is short.
+        if runner.take_running(&task.id).is_none() {
+            let mut data = lock(&task.data);
+            data.waiters += 1;
+            let (mut data, _) = wait_while_until(&task.changed, data, None, |data| !data.status.is_finished());
+            data.waiters -= 1;
+            return;
+        }
+        let mut data = lock(&task.data);
+        data.deferral = Deferral::Finished;
+        let event = self.conclude(task, &mut data, TaskState::Failed, Some("its runner closed while it was running".into()));
+        drop(data);
+        self.deliver(event);
     }
 
     // ----- reads ---------------------------------------------------------
@@ -309,9 +423,35 @@ impl TaskManager {
     }
 
     /// Replaces a task's progress with `current` of `total` plus `extra` keys.
+    ///
+    /// Integers in `extra` are kept exactly; other numbers must be finite doubles.
     pub fn update_progress(&self, task_id: &str, current: u64, total: u64, extra: Option<&Map<String, Value>>) -> Result<()> {
-        let progress = status::progress_json(current, total, extra)?;
-        self.change_task(task_id, |data, _| {
+        let progress = match extra {
+            Some(extra) => {
+                let mut extra = Value::Object(extra.clone());
+                crate::json::canonicalize("extra", &mut extra)?;
+                let Value::Object(extra) = extra else { unreachable!("an object stays an object") };
+                status::progress_json(current, total, Some(&extra))?
+            }
+            None => status::progress_json(current, total, None)?,
+        };
+        self.set_progress(task_id, progress)
+    }
+
+    /// As [`TaskManager::update_progress`], with the extras as the text of a JSON object.
+    pub fn update_progress_json(&self, task_id: &str, current: u64, total: u64, extra_json: Option<&str>) -> Result<()> {
+        let extra = match extra_json {
+            Some(text) => {
+                self.config().check_extra_json(text)?;
+                Some(status::parse_extra_json(text)?)
+            }
+            None => None,
+        };
+        self.set_progress(task_id, status::progress_json(current, total, extra.as_ref())?)
+    }
+
+    fn set_progress(&self, task_id: &str, progress: Box<RawValue>) -> Result<()> {
+        self.change_unfinished_task(task_id, |data, _| {
             data.progress = Some(progress);
             Ok(EventKind::Progress)
         })
@@ -323,22 +463,33 @@ impl TaskManager {
             return Err(Error::invalid(format!("duration must be finite and >= 0, not {}", segment.duration)));
         }
         let limits = self.config();
-        check_segment_id(&segment.segment_id, &limits)?;
-        Config::check_len("audio URL", &segment.audio_url, limits.max_url_bytes)?;
+        limits.check_segment_id(&segment.segment_id)?;
+        limits.check_url(&segment.audio_url)?;
         self.append_report(task_id, status::to_raw(segment)?, EventKind::Segment)
+    }
+
+    /// Appends a completed segment given as its wire object
+    /// `{"segment_id": 7 | "7", "audio_url": "…", "duration": 2.5}`.
+    pub fn add_completed_segment_json(&self, task_id: &str, segment_json: &str) -> Result<()> {
+        self.add_completed_segment(task_id, &CompletedSegment::from_json(segment_json)?)
     }
 
     /// Appends a segment error.
     pub fn add_error(&self, task_id: &str, error: &SegmentError) -> Result<()> {
         let limits = self.config();
-        check_segment_id(&error.segment_id, &limits)?;
-        Config::check_len("error message", &error.error, limits.max_message_bytes)?;
+        limits.check_segment_id(&error.segment_id)?;
+        limits.check_message("error message", &error.error)?;
         self.append_report(task_id, status::to_raw(error)?, EventKind::Error)
+    }
+
+    /// Appends a segment error given as its wire object `{"segment_id": 3 | "3", "error": "…"}`.
+    pub fn add_error_json(&self, task_id: &str, error_json: &str) -> Result<()> {
+        self.add_error(task_id, &SegmentError::from_json(error_json)?)
     }
 
     /// Appends a serialised segment (`Segment`) or segment error (`Error`) within its per-task cap.
     fn append_report(&self, task_id: &str, report: Box<RawValue>, kind: EventKind) -> Result<()> {
-        self.change_task(task_id, |data, config| {
+        self.change_unfinished_task(task_id, |data, config| {
             let (reports, cap, what) = if kind == EventKind::Segment {
                 (&mut data.segments, config.max_segments_per_task, "completed segments")
             } else {
@@ -352,13 +503,24 @@ impl TaskManager {
         })
     }
 
+    /// As `change_task`, refused with [`ErrorKind::InvalidState`] once the task is final:
+    /// a finished task's status never changes again.
+    fn change_unfinished_task(&self, task_id: &str, change: impl FnOnce(&mut TaskData, &Config) -> Result<EventKind>) -> Result<()> {
+        self.change_task(task_id, |data, config| {
+            if data.status.is_finished() {
+                return Err(finished_already(task_id, data.status));
+            }
+            change(data, config)
+        })
+    }
+
     /// Sets the text the status `error` shows if the task fails; the latest call wins.
     pub fn set_failure_message(&self, task_id: &str, message: &str) -> Result<()> {
-        Config::check_len("failure message", message, self.config().max_message_bytes)?;
+        self.config().check_message("failure message", message)?;
         let task = self.find(task_id)?;
         let mut data = lock(&task.data);
         if data.status.is_finished() {
-            return Err(Error::invalid_state(format!("task {task_id:?} already finished as {}", data.status.as_str())));
+            return Err(finished_already(task_id, data.status));
         }
         data.message = Some(message.into());
         Ok(())
@@ -396,7 +558,7 @@ impl TaskManager {
     }
 
     /// PENDING -> CANCELLED; frees the job (user data) after releasing the lock.
-    fn cancel_pending(&self, task: &Arc<Task>, mut data: std::sync::MutexGuard<'_, TaskData>, reason: &str) {
+    pub(crate) fn cancel_pending(&self, task: &Arc<Task>, mut data: std::sync::MutexGuard<'_, TaskData>, reason: &str) {
         data.status = TaskState::Cancelled;
         data.message = Some(reason.into());
         data.completed_at = Some(unix_now());
@@ -433,7 +595,7 @@ impl TaskManager {
     /// `Err` fails it (CANCELLED instead if cancellation was requested).
     pub fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<()> {
         if let Err(TaskFailure::Message(message)) = &outcome {
-            Config::check_len("failure message", message, self.config().max_message_bytes)?;
+            self.config().check_message("failure message", message)?;
         }
         let task = self.find(task_id)?;
         let mut data = lock(&task.data);
@@ -452,23 +614,23 @@ impl TaskManager {
 
     /// PROCESSING -> COMPLETED / FAILED / CANCELLED, under the task's lock; also queues it for cleanup.
     pub(crate) fn finalize(&self, task: &Arc<Task>, data: &mut TaskData, outcome: Result<(), TaskFailure>) -> Option<TaskEvent> {
-        let state = match (&outcome, data.cancel_requested) {
-            (_, true) => {
-                data.message = Some("cancelled while running".into());
-                TaskState::Cancelled
-            }
-            (Ok(()), false) => TaskState::Completed,
-            (Err(TaskFailure::Message(message)), false) => {
-                data.message = Some(message.as_str().into());
-                TaskState::Failed
-            }
+        let (state, message) = match (outcome, data.cancel_requested) {
+            (_, true) => (TaskState::Cancelled, Some("cancelled while running".into())),
+            (Ok(()), false) => (TaskState::Completed, None),
+            (Err(TaskFailure::Message(message)), false) => (TaskState::Failed, Some(message.into_boxed_str())),
             (Err(TaskFailure::Code(code)), false) => {
-                if data.message.is_none() {
-                    data.message = Some(format!("task function returned {code}").into());
-                }
-                TaskState::Failed
+                let generic = || format!("task function returned {code}").into_boxed_str();
+                (TaskState::Failed, Some(data.message.take().unwrap_or_else(generic)))
             }
         };
+        self.conclude(task, data, state, message)
+    }
+
+    /// PROCESSING -> `state` with `message` as its `error` (if any), under the task's lock.
+    fn conclude(&self, task: &Arc<Task>, data: &mut TaskData, state: TaskState, message: Option<Box<str>>) -> Option<TaskEvent> {
+        if message.is_some() {
+            data.message = message;
+        }
         let now = unix_now();
         data.status = state;
         data.completed_at = Some(now);
@@ -497,16 +659,22 @@ impl TaskManager {
     fn wait_until(&self, task_id: &str, timeout: Option<Duration>, awaited: &str, done: impl Fn(&TaskData) -> bool) -> Result<String> {
         let deadline = deadline_after(timeout);
         let task = self.find(task_id)?;
+        // Looked up before the awaited task is locked: one task lock at a time.
+        let inside = self.runners.task_inside();
         let mut data = lock(&task.data);
-        if !done(&data) && self.on_own_worker() {
+        if !done(&data) {
+            let on_worker = self.on_own_worker();
             let blocked = match data.status {
-                TaskState::Pending => true,
-                TaskState::Processing => awaited == "finish",
+                TaskState::Pending => on_worker || inside.is_some(),
+                TaskState::Processing => {
+                    awaited == "finish" && (on_worker || inside.as_ref().is_some_and(|inside| Arc::ptr_eq(inside, &task)))
+                }
                 _ => false,
             };
             if blocked {
+                let place = if on_worker { "on the worker thread" } else { "inside a running task" };
                 return Err(Error::invalid_state(format!(
-                    "waiting on the worker thread for task {task_id:?} to {awaited} would deadlock: it needs the worker"
+                    "waiting {place} for task {task_id:?} to {awaited} would deadlock: it needs the worker"
                 )));
             }
         }
@@ -670,7 +838,8 @@ impl TaskManager {
                 _ => {}
             }
         }
-        if !self.worker_started.load(Ordering::Acquire) || self.on_own_worker() {
+        self.runners.shut_down();
+        if !self.worker_started.load(Ordering::Acquire) || self.on_own_worker() || self.runners.task_inside().is_some() {
             return Ok(());
         }
         let queue = lock(&self.queue);
@@ -691,11 +860,8 @@ impl TaskManager {
     }
 }
 
-fn check_segment_id(segment_id: &SegmentId, config: &Config) -> Result<()> {
-    match segment_id {
-        SegmentId::Text(text) => Config::check_len("segment id", text, config.max_task_id_bytes),
-        SegmentId::Integer(_) => Ok(()),
-    }
+fn finished_already(task_id: &str, state: TaskState) -> Error {
+    Error::invalid_state(format!("task {task_id:?} already finished as {}: its status is final", state.as_str()))
 }
 
 /// Drops a job (which may free foreign user data) outside every lock; a panic there is contained.

@@ -71,7 +71,7 @@ fn a_task_runs_to_completion_with_its_reports() {
     assert_eq!(done.status, TaskState::Completed);
     assert_eq!(done.progress["percentage"], 40);
     assert_eq!(done.progress["current_segment_id"], 7);
-    assert_eq!(done.completed_segments[0].segment_id, SegmentId::Integer(1));
+    assert_eq!(done.completed_segments[0].segment_id, SegmentId::from(1));
     assert_eq!(done.errors[0].segment_id, SegmentId::Text("3".into()));
     assert_eq!(done.error, None);
     assert_eq!(done.queue_position, None);
@@ -489,7 +489,7 @@ fn caller_strings_round_trip_exactly() {
     assert_eq!(parsed.task_id, tricky);
     assert_eq!(parsed.completed_segments[0], segment);
     assert_eq!(parsed.errors[0].error, tricky);
-    assert_eq!(parsed.errors[0].segment_id, SegmentId::Integer(-5));
+    assert_eq!(parsed.errors[0].segment_id, SegmentId::from(-5));
 }
 
 #[test]
@@ -514,4 +514,168 @@ fn bad_reports_change_nothing() {
     assert_eq!(manager.add_completed_segment(&id, &fine).unwrap_err().kind(), ErrorKind::InvalidArgument);
     assert_eq!(status(&manager, &id).completed_segments.len(), 1);
     open.send(()).unwrap();
+}
+
+#[test]
+fn a_finished_tasks_status_is_final() {
+    let manager = TaskManager::new();
+    let id = manager.submit(Some("final"), ok).unwrap();
+    manager.wait(&id, PATIENCE).unwrap();
+    let before = manager.status_json(&id).unwrap();
+    let segment = CompletedSegment { segment_id: 1.into(), audio_url: "/a.wav".into(), duration: 1.0 };
+    let refusals = [
+        manager.update_progress(&id, 1, 2, None),
+        manager.update_progress_json(&id, 1, 2, Some(r#"{"k":1}"#)),
+        manager.add_completed_segment(&id, &segment),
+        manager.add_completed_segment_json(&id, r#"{"segment_id":1,"audio_url":"/a.wav","duration":1}"#),
+        manager.add_error(&id, &SegmentError { segment_id: 1.into(), error: "x".into() }),
+        manager.add_error_json(&id, r#"{"segment_id":1,"error":"x"}"#),
+        manager.set_failure_message(&id, "x"),
+    ];
+    for refused in refusals {
+        let error = refused.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidState, "{error}");
+        assert!(error.message().contains("COMPLETED"), "{error}");
+    }
+    assert_eq!(manager.status_json(&id).unwrap(), before);
+}
+
+#[test]
+fn records_given_as_json_keep_every_string_and_integer_exactly() {
+    let manager = TaskManager::new();
+    let (open, id) = running_gate(&manager, Some("records"));
+    manager.add_completed_segment_json(&id, r#"{"segment_id":1000000000000000000000000000000,"audio_url":"/a\u0000.wav","duration":2}"#).unwrap();
+    manager.add_error_json(&id, r#"{"segment_id":"","error":"x"}"#).unwrap_err();
+    manager.add_error_json(&id, r#"{"segment_id":"s\u0000","error":"bad\u0000voice"}"#).unwrap();
+    manager.update_progress_json(&id, 1, 2, Some(r#"{"big":-1000000000000000000000000000000,"f":2.50}"#)).unwrap();
+    let text = manager.status_json(&id).unwrap();
+    assert!(text.contains(r#""completed_segments":[{"segment_id":1000000000000000000000000000000,"audio_url":"/a\u0000.wav","duration":2.0}]"#), "{text}");
+    assert!(text.contains(r#""errors":[{"segment_id":"s\u0000","error":"bad\u0000voice"}]"#), "{text}");
+    assert!(text.contains(r#""progress":{"current":1,"total":2,"percentage":50,"big":-1000000000000000000000000000000,"f":2.5}"#), "{text}");
+    let parsed = status(&manager, &id);
+    assert_eq!(parsed.completed_segments[0].segment_id, SegmentId::from_json("1000000000000000000000000000000").unwrap());
+    for (bad, says) in [
+        (r#"{"segment_id":1,"audio_url":"/a.wav"}"#, "lacks the key \"duration\""),
+        (r#"{"segment_id":1,"audio_url":"/a.wav","duration":1,"x":0}"#, "unknown key \"x\""),
+        (r#"{"segment_id":1.5,"audio_url":"/a.wav","duration":1}"#, "must be a JSON string or integer"),
+        (r#"{"segment_id":1,"audio_url":"/a\ud800.wav","duration":1}"#, "lone surrogate"),
+        (r#"{"segment_id":1,"audio_url":"/a.wav","duration":1e400}"#, "not a finite number"),
+        (r#"{"segment_id":1,"audio_url":"/a.wav","duration":-1}"#, "duration must be finite and >= 0"),
+        (r#"{"segment_id":"","audio_url":"/a.wav","duration":1}"#, "segment_id is empty"),
+        ("[1]", "must be a JSON object"),
+    ] {
+        let error = manager.add_completed_segment_json(&id, bad).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+        assert!(error.message().contains(says), "{bad}: {error}");
+    }
+    drop(open);
+    manager.wait(&id, PATIENCE).unwrap();
+}
+
+#[test]
+fn a_runner_is_handed_its_tasks_in_the_one_fifo_and_finishes_them() {
+    let manager = TaskManager::new();
+    let runner = manager.register_runner();
+    let (open, gate_id) = running_gate(&manager, None);
+    let first = manager.submit_to_runner(runner, Some("first")).unwrap();
+    let second = manager.submit_to_runner(runner, Some("second")).unwrap();
+    assert_eq!(manager.next_assignment(runner, Some(Duration::ZERO)).unwrap_err().kind(), ErrorKind::Timeout);
+    drop(open); // the gate task ends; the worker moves on to the runner's first task
+    let assignment = manager.next_assignment(runner, PATIENCE).unwrap();
+    assert_eq!(
+        serde_json::to_string(&assignment).unwrap(),
+        r#"{"task_id":"first","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null}"#
+    );
+    assert_eq!(status(&manager, &first).status, TaskState::Processing);
+    // Inside "first", waiting for the pending "second" or for "first" itself would deadlock.
+    assert_eq!(manager.wait(&second, PATIENCE).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(manager.wait(&first, PATIENCE).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(manager.wait_for_change(&second, 1, PATIENCE).unwrap_err().kind(), ErrorKind::InvalidState);
+    manager.wait(&gate_id, PATIENCE).unwrap(); // a finished task is fine
+    assert_eq!(manager.finish_runner_task(runner, &second, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(manager.finish_runner_task(runner, "nobody", Ok(())).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(manager.finish_runner_task(runner + 1, &first, Ok(())).unwrap_err().kind(), ErrorKind::NotFound);
+    manager.finish_runner_task(runner, &first, Err(TaskFailure::Message("x".repeat(70_000)))).unwrap();
+    let failed = status(&manager, &first);
+    assert_eq!(failed.status, TaskState::Failed);
+    let error = failed.error.unwrap();
+    assert!(error.len() <= 64 * 1024 && error.ends_with(" [shortened from 70000 bytes]"), "{}", &error[error.len() - 40..]);
+    assert_eq!(manager.finish_runner_task(runner, &first, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState);
+    // The mark of the finished task is stale: waiting is fine again.
+    let assignment = manager.next_assignment(runner, PATIENCE).unwrap();
+    assert_eq!((&*assignment.task_id, assignment.run), ("second", true));
+    manager.finish_runner_task(runner, &second, Err(TaskFailure::Code(4))).unwrap();
+    assert_eq!(status(&manager, &second).error.as_deref(), Some("task function returned 4"));
+    manager.wait(&second, PATIENCE).unwrap();
+}
+
+#[test]
+fn runner_tasks_cancelled_before_they_run_come_back_not_to_run() {
+    let manager = TaskManager::new();
+    let runner = manager.register_runner();
+    let (open, _) = running_gate(&manager, None);
+    let cancelled = manager.submit_to_runner(runner, Some("cancelled")).unwrap();
+    let kept = manager.submit_to_runner(runner, Some("kept")).unwrap();
+    assert_eq!(manager.cancel(&cancelled).unwrap(), TaskState::Cancelled);
+    let released = manager.next_assignment(runner, Some(Duration::ZERO)).unwrap();
+    assert_eq!((&*released.task_id, released.run, released.attempt), ("cancelled", false, 0));
+    drop(open);
+    let assignment = manager.next_assignment(runner, PATIENCE).unwrap();
+    assert_eq!((&*assignment.task_id, assignment.run), ("kept", true));
+    manager.cancel(&kept).unwrap();
+    manager.finish_runner_task(runner, &kept, Ok(())).unwrap();
+    assert_eq!(status(&manager, &kept).status, TaskState::Cancelled);
+}
+
+#[test]
+fn closing_a_runner_cancels_its_queue_and_fails_its_running_task() {
+    let manager = TaskManager::new();
+    let runner = manager.register_runner();
+    let running = manager.submit_to_runner(runner, Some("running")).unwrap();
+    let queued = manager.submit_to_runner(runner, Some("queued")).unwrap();
+    let after = manager.submit(Some("after"), ok).unwrap();
+    assert!(manager.next_assignment(runner, PATIENCE).unwrap().run);
+    let blocked = {
+        let manager = manager.clone();
+        thread::spawn(move || manager.next_assignment(runner, PATIENCE).map(|a| a.task_id))
+    };
+    while manager.runners.waiting(runner) == 0 {
+        thread::yield_now();
+    }
+    manager.close_runner(runner, Some(Duration::ZERO)).unwrap();
+    assert_eq!(blocked.join().unwrap().unwrap_err().kind(), ErrorKind::ShutDown);
+    let queued = status(&manager, &queued);
+    assert_eq!((queued.status, queued.error.as_deref()), (TaskState::Cancelled, Some("its runner closed before it ran")));
+    let running = status(&manager, &running);
+    assert_eq!((running.status, running.error.as_deref()), (TaskState::Failed, Some("its runner closed while it was running")));
+    assert!(running.cancel_requested);
+    // The worker moved on, and the runner id is unknown now.
+    assert_eq!(status_of_wait(&manager, &after).status, TaskState::Completed);
+    assert_eq!(manager.next_assignment(runner, PATIENCE).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(manager.submit_to_runner(runner, None).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(manager.close_runner(runner, None).unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn a_shut_down_manager_releases_runner_tasks_then_tells_the_runner() {
+    let manager = TaskManager::new();
+    let runner = manager.register_runner();
+    let running = manager.submit_to_runner(runner, Some("running")).unwrap();
+    manager.submit_to_runner(runner, Some("queued")).unwrap();
+    assert!(manager.next_assignment(runner, PATIENCE).unwrap().run);
+    let finisher = {
+        let manager = manager.clone();
+        thread::spawn(move || {
+            while !manager.is_cancel_requested("running").unwrap() {
+                thread::yield_now();
+            }
+            manager.finish_runner_task(runner, "running", Ok(()))
+        })
+    };
+    manager.shutdown(PATIENCE).unwrap();
+    finisher.join().unwrap().unwrap();
+    assert_eq!(status(&manager, &running).status, TaskState::Cancelled);
+    let released = manager.next_assignment(runner, PATIENCE).unwrap();
+    assert_eq!((&*released.task_id, released.run), ("queued", false));
+    assert_eq!(manager.next_assignment(runner, PATIENCE).unwrap_err().kind(), ErrorKind::ShutDown);
 }

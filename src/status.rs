@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
+use crate::json;
 
 /// Where a task is in its life. Serialises as the upper-case wire names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,35 +50,46 @@ impl TaskState {
     }
 }
 
-/// A segment id as the caller gave it: a JSON integer or a JSON string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A segment id as the caller gave it: a JSON integer (of any size, kept exactly) or a JSON string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum SegmentId {
-    /// An integer id such as `7`.
-    Integer(i64),
+    /// An integer id such as `7`, or `1000000000000000000000000000000`.
+    Integer(Number),
     /// A text id such as `"intro-1"`.
     Text(String),
 }
 
 impl SegmentId {
-    /// Parses a JSON string or integer literal, the form the bindings pass.
+    /// Parses a JSON string or integer literal.
     pub fn from_json(text: &str) -> Result<Self> {
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::String(s)) => Ok(Self::Text(s)),
-            Ok(Value::Number(n)) => n.as_i64().map(Self::Integer).ok_or_else(|| {
-                Error::invalid(format!("segment id {n} is not an integer in the 64-bit signed range"))
-            }),
-            Ok(other) => Err(Error::invalid(format!(
-                "segment id must be a JSON string or integer, not {other}"
+        Self::from_value("segment_id", json::parse("segment_id", text)?)
+    }
+
+    /// Takes a parsed JSON value that must be a string or an integer; `what` names it in errors.
+    pub(crate) fn from_value(what: &str, value: Value) -> Result<Self> {
+        match value {
+            Value::String(text) => Ok(Self::Text(text)),
+            Value::Number(number) if json::is_integer_text(number.as_str()) => Ok(Self::Integer(number)),
+            other => Err(Error::invalid(format!(
+                "{what} must be a JSON string or integer, not {} ({other})",
+                json::kind_of(&other)
             ))),
-            Err(e) => Err(Error::invalid(format!("segment id is not valid JSON: {e}"))),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for SegmentId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        // Through a Value: an untagged derive cannot see an arbitrary-precision number.
+        let value = Value::deserialize(deserializer)?;
+        Self::from_value("segment_id", value).map_err(serde::de::Error::custom)
     }
 }
 
 impl From<i64> for SegmentId {
     fn from(id: i64) -> Self {
-        Self::Integer(id)
+        Self::Integer(id.into())
     }
 }
 
@@ -93,6 +105,28 @@ impl From<String> for SegmentId {
     }
 }
 
+/// Takes the fields of a record object, refusing unknown and missing keys.
+fn record_fields<const N: usize>(what: &str, text: &str, names: [&str; N]) -> Result<[Value; N]> {
+    let Value::Object(mut map) = json::parse(what, text)? else {
+        return Err(Error::invalid(format!("{what} must be a JSON object with the keys {names:?}")));
+    };
+    if let Some(unknown) = map.keys().find(|key| !names.contains(&key.as_str())) {
+        return Err(Error::invalid(format!("{what} has the unknown key {unknown:?}; its keys are {names:?}")));
+    }
+    let mut fields = names.map(|name| map.shift_remove(name));
+    if let Some(index) = fields.iter().position(Option::is_none) {
+        return Err(Error::invalid(format!("{what} lacks the key {:?}", names[index])));
+    }
+    Ok(std::array::from_fn(|index| fields[index].take().expect("checked above")))
+}
+
+fn string_field(what: &str, name: &str, value: Value) -> Result<String> {
+    match value {
+        Value::String(text) => Ok(text),
+        other => Err(Error::invalid(format!("{what}: {name:?} must be a string, not {}", json::kind_of(&other)))),
+    }
+}
+
 /// One finished audio segment of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompletedSegment {
@@ -104,6 +138,23 @@ pub struct CompletedSegment {
     pub duration: f64,
 }
 
+impl CompletedSegment {
+    /// Parses the wire object `{"segment_id": 7 | "7", "audio_url": "…", "duration": 2.5}`.
+    pub fn from_json(text: &str) -> Result<Self> {
+        const WHAT: &str = "segment_json";
+        let [segment_id, audio_url, duration] = record_fields(WHAT, text, ["segment_id", "audio_url", "duration"])?;
+        let duration = match duration {
+            Value::Number(number) => number.as_f64().unwrap_or(f64::NAN),
+            other => return Err(Error::invalid(format!("{WHAT}: \"duration\" must be a number, not {}", json::kind_of(&other)))),
+        };
+        Ok(Self {
+            segment_id: SegmentId::from_value(&format!("{WHAT}: \"segment_id\""), segment_id)?,
+            audio_url: string_field(WHAT, "audio_url", audio_url)?,
+            duration,
+        })
+    }
+}
+
 /// One segment that could not be produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentError {
@@ -111,6 +162,18 @@ pub struct SegmentError {
     pub segment_id: SegmentId,
     /// Why it failed.
     pub error: String,
+}
+
+impl SegmentError {
+    /// Parses the wire object `{"segment_id": 3 | "3", "error": "…"}`.
+    pub fn from_json(text: &str) -> Result<Self> {
+        const WHAT: &str = "error_json";
+        let [segment_id, error] = record_fields(WHAT, text, ["segment_id", "error"])?;
+        Ok(Self {
+            segment_id: SegmentId::from_value(&format!("{WHAT}: \"segment_id\""), segment_id)?,
+            error: string_field(WHAT, "error", error)?,
+        })
+    }
 }
 
 /// A task's status as the wire format describes it, parsed back for Rust callers.
@@ -175,21 +238,35 @@ pub fn percentage(current: u64, total: u64) -> u64 {
 /// Names that the progress object sets itself and extras may not override.
 pub(crate) const RESERVED_PROGRESS_KEYS: [&str; 3] = ["current", "total", "percentage"];
 
-/// Serialises a progress update into its raw JSON object.
-pub(crate) fn progress_json(current: u64, total: u64, extra: Option<&Map<String, Value>>) -> Result<Box<RawValue>> {
-    let mut progress = Map::new();
-    progress.insert("current".into(), current.into());
-    progress.insert("total".into(), total.into());
-    progress.insert("percentage".into(), percentage(current, total).into());
-    if let Some(extra) = extra {
-        for (key, value) in extra {
-            if RESERVED_PROGRESS_KEYS.contains(&key.as_str()) {
-                return Err(Error::invalid(format!("progress extra key {key:?} is reserved")));
-            }
-            progress.insert(key.clone(), value.clone());
+/// A progress object as it is written: `current`, `total`, `percentage`, then the extras.
+struct ProgressView<'a> {
+    current: u64,
+    total: u64,
+    extra: Option<&'a Map<String, Value>>,
+}
+
+impl Serialize for ProgressView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let extra = self.extra.map_or(0, Map::len);
+        let mut map = serializer.serialize_map(Some(3 + extra))?;
+        map.serialize_entry("current", &self.current)?;
+        map.serialize_entry("total", &self.total)?;
+        map.serialize_entry("percentage", &percentage(self.current, self.total))?;
+        for (key, value) in self.extra.into_iter().flatten() {
+            map.serialize_entry(key, value)?;
         }
+        map.end()
     }
-    to_raw(&progress)
+}
+
+/// Serialises a progress update into its raw JSON object; `extra` is in canonical form
+/// already (see [`crate::json`]).
+pub(crate) fn progress_json(current: u64, total: u64, extra: Option<&Map<String, Value>>) -> Result<Box<RawValue>> {
+    if let Some(key) = extra.into_iter().flat_map(Map::keys).find(|key| RESERVED_PROGRESS_KEYS.contains(&key.as_str())) {
+        return Err(Error::invalid(format!("progress extra key {key:?} is reserved")));
+    }
+    to_raw(&ProgressView { current, total, extra })
 }
 
 /// Serialises any value into an owned raw JSON fragment.
@@ -198,12 +275,11 @@ pub(crate) fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>> 
         .map_err(|e| Error::invalid(format!("value cannot be encoded as JSON: {e}")))
 }
 
-/// Parses `extra_json`: it must be a JSON object.
+/// Parses `extra_json`: it must be a JSON object; its numbers are checked and made canonical.
 pub fn parse_extra_json(text: &str) -> Result<Map<String, Value>> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(Error::invalid(format!("extra_json must be a JSON object, not {other}"))),
-        Err(e) => Err(Error::invalid(format!("extra_json is not valid JSON: {e}"))),
+    match json::parse("extra_json", text)? {
+        Value::Object(map) => Ok(map),
+        other => Err(Error::invalid(format!("extra_json must be a JSON object, not {} ({other})", json::kind_of(&other)))),
     }
 }
 
@@ -224,10 +300,13 @@ mod tests {
 
     #[test]
     fn segment_ids_keep_their_json_type() {
-        assert_eq!(SegmentId::from_json("7").unwrap(), SegmentId::Integer(7));
+        assert_eq!(SegmentId::from_json("7").unwrap(), SegmentId::from(7));
         assert_eq!(SegmentId::from_json("\"7\"").unwrap(), SegmentId::Text("7".into()));
-        assert_eq!(serde_json::to_string(&SegmentId::Integer(-3)).unwrap(), "-3");
-        for bad in ["7.5", "null", "[1]", "{}", "", "18446744073709551615", "\"unterminated"] {
+        assert_eq!(serde_json::to_string(&SegmentId::from(-3)).unwrap(), "-3");
+        let huge = SegmentId::from_json("100000000000000000000000000000").unwrap();
+        assert_eq!(serde_json::to_string(&huge).unwrap(), "100000000000000000000000000000");
+        assert_eq!(serde_json::from_str::<SegmentId>("-18446744073709551617").unwrap(), SegmentId::from_json("-18446744073709551617").unwrap());
+        for bad in ["7.5", "7.0", "1e2", "null", "[1]", "{}", "", "\"unterminated"] {
             assert!(SegmentId::from_json(bad).is_err(), "{bad:?} accepted");
         }
     }

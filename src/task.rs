@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::error::Result;
 use crate::manager::TaskManager;
+use crate::runner::RunnerJob;
 use crate::status::{StatusView, TaskState};
 use crate::TaskId;
 
@@ -42,6 +43,8 @@ pub(crate) enum Job {
     Body(Box<dyn TaskBody>),
     /// Nothing to run: the task holds the worker until `finish` is called (a task driven from outside).
     External,
+    /// Handed to a runner, which runs it and finishes it; the worker waits meanwhile.
+    Runner(RunnerJob),
 }
 
 /// Where a task stands with deferred completion.
@@ -120,7 +123,7 @@ impl Task {
     /// Gives a new, not yet published task its job (so no other thread can hold its lock).
     pub fn attach(&self, job: Job) {
         let mut data = crate::sync::lock(&self.data);
-        if matches!(job, Job::External) {
+        if matches!(job, Job::External | Job::Runner(_)) {
             data.deferral = Deferral::Awaiting;
         }
         data.job = Some(job);

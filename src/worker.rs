@@ -86,10 +86,19 @@ impl TaskManager {
         if data.status != TaskState::Pending {
             return; // cancelled while queued
         }
+        let mut job = data.job.take();
+        if let Some(Job::Runner(runner_job)) = &mut job {
+            // Handed over under the task's lock: the runner sees it PROCESSING once it can look.
+            let runner = runner_job.runner().clone();
+            if !runner.hand_over(runner_job, task) {
+                data.job = job;
+                self.cancel_pending(task, data, "its runner closed before it ran");
+                return;
+            }
+        }
         data.status = TaskState::Processing;
         data.started_at = Some(unix_now());
         self.counters.transition(TaskState::Pending, TaskState::Processing);
-        let job = data.job.take();
         let event = self.bump(task, &mut data, EventKind::Started);
         drop(data);
         self.deliver(event);
@@ -102,7 +111,7 @@ impl TaskManager {
                     Err(panic) => (Err(TaskFailure::Message(format!("task panicked: {}", panic_text(&*panic)))), true),
                 }
             }
-            Some(Job::External) | None => (Ok(()), false),
+            Some(Job::External | Job::Runner(_)) | None => (Ok(()), false),
         };
 
         let mut data = lock(&task.data);

@@ -109,8 +109,8 @@ fn text() -> impl Strategy<Value = String> {
 
 fn segment_id() -> impl Strategy<Value = SegmentId> {
     prop_oneof![
-        any::<i64>().prop_map(SegmentId::Integer),
-        (0i64..4).prop_map(SegmentId::Integer),
+        any::<i64>().prop_map(SegmentId::from),
+        (0i64..4).prop_map(SegmentId::from),
         text().prop_map(SegmentId::Text),
         Just(SegmentId::Text("nine byte".into())),
     ]
@@ -518,8 +518,17 @@ impl Machine {
         let config = self.config.clone();
         let too_long = |text: &str, limit: usize| if text.len() > limit { Err(ErrorKind::InvalidArgument) } else { Ok(()) };
         let segment_ok = |segment: &SegmentId| match segment {
+            SegmentId::Text(text) if text.is_empty() => Err(ErrorKind::InvalidArgument),
             SegmentId::Text(text) => too_long(text, config.max_task_id_bytes),
-            SegmentId::Integer(_) => Ok(()),
+            SegmentId::Integer(number) => too_long(number.as_str(), config.max_task_id_bytes),
+        };
+        // A finished task's status is final: every report on it is refused.
+        let unfinished = |model: &Self, index: usize| {
+            if model.tasks[index].state.is_finished() {
+                Err(ErrorKind::InvalidState)
+            } else {
+                Ok(index)
+            }
         };
         match call {
             Call::Progress { current, total, extra } => {
@@ -532,7 +541,7 @@ impl Machine {
                     progress += &format!(",{}:{}", Value::from(key.as_str()), value);
                 }
                 progress.push('}');
-                let index = self.find(id)?;
+                let index = unfinished(self, self.find(id)?)?;
                 self.tasks[index].progress = Some(progress);
                 self.event(index, EventKind::Progress);
                 Ok(Expected::Unit)
@@ -543,7 +552,7 @@ impl Machine {
                 }
                 segment_ok(segment)?;
                 too_long(url, config.max_url_bytes)?;
-                let index = self.find(id)?;
+                let index = unfinished(self, self.find(id)?)?;
                 if self.tasks[index].segments.len() >= config.max_segments_per_task {
                     return Err(ErrorKind::InvalidArgument);
                 }
@@ -555,7 +564,7 @@ impl Machine {
             Call::SegmentError { segment, message } => {
                 segment_ok(segment)?;
                 too_long(message, config.max_message_bytes)?;
-                let index = self.find(id)?;
+                let index = unfinished(self, self.find(id)?)?;
                 if self.tasks[index].errors.len() >= config.max_errors_per_task {
                     return Err(ErrorKind::InvalidArgument);
                 }
@@ -1093,7 +1102,7 @@ proptest! {
         fn the_typed_status_returns_every_duration_exactly(duration in 0.0f64..f64::MAX) {
         let manager = TaskManager::new();
         let id = manager.submit_external(None).unwrap();
-        let segment = CompletedSegment { segment_id: SegmentId::Integer(1), audio_url: "/a.wav".into(), duration };
+        let segment = CompletedSegment { segment_id: SegmentId::from(1), audio_url: "/a.wav".into(), duration };
         manager.add_completed_segment(&id, &segment).unwrap();
         let returned = manager.status(&id).unwrap().completed_segments[0].duration;
         // Pending or already started: either call ends it.

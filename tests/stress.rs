@@ -221,7 +221,7 @@ unsafe extern "C" fn run_task(task_id: *const c_char, user_data: *mut c_void) ->
             Kind::Slow => {
                 for step in 0..8u64 {
                     sft_update_task_progress(id.as_ptr(), step, 8, c"{\"stage\": \"synth\"}".as_ptr());
-                    sft_add_completed_segment_json(id.as_ptr(), c"1".as_ptr(), c"/media/a.wav".as_ptr(), 0.25);
+                    sft_add_completed_segment_from_json(id.as_ptr(), c"{\"segment_id\":1,\"audio_url\":\"/media/a.wav\",\"duration\":0.25}".as_ptr());
                     let mut cancelled = false;
                     sft_is_cancel_requested(id.as_ptr(), &mut cancelled);
                     if cancelled {
@@ -232,7 +232,7 @@ unsafe extern "C" fn run_task(task_id: *const c_char, user_data: *mut c_void) ->
                 0
             }
             Kind::Failing => {
-                sft_add_error_json(id.as_ptr(), c"\"s1\"".as_ptr(), c"voice not found".as_ptr());
+                sft_add_error_from_json(id.as_ptr(), c"{\"segment_id\":\"s1\",\"error\":\"voice not found\"}".as_ptr());
                 sft_set_task_error(id.as_ptr(), c"engine failed".as_ptr());
                 3
             }

@@ -209,10 +209,9 @@ static void mode_status(void) {
     size_t k0_bytes = 0, k1000_bytes = 0;
     sample_status(task, STATUS_K0_BATCH, k0, &k0_bytes);
     for (int segment = 0; segment < 1000; segment++) {
-        char segment_id[24], url[64];
-        snprintf(segment_id, sizeof segment_id, "%d", segment);
-        snprintf(url, sizeof url, "/media/audio/%d.wav", segment);
-        must(sft_add_completed_segment_json(task, segment_id, url, 2.5), "sft_add_completed_segment_json");
+        char record[96];
+        snprintf(record, sizeof record, "{\"segment_id\":%d,\"audio_url\":\"/media/audio/%d.wav\",\"duration\":2.5}", segment, segment);
+        must(sft_add_completed_segment_from_json(task, record), "sft_add_completed_segment_from_json");
     }
     sample_status(task, STATUS_K1000_BATCH, k1000, &k1000_bytes);
     release_worker(task);

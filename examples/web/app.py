@@ -1,38 +1,50 @@
 #!/usr/bin/env python3
 """StoryFlow's audio-generation API over storyflow-tasks: a FastAPI app and its page.
 
-    python examples/web/app.py [--port 8000] [--pace 0.3] [--media-dir DIR]
+    python examples/web/app.py [--host 127.0.0.1] [--port 8000] [--pace 0.3] [--media-dir DIR] [limits...]
 
 ``POST /api/stories/{story_id}/narrate`` queues a narration (one task, one WAV
 per sentence, spoken by the demo's espeak-ng engine); ``GET /api/tasks/{id}``
 is its status in the library's wire format; ``GET /api/tasks/{id}/events``
 streams one Server-Sent Event per change until it finishes;
 ``DELETE /api/tasks/{id}`` cancels it; ``/media/audio/...`` serves the WAVs and
-``/`` the page. It listens on 127.0.0.1 only, in ONE process: the task
+``/`` the page. It listens on 127.0.0.1 by default, in ONE process: the task
 registry lives in the process, so several uvicorn workers would each see only
 their own tasks.
+
+Only the page it serves can drive it: every request must name an allowed
+Host, a request from a browser must come from an allowed Origin, and a POST
+must be JSON (a cross-site form or ``no-cors`` fetch cannot send that). Every
+response carries a Content-Security-Policy and the other protective headers.
+The disk it writes is bounded (``media.py``), and so are the requests.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import math
+import os
+import re
 import secrets
 import socket
 import sys
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Dict, List, Optional
+from typing import AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
 from fastapi import FastAPI, Path as PathParam, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from media import NARRATION_DIR, WAV_NAME, Limits, MediaStore, UnwritableMediaDir
 from narration import (DEFAULT_VOICE, VOICE_NAME, EspeakEngine, StoryFormatError, SynthesisError, narration_task,
                        segments_of)
 
@@ -57,6 +69,29 @@ STORY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MAX_PACE_SECONDS = 5.0
 #: Worst case of JSON's expansion of one character of text: an escaped surrogate pair, "\\ud83d\\ude00".
 JSON_BYTES_PER_CHAR = 12
+#: Characters the text may not hold: C0 and C1 controls but tab, newline and carriage return.
+#: espeak-ng reads the text as a C string, so a NUL would silently cut the sentence.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: The longest revision ``?after=`` / ``Last-Event-ID`` may name (revisions are u64; 18 digits always fit).
+MAX_REVISION_DIGITS = 18
+ALLOWED_HOSTS_ENV = "STORYFLOW_WEB_ALLOWED_HOSTS"
+ALLOWED_ORIGINS_ENV = "STORYFLOW_WEB_ALLOWED_ORIGINS"
+#: What the page needs and nothing more: its own script, style, audio and API; no frames, no plugins.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
+            "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+#: FastAPI's /docs page loads Swagger UI from its CDN and starts it with an inline script.
+DOCS_CSP = ("default-src 'none'; script-src https://cdn.jsdelivr.net 'unsafe-inline'; "
+            "style-src https://cdn.jsdelivr.net; img-src https://fastapi.tiangolo.com data:; connect-src 'self'; "
+            "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+PROTECTIVE_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    # Another site's <audio> or <script> cannot even load what this server answers.
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
+]
 
 _logger = logging.getLogger("storyflow_web")
 
@@ -66,6 +101,10 @@ class Settings:
     """What the app is started with (``main``'s options)."""
 
     media_dir: Path = REPO_DIR / "target" / "web" / "media"
+    #: Host header values answered (``host:port``); anything else gets 400 (DNS rebinding).
+    allowed_hosts: Tuple[str, ...] = ("127.0.0.1:8000", "localhost:8000")
+    #: Origin header values allowed (``http://host:port``); a request from any other page gets 403.
+    allowed_origins: Tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
     #: Pause after each sentence when a request names none: espeak-ng speaks a
     #: sentence in milliseconds, and a pause lets a person watch the progress.
     pace_seconds: float = 0.0
@@ -73,6 +112,15 @@ class Settings:
     max_segments: int = 500
     #: Narrations allowed to wait behind the running one (the library's max_pending_tasks).
     max_pending: int = 16
+    #: All the audio kept on disk; with max_narration_audio_bytes it sets how many finished
+    #: narrations are kept (the library's max_retained_finished), so the total cannot pass it.
+    max_media_bytes: int = 1024 * 1024 * 1024
+    #: One narration's audio (some 12 minutes of speech); past it the narration stops, FAILED.
+    max_narration_audio_bytes: int = 32 * 1024 * 1024
+    #: New narrations get 507 while the disk has less free space than this.
+    min_free_bytes: int = 64 * 1024 * 1024
+    #: A finished narration's status and audio are kept this long at most (the library's cleanup_threshold_secs).
+    keep_finished_seconds: float = 3600.0
     #: An SSE comment is sent after this long without a change, so dead clients are noticed.
     keepalive_seconds: float = 15.0
     #: Printed (with the URL) once the app is ready, for scripts that start it.
@@ -81,6 +129,16 @@ class Settings:
     @property
     def max_body_bytes(self) -> int:
         return self.max_text_chars * JSON_BYTES_PER_CHAR + 4096
+
+    @property
+    def max_retained_finished(self) -> int:
+        """Finished narrations kept: they and the running one together fit in max_media_bytes."""
+        return max(1, self.max_media_bytes // self.max_narration_audio_bytes - 1)
+
+    @property
+    def media_limits(self) -> Limits:
+        return Limits(max_bytes=self.max_media_bytes, max_narration_bytes=self.max_narration_audio_bytes,
+                      min_free_bytes=self.min_free_bytes)
 
 
 class NarrateRequest(BaseModel):
@@ -128,12 +186,36 @@ def _sse(status: dict) -> str:
 class Narrator:
     """The app's side of the narrations: which story runs which task, and submitting them."""
 
-    def __init__(self, tm: TaskManager, engine: EspeakEngine, settings: Settings) -> None:
+    def __init__(self, tm: TaskManager, engine: EspeakEngine, settings: Settings, store: MediaStore) -> None:
         self.tm = tm
         self.engine = engine
         self.settings = settings
+        self.store = store
         #: story id -> its latest narration's task id
         self.latest: Dict[str, str] = {}
+        #: task id -> its number of sentences, for every narration whose files may be on disk
+        self.narrations: Dict[str, int] = {}
+        # sweep() runs on the event loop and on the worker (as a narration starts).
+        self._lock = threading.Lock()
+
+    def sweep(self) -> None:
+        """Deletes the files of the narrations the library has cleaned up (retention cap or age).
+
+        Run before each narration is admitted and as each starts, so the
+        finished narrations on disk are never more than the library retains.
+        """
+        with self._lock:
+            gone = [task_id for task_id in self.narrations if self.tm.get_task_status(task_id) is None]
+            for task_id in gone:
+                del self.narrations[task_id]
+            for story_id in [story for story, task_id in self.latest.items() if task_id in gone]:
+                del self.latest[story_id]
+        for task_id in gone:
+            self.store.delete(task_id)
+
+    def sentence_count(self, task_id: str) -> Optional[int]:
+        with self._lock:
+            return self.narrations.get(task_id)
 
     def running_task(self, story_id: str) -> Optional[dict]:
         """The status of the story's narration if it is still pending or running."""
@@ -142,8 +224,7 @@ class Narrator:
             return None
         status = self.tm.get_task_status(task_id)
         if status is None:
-            del self.latest[story_id]  # removed from the registry by the library's cleanup
-            return None
+            return None  # removed from the registry by the library's cleanup; sweep() forgets it
         return None if status["status"] in FINISHED_STATES else status
 
     def start(self, story_id: str, request: NarrateRequest) -> dict:
@@ -155,6 +236,13 @@ class Narrator:
         if len(request.text) > self.settings.max_text_chars:
             raise ApiError(413, f"the text is {len(request.text)} characters long; "
                                 f"the limit is {self.settings.max_text_chars}")
+        control = CONTROL_CHARACTER.search(request.text)
+        if control:
+            code = ord(control.group())
+            name = " (NUL)" if code == 0 else ""
+            raise ApiError(422, f"body.text: character {control.start() + 1} is the control character "
+                                f"U+{code:04X}{name}: the text may hold newlines and tabs, no other control "
+                                f"characters")
         if not request.text.strip():
             raise ApiError(422, "body.text: the text is empty: paste something to narrate")
         try:
@@ -163,6 +251,10 @@ class Narrator:
             raise ApiError(422, f"body.text: {error}") from None
         if len(segments) > self.settings.max_segments:
             raise ApiError(413, f"the text has {len(segments)} sentences; the limit is {self.settings.max_segments}")
+        self.sweep()
+        full = self.store.refusal()
+        if full is not None:
+            raise ApiError(507, full, headers={"Retry-After": "60"})
         running = self.running_task(story_id)
         if running is not None:
             raise ApiError(409, f"story {story_id!r} is already being narrated by task {running['task_id']!r} "
@@ -170,14 +262,23 @@ class Narrator:
                            task_id=running["task_id"])
         task_id = f"{story_id}-{secrets.token_hex(6)}"
         pace = self.settings.pace_seconds if request.pace_seconds is None else request.pace_seconds
-        task = narration_task(self.tm, self.engine, task_id, segments, request.voice or DEFAULT_VOICE,
-                              self.settings.media_dir / task_id, f"{AUDIO_URL_PREFIX}/{task_id}", pace)
+        speak = narration_task(self.tm, self.engine, task_id, segments, request.voice or DEFAULT_VOICE,
+                               self.store, f"{AUDIO_URL_PREFIX}/{task_id}", pace)
+
+        def task() -> None:
+            self.sweep()  # narrations that finished while this one waited may have been cleaned up
+            speak()
+
+        with self._lock:
+            self.narrations[task_id] = len(segments)
         try:
             self.tm.submit_task(task, task_id=task_id)
         except QueueFullError:
+            self.forget(task_id)
             raise ApiError(503, f"{self.settings.max_pending} narrations are already waiting: try again later",
                            headers={"Retry-After": "5"}) from None
         except ShutDownError:
+            self.forget(task_id)
             raise ApiError(503, "the server is shutting down") from None
         self.latest[story_id] = task_id
         return {
@@ -188,9 +289,26 @@ class Narrator:
             "segments": [segment.to_json() for segment in segments],
         }
 
+    def forget(self, task_id: str) -> None:
+        with self._lock:
+            self.narrations.pop(task_id, None)
+
+    def fully_spoken(self, status: dict) -> bool:
+        """Whether every sentence of a running narration has its audio or its error: only the finish is left."""
+        count = self.sentence_count(status["task_id"])
+        return (status["status"] == "PROCESSING" and count is not None
+                and len(status["completed_segments"]) + len(status["errors"]) >= count)
+
     def cancel_all(self) -> None:
-        """Cancels every narration still pending or running (the process is about to end)."""
+        """Cancels every narration still pending or running (the process is about to end).
+
+        One that has spoken its every sentence is left to finish COMPLETED:
+        only its last status update is left to do.
+        """
         for task_id in list(self.latest.values()):
+            status = self.tm.get_task_status(task_id)
+            if status is None or status["status"] in FINISHED_STATES or self.fully_spoken(status):
+                continue
             try:
                 self.tm.cancel(task_id)
             except (InvalidStateError, TaskNotFoundError):
@@ -199,6 +317,13 @@ class Narrator:
     def stop(self, timeout: float) -> None:
         """At shutdown: cancels the app's narrations, waits for the running one, releases the engine."""
         self.cancel_all()
+        for task_id in list(self.latest.values()):
+            status = self.tm.get_task_status(task_id)
+            if status is not None and self.fully_spoken(status):
+                try:
+                    self.tm.wait(task_id, timeout=timeout)  # before shutdown would ask it to cancel
+                except (TaskTimeoutError, TaskNotFoundError):
+                    pass
         try:
             self.tm.shutdown(timeout=timeout)
         except TaskTimeoutError:
@@ -222,34 +347,141 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _after_revision(request: Request) -> int:
-    """Where an event stream resumes: the SSE ``Last-Event-ID`` (a revision) or ``?after=``; else -1."""
-    for value in (request.headers.get("last-event-id"), request.query_params.get("after")):
-        if value is not None and value.strip().isdigit():
-            return int(value.strip())
+    """Where an event stream resumes: the SSE ``Last-Event-ID`` (a revision) or ``?after=``; else -1.
+
+    Either must be a revision as this server sends them: ASCII digits, at
+    most 18 of them (``str.isdigit`` alone accepts "²", which ``int`` refuses).
+    """
+    for where, value in (("Last-Event-ID", request.headers.get("last-event-id")),
+                         ("after", request.query_params.get("after"))):
+        if value is None or (where == "Last-Event-ID" and not value.strip()):
+            continue
+        text = value.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= MAX_REVISION_DIGITS):
+            shown = text if len(text) <= 24 else f"{text[:24]}... ({len(text)} characters)"
+            raise ApiError(422, f"{where} must be a revision: a whole number of at most {MAX_REVISION_DIGITS} "
+                                f"digits, not {shown!r}")
+        return int(text)
     return -1
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The FastAPI app; the task manager and the engine are set up when it starts (lifespan)."""
-    settings.media_dir.mkdir(parents=True, exist_ok=True)
+def _host_for_header(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def default_allowed_hosts(host: str, port: int) -> Tuple[str, ...]:
+    """The served address and 127.0.0.1/localhost, on the port served (and bare on port 80)."""
+    names = ["127.0.0.1", "localhost"]
+    if host not in ("0.0.0.0", "::", "") and _host_for_header(host) not in names:
+        names.insert(0, _host_for_header(host))
+    hosts = [f"{name}:{port}" for name in names]
+    if port == 80:
+        hosts += names
+    return tuple(hosts)
+
+
+def origins_of(hosts: Sequence[str]) -> Tuple[str, ...]:
+    return tuple(f"http://{host}" for host in hosts)
+
+
+class RequestGuard:
+    """ASGI middleware: refuses requests no page of this server would make; protective headers on every answer.
+
+    - ``Host`` must be an allowed one: a page of another site that resolved its
+      own name to 127.0.0.1 (DNS rebinding) sends its own name there. 400.
+    - ``Origin``, when sent (browsers send it on every POST and DELETE and on
+      every cross-origin request), must be an allowed one. 403.
+    - A POST must say ``Content-Type: application/json``: a form or a
+      ``no-cors`` fetch from another page can only send text/plain,
+      urlencoded or multipart bodies. 415.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str], allowed_origins: Sequence[str]) -> None:
+        self.app = app
+        self.allowed_hosts = {host.lower() for host in allowed_hosts}
+        self.allowed_origins = {origin.lower().rstrip("/") for origin in allowed_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = DOCS_CSP if scope["path"] in ("/docs", "/docs/oauth2-redirect") else PAGE_CSP
+        extra = [(b"content-security-policy", csp.encode()), *PROTECTIVE_HEADERS]
+
+        async def send_protected(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        refusal = self.refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send_protected)
+            return
+        status_code, detail = refusal
+        await JSONResponse({"detail": detail}, status_code)(scope, receive, send_protected)
+
+    def refusal(self, scope: Scope) -> Optional[Tuple[int, str]]:
+        headers: Dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        host = headers.get("host")
+        if host is None:
+            return 400, "the request has no Host header"
+        if host.lower() not in self.allowed_hosts:
+            return 400, (f"the Host header {host[:100]!r} is not one this server answers to "
+                         f"(allowed: {', '.join(sorted(self.allowed_hosts))}; see --allowed-host)")
+        origin = headers.get("origin")
+        if origin is not None and origin.lower().rstrip("/") not in self.allowed_origins:
+            return 403, (f"requests from the origin {origin[:100]!r} are refused: only this server's own page "
+                         f"may use the API (allowed: {', '.join(sorted(self.allowed_origins))}; see --allowed-origin)")
+        if scope["method"] == "POST":
+            content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type != "application/json":
+                shown = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+                return 415, f"the request body must be JSON sent as Content-Type: application/json, not {shown}"
+        return None
+
+
+#: How often finished narrations' files are looked for when no request comes.
+SWEEP_SECONDS = 30.0
+
+
+def create_app(settings: Settings, store: Optional[MediaStore] = None) -> FastAPI:
+    """The FastAPI app; the task manager and the engine are set up when it starts (lifespan).
+
+    ``store`` is the media directory, opened (``MediaStore.open``) by the caller.
+    """
+    if store is None:
+        store = MediaStore(settings.media_dir, settings.media_limits)
+        store.open()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tm = get_task_manager()
-        tm.configure(max_pending_tasks=settings.max_pending)
+        tm.configure(max_pending_tasks=settings.max_pending, max_retained_finished=settings.max_retained_finished,
+                     cleanup_threshold_secs=settings.keep_finished_seconds)
         try:
             engine = EspeakEngine()
         except SynthesisError as error:
             print(f"app.py: cannot start the espeak-ng engine: {error}", file=sys.stderr, flush=True)
             raise
-        narrator = Narrator(tm, engine, settings)
+        narrator = Narrator(tm, engine, settings, store)
         app.state.narrator = narrator
+
+        async def sweep_now_and_then() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_SECONDS)
+                narrator.sweep()
+
+        sweeper = asyncio.create_task(sweep_now_and_then())
         if settings.ready_url:
             print(f"storyflow-web: ready on {settings.ready_url}", flush=True)
         yield
+        sweeper.cancel()
         narrator.stop(timeout=5.0)
 
-    app = FastAPI(title="StoryFlow narration (storyflow-tasks)", lifespan=lifespan)
+    app = FastAPI(title="StoryFlow narration (storyflow-tasks)", lifespan=lifespan, redoc_url=None)
+    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError) -> JSONResponse:
@@ -294,9 +526,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.delete("/api/tasks/{task_id}")
     async def cancel_task(task_id: str) -> Response:
-        """Cancels: 200 with the CANCELLED status if it had not started, else 202 (it stops after its sentence)."""
+        """Cancels: 200 with the CANCELLED status if it had not started, else 202 (it stops after its sentence).
+
+        A narration that has spoken every sentence is not cancelled (409): it
+        is finishing, and calling it cancelled would say audio was lost.
+        """
         tm = narrator().tm
-        known_status(task_id)
+        status = known_status(task_id)
+        if narrator().fully_spoken(status):
+            raise ApiError(409, f"task {task_id!r} has spoken every sentence: it is finishing, nothing is left to "
+                                "cancel", status=status["status"])
         try:
             cancelled = tm.cancel(task_id)
         except InvalidStateError:
@@ -327,8 +566,15 @@ def create_app(settings: Settings) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get(AUDIO_URL_PREFIX + "/{task_id}/{name}", include_in_schema=False)
+    async def audio(task_id: str, name: str) -> FileResponse:
+        # Only the names the store renames into place: a temporary file is never served.
+        path = store.folder(task_id) / name
+        if not (NARRATION_DIR.match(task_id) and WAV_NAME.match(name) and path.is_file()):
+            raise ApiError(404, "no such audio: unknown, or its narration was cleaned up")
+        return FileResponse(path, media_type="audio/wav", headers={"Cache-Control": "no-cache"})
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.mount(AUDIO_URL_PREFIX, StaticFiles(directory=settings.media_dir), name="audio")
     return app
 
 
@@ -349,21 +595,22 @@ async def _status_events(tm: TaskManager, task_id: str, after: int, keepalive: f
             return
 
 
-def _loopback_socket(port: int) -> socket.socket:
-    """A listening socket on 127.0.0.1 (port 0: any free one), bound before uvicorn starts so the port is known.
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host`` (port 0: any free one), bound before uvicorn starts so the port is known.
 
     Its protocol is named (IPPROTO_TCP, not 0): asyncio sets TCP_NODELAY only
     on such sockets, and without it a response on a kept-alive connection
     waits some 40 ms for the client's delayed ACK.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(("127.0.0.1", port))
+        sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise SystemExit(f"app.py: cannot listen on 127.0.0.1:{port}: {error.strerror} "
-                         f"(pass --port N, or --port 0 for any free port)") from None
+        raise SystemExit(f"app.py: cannot listen on {_host_for_header(host)}:{port}: {error.strerror} "
+                         f"(pass --port N, or --port 0 for any free port; with make: make serve PORT=N)") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
@@ -390,27 +637,82 @@ def _positive(text: str) -> int:
     return value
 
 
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+
+
+def _size(text: str) -> int:
+    """A byte count: ``65536``, ``64K``, ``32M``, ``1G`` (powers of 1024)."""
+    match = re.fullmatch(r"([0-9]{1,15})([KMG]?)B?", text.strip().upper())
+    if not match:
+        raise argparse.ArgumentTypeError(f"a size such as 65536, 64K, 32M or 1G, not {text}")
+    return int(match.group(1)) * SIZE_UNITS[match.group(2)]
+
+
+def _listed(text: Optional[str]) -> List[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=_port, default=8000, help="port on 127.0.0.1 (0: any free one); default 8000")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; default 127.0.0.1 (another one needs --allowed-host too)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (0: any free one); default 8000")
     parser.add_argument("--pace", type=_seconds, default=0.0, metavar="SECONDS",
                         help="default pause after each sentence, so the progress can be watched; default 0")
     parser.add_argument("--media-dir", type=Path, default=Settings.media_dir,
                         help="where the WAV files go; default target/web/media")
+    parser.add_argument("--allowed-host", action="append", metavar="HOST:PORT",
+                        help=f"a Host header to answer (repeatable; or ${ALLOWED_HOSTS_ENV}, comma-separated); "
+                             "default the address served and 127.0.0.1/localhost on its port")
+    parser.add_argument("--allowed-origin", action="append", metavar="URL",
+                        help=f"an Origin allowed to use the API (repeatable; or ${ALLOWED_ORIGINS_ENV}); "
+                             "default http:// and each allowed host")
     parser.add_argument("--max-text-chars", type=_positive, default=Settings.max_text_chars,
                         help=f"longest text a request may send (then 413); default {Settings.max_text_chars}")
+    parser.add_argument("--max-sentences", type=_positive, default=Settings.max_segments,
+                        help=f"most sentences a request may send (then 413); default {Settings.max_segments}")
+    parser.add_argument("--max-media", type=_size, default=Settings.max_media_bytes, metavar="SIZE",
+                        help="all the audio kept on disk (e.g. 1G); default 1G")
+    parser.add_argument("--max-narration-audio", type=_size, default=Settings.max_narration_audio_bytes,
+                        metavar="SIZE", help="one narration's audio; past it, it stops (FAILED); default 32M")
+    parser.add_argument("--min-free", type=_size, default=Settings.min_free_bytes, metavar="SIZE",
+                        help="free disk space below which new narrations get 507; default 64M")
     parser.add_argument("--max-pending", type=_positive, default=Settings.max_pending,
                         help="narrations that may wait behind the running one (then 503)")
+    parser.add_argument("--max-connections", type=_positive, default=64,
+                        help="open connections and requests at once, past which uvicorn answers 503; default 64")
+    parser.add_argument("--keep-alive", type=_positive, default=5, metavar="SECONDS",
+                        help="an idle kept-alive connection is closed after this long; default 5")
+    parser.add_argument("--max-header-bytes", type=_size, default=16 * 1024, metavar="SIZE",
+                        help="the request line and headers together; a larger request is refused (400); default 16K")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
+    if args.max_media < 2 * args.max_narration_audio:
+        parser.error("--max-media must be at least twice --max-narration-audio "
+                     "(the running narration and one finished one)")
 
     import uvicorn  # here: importing the module for its app factory needs no server
 
-    sock = _loopback_socket(args.port)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    settings = Settings(media_dir=args.media_dir.resolve(), pace_seconds=args.pace,
-                        max_text_chars=args.max_text_chars, max_pending=args.max_pending, ready_url=url)
-    app = create_app(settings)
+    media_dir = args.media_dir.resolve()
+    store = MediaStore(media_dir, Limits(max_bytes=args.max_media, max_narration_bytes=args.max_narration_audio,
+                                         min_free_bytes=args.min_free))
+    try:
+        store.open()
+    except UnwritableMediaDir as error:
+        raise SystemExit(f"app.py: {error} (pass --media-dir DIR)") from None
+
+    sock = _listening_socket(args.host, args.port)
+    port = sock.getsockname()[1]
+    hosts = args.allowed_host or _listed(os.environ.get(ALLOWED_HOSTS_ENV)) or default_allowed_hosts(args.host, port)
+    origins = args.allowed_origin or _listed(os.environ.get(ALLOWED_ORIGINS_ENV)) or origins_of(hosts)
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else _host_for_header(args.host)
+    url = f"http://{shown_host}:{port}/"
+    settings = Settings(media_dir=media_dir, allowed_hosts=tuple(hosts), allowed_origins=tuple(origins),
+                        pace_seconds=args.pace, max_text_chars=args.max_text_chars, max_segments=args.max_sentences,
+                        max_pending=args.max_pending, max_media_bytes=args.max_media,
+                        max_narration_audio_bytes=args.max_narration_audio, min_free_bytes=args.min_free,
+                        ready_url=url)
+    app = create_app(settings, store)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
@@ -421,10 +723,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 narrator.cancel_all()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, log_level="info" if args.access_log else "warning", access_log=args.access_log,
-                            timeout_graceful_shutdown=5)
+    # h11, not httptools: h11 refuses a request whose headers pass h11_max_incomplete_event_size
+    # without buffering them, where httptools keeps whatever headers arrive.
+    config = uvicorn.Config(app, http="h11", ws="none", h11_max_incomplete_event_size=args.max_header_bytes,
+                            limit_concurrency=args.max_connections, timeout_keep_alive=args.keep_alive,
+                            log_level="info" if args.access_log else "warning", access_log=args.access_log,
+                            server_header=False, timeout_graceful_shutdown=5)
     server = Server(config)
-    server.run(sockets=[sock])  # uvloop and httptools when installed (uvicorn[standard]), else asyncio and h11
+    server.run(sockets=[sock])  # uvloop when installed, else asyncio
     return 0 if server.started else 1
 
 

@@ -5,10 +5,13 @@ each sentence is one segment, and one storyflow-tasks task speaks a whole
 narration with the demo's espeak-ng engine (``examples/espeak_engine.py``),
 one WAV file per sentence. The task runs on the library's single worker, so
 the engine (libespeak-ng is not thread-safe) never runs twice at once.
+Each WAV goes through the media store (``media.py``): written atomically,
+within the size limits.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ if str(EXAMPLES_DIR) not in sys.path:
     sys.path.insert(0, str(EXAMPLES_DIR))  # the demo's engine and story parser live one level up
 
 from espeak_engine import DEFAULT_VOICE, EspeakEngine, SynthesisError  # noqa: E402
+from media import MediaStore, StorageError  # noqa: E402
 from story import VOICE_NAME, StoryFormatError, parse_story, split_sentences  # noqa: E402
 
 from storyflow_tasks import TaskManager, TaskTimeoutError  # noqa: E402
@@ -26,6 +30,7 @@ from storyflow_tasks import TaskManager, TaskTimeoutError  # noqa: E402
 __all__ = [
     "DEFAULT_VOICE",
     "EspeakEngine",
+    "NarrationStopped",
     "Segment",
     "StoryFormatError",
     "SynthesisError",
@@ -86,23 +91,34 @@ def _rest(tm: TaskManager, task_id: str, seconds: float) -> bool:
     return tm.is_cancel_requested(task_id)
 
 
+class NarrationStopped(Exception):
+    """The narration cannot go on: its audio cannot be stored (the status's ``error`` says why)."""
+
+
 def narration_task(
     tm: TaskManager,
     engine: EspeakEngine,
     task_id: str,
     segments: List[Segment],
     voice: str,
-    audio_dir: Path,
+    store: MediaStore,
     audio_url: str,
     pace_seconds: float,
 ) -> Callable[[], None]:
-    """The function one task runs on the worker: every sentence to ``audio_dir/NNNN.wav``, in order.
+    """The function one task runs on the worker: every sentence to ``NNNN.wav`` in its folder, in order.
 
-    Progress names the sentence being spoken (``current_segment_id``,
-    ``current_text``); a finished sentence is a completed segment whose
-    ``audio_url`` is ``audio_url/NNNN.wav``; a sentence espeak-ng cannot speak
-    (an unknown voice) is a segment error and the narration goes on. It stops
-    between sentences when cancelled, and fails if no sentence could be spoken.
+    While a sentence is synthesised, the progress names it
+    (``current_segment_id``, ``current_text``); once it is playable (a
+    completed segment whose ``audio_url`` is ``audio_url/NNNN.wav``) the
+    progress counts it and names no sentence until the next one starts, so
+    no status calls a playable sentence "being spoken". A sentence
+    espeak-ng cannot speak (an unknown voice) is a segment error and the
+    narration goes on; one whose audio cannot be stored (a full or read-only
+    disk, a size limit) is a segment error and the narration stops, FAILED,
+    its spoken sentences still playable. It stops between sentences when
+    cancelled, and fails if no sentence could be spoken. There is no pause
+    after the last sentence: a cancellation then would call a fully spoken
+    narration cancelled.
     """
 
     def narrate() -> None:
@@ -115,17 +131,30 @@ def narration_task(
                                     current_text=segment.text[:PROGRESS_TEXT_CHARS])
             file_name = f"{segment.segment_id:04d}.wav"
             try:
-                utterance = engine.synthesize(segment.text, audio_dir / file_name, segment.voice or voice)
+                _size, utterance = store.store(task_id, file_name, functools.partial(
+                    engine.synthesize, segment.text, voice=segment.voice or voice))
+            # The progress stops naming the sentence before its outcome is recorded: a status
+            # read in between must not call a playable (or failed) sentence "being spoken".
             except SynthesisError as error:
+                tm.update_task_progress(task_id, index + 1, total)
                 tm.add_error(task_id, segment.segment_id, str(error))
+            except StorageError as error:
+                tm.update_task_progress(task_id, index + 1, total)
+                tm.add_error(task_id, segment.segment_id, str(error))
+                raise NarrationStopped(f"sentence {segment.segment_id}: {error}; the narration stopped "
+                                       f"with {spoken} of {total} sentences spoken") from None
             else:
+                tm.update_task_progress(task_id, index + 1, total)
                 tm.add_completed_segment(task_id, segment.segment_id, {
                     "audio_url": f"{audio_url}/{file_name}", "duration": round(utterance.duration, 3)})
                 spoken += 1
-            if _rest(tm, task_id, pace_seconds):
+            if index + 1 < total and _rest(tm, task_id, pace_seconds):
                 return
-        tm.update_task_progress(task_id, total, total)
         if spoken == 0:
             raise RuntimeError(f"none of the {total} sentences could be spoken (see the segment errors)")
+        if tm.is_cancel_requested(task_id):
+            # The library ends it CANCELLED (it was asked to); the progress says nothing was lost.
+            tm.update_task_progress(task_id, total, total, note=f"every sentence was spoken ({spoken} of {total} "
+                                    "with audio) before the cancellation took effect")
 
     return narrate

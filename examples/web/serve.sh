@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make serve`: the narration page and its API on http://127.0.0.1:8000/ (Ctrl-C stops it).
-#   examples/web/serve.sh [app.py options, e.g. --port 8080 --pace 0.5]
+#   examples/web/serve.sh [app.py options, e.g. --port 8080 --host 127.0.0.1 --pace 0.5]
+#   make serve PORT=8080 HOST=127.0.0.1   (the same, through make)
 # The library must be built (`make build`; `make serve` does it first).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -28,6 +29,14 @@ class ServerStartError(RuntimeError):
     """The app did not come up; the message carries what it printed."""
 
 
+@dataclass(frozen=True)
+class AppProcess:
+    """The running app: its base URL (ending in ``/``) and its process id."""
+
+    url: str
+    pid: int
+
+
 @contextmanager
 def running_app(media_dir: Path, extra_args: Optional[List[str]] = None,
                 log_path: Optional[Path] = None) -> Iterator[str]:
@@ -35,6 +44,14 @@ def running_app(media_dir: Path, extra_args: Optional[List[str]] = None,
 
     The child's output goes to ``log_path`` (or is dropped) once it is ready.
     """
+    with app_process(media_dir, extra_args, log_path) as app:
+        yield app.url
+
+
+@contextmanager
+def app_process(media_dir: Path, extra_args: Optional[List[str]] = None,
+                log_path: Optional[Path] = None) -> Iterator[AppProcess]:
+    """As ``running_app``, yielding the process too."""
     command = [sys.executable, "-u", str(WEB_DIR / "app.py"), "--port", "0", "--media-dir", str(media_dir),
                *(extra_args or [])]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -54,7 +71,7 @@ def running_app(media_dir: Path, extra_args: Optional[List[str]] = None,
     reader = threading.Thread(target=pump_output, name="app-output", daemon=True)
     reader.start()
     try:
-        yield _await_ready(child, lines)
+        yield AppProcess(_await_ready(child, lines), child.pid)
     finally:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

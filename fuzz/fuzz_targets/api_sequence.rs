@@ -140,8 +140,12 @@ unsafe extern "C" fn task(task_id: *const c_char, user_data: *mut c_void) -> i32
             }
             Behaviour::Report => {
                 ok_on_self(sft_update_task_progress(id.as_ptr(), 1, 2, c"{\"current_segment_id\": 1}".as_ptr()), id, "progress");
-                ok_on_self(sft_add_completed_segment_json(id.as_ptr(), c"1".as_ptr(), c"/a.wav".as_ptr(), 1.5), id, "segment");
-                ok_on_self(sft_add_error_json(id.as_ptr(), c"\"2\"".as_ptr(), c"no voice".as_ptr()), id, "error");
+                ok_on_self(
+                    sft_add_completed_segment_from_json(id.as_ptr(), c"{\"segment_id\":1,\"audio_url\":\"/a.wav\",\"duration\":1.5}".as_ptr()),
+                    id,
+                    "segment",
+                );
+                ok_on_self(sft_add_error_from_json(id.as_ptr(), c"{\"segment_id\":\"2\",\"error\":\"no voice\"}".as_ptr()), id, "error");
                 0
             }
             Behaviour::PollCancel => {
@@ -298,13 +302,24 @@ impl Run {
                     let extra_ptr = extra.as_ref().map_or(null(), |e| e.as_ptr());
                     sft_update_task_progress(self.target(target).as_ptr(), *current, *total, extra_ptr)
                 }
-                Call::Segment { target, segment, url, duration, as_json } => {
-                    let add = if *as_json { sft_add_completed_segment_json } else { sft_add_completed_segment };
-                    add(self.target(target).as_ptr(), text(segment).as_ptr(), text(url).as_ptr(), *duration)
+                // The wire-object forms get the segment bytes as the id's JSON text, verbatim.
+                Call::Segment { target, segment, url, duration, as_json: true } => {
+                    let url = serde_json::to_string(&String::from_utf8_lossy(url)).unwrap();
+                    let segment = String::from_utf8_lossy(text(segment).to_bytes()).into_owned();
+                    let record = format!("{{\"segment_id\":{segment},\"audio_url\":{url},\"duration\":{duration:?}}}");
+                    sft_add_completed_segment_from_json(self.target(target).as_ptr(), text(record.as_bytes()).as_ptr())
                 }
-                Call::Error { target, segment, message, as_json } => {
-                    let add = if *as_json { sft_add_error_json } else { sft_add_error };
-                    add(self.target(target).as_ptr(), text(segment).as_ptr(), text(message).as_ptr())
+                Call::Segment { target, segment, url, duration, as_json: false } => {
+                    sft_add_completed_segment(self.target(target).as_ptr(), text(segment).as_ptr(), text(url).as_ptr(), *duration)
+                }
+                Call::Error { target, segment, message, as_json: true } => {
+                    let message = serde_json::to_string(&String::from_utf8_lossy(message)).unwrap();
+                    let segment = String::from_utf8_lossy(text(segment).to_bytes()).into_owned();
+                    let record = format!("{{\"segment_id\":{segment},\"error\":{message}}}");
+                    sft_add_error_from_json(self.target(target).as_ptr(), text(record.as_bytes()).as_ptr())
+                }
+                Call::Error { target, segment, message, as_json: false } => {
+                    sft_add_error(self.target(target).as_ptr(), text(segment).as_ptr(), text(message).as_ptr())
                 }
                 Call::SetError { target, message } => sft_set_task_error(self.target(target).as_ptr(), text(message).as_ptr()),
                 Call::Cancel(target) => sft_cancel_task(self.target(target).as_ptr()),

@@ -2,18 +2,40 @@
 //! `current` and `total`, the rest the JSON text. Accepted exactly when it is a
 //! UTF-8 JSON object without the reserved keys and within the size limit; then
 //! the status progress is current/total/percentage followed by the extra keys
-//! with their JSON types and order kept. Refused input changes nothing.
+//! with their JSON types and order kept: integers exactly as written, other
+//! numbers as the double they denote (refused when that is not finite).
+//! Refused input changes nothing.
 #![no_main]
 
 mod common;
 
 use common::*;
 use libfuzzer_sys::fuzz_target;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 use storyflow_tasks::ffi::*;
 
 /// The default `max_extra_json_bytes`.
 const MAX_EXTRA_BYTES: usize = 64 * 1024;
+
+/// The reference's canonical numbers: integers as written ("-0" is 0), others as their
+/// double in its shortest form; `None` if a number is not a finite double.
+fn canonical(value: Value) -> Option<Value> {
+    Some(match value {
+        Value::Number(number) => {
+            let text = number.as_str();
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                Value::Number(if text == "-0" { Number::from(0) } else { number })
+            } else {
+                let double: f64 = text.parse().ok()?;
+                Value::Number(Number::from_f64(double).filter(|_| double.is_finite())?)
+            }
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect::<Option<_>>()?),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| canonical(v).map(|v| (k, v))).collect::<Option<_>>()?),
+        other => other,
+    })
+}
 
 /// What the reference says the progress object becomes, or `None` if the input must be refused.
 fn expected_progress(current: u64, total: u64, extra: Option<&[u8]>) -> Option<String> {
@@ -28,6 +50,7 @@ fn expected_progress(current: u64, total: u64, extra: Option<&[u8]>) -> Option<S
         }
         // from_slice refuses invalid UTF-8 as the C API must.
         let Ok(Value::Object(extra)) = serde_json::from_slice::<Value>(extra) else { return None };
+        let Value::Object(extra) = canonical(Value::Object(extra))? else { return None };
         for (key, value) in extra {
             if progress.contains_key(&key) {
                 return None;

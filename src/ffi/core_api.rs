@@ -1,11 +1,11 @@
-//! The core C API of API.md: submit, status, progress, segments, errors, strings, versions.
+//! The core C API: submit, status, progress, segments, errors, strings, versions.
 
 use std::ffi::{c_char, c_void, CString};
 
 use super::boundary::{borrow_optional_str, borrow_str, call, call_returning_string, guard, last_error, OutString, into_c_string};
 use super::global::process_manager;
 use super::{SftFreeFn, SftResult, SftTaskFn};
-use crate::{parse_extra_json, CompletedSegment, Config, Error, SegmentError, SegmentId, TaskBody, TaskContext, TaskFailure};
+use crate::{CompletedSegment, Error, SegmentError, TaskBody, TaskContext, TaskFailure};
 
 /// A C task function with its user data; frees the user data exactly once when dropped.
 struct ForeignTask {
@@ -14,7 +14,7 @@ struct ForeignTask {
     free_user_data: SftFreeFn,
 }
 
-// SAFETY: by submitting, the caller hands `user_data` to the worker thread, as API.md documents.
+// SAFETY: by submitting, the caller hands `user_data` to the worker thread, as sft_submit_task documents.
 unsafe impl Send for ForeignTask {}
 
 impl Drop for ForeignTask {
@@ -118,7 +118,11 @@ pub unsafe extern "C" fn sft_string_free(s: *mut c_char) {
 ///
 /// `extra_json` is NULL or a JSON object whose keys are added beside
 /// `current`, `total` and `percentage` with their JSON types (those three
-/// names are reserved). Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_ARGUMENT`.
+/// names are reserved). Integers in it are kept exactly, whatever their size;
+/// other numbers must be finite doubles. Errors: `SFT_ERR_NOT_FOUND`,
+/// `SFT_ERR_INVALID_STATE` (the task is finished: its status is final),
+/// `SFT_ERR_INVALID_ARGUMENT` (malformed, not an object, a reserved key, a lone
+/// surrogate escape, a number that is not a finite double, over `max_extra_json_bytes`).
 ///
 /// # Safety
 /// `task_id` and `extra_json` are NULL or NUL-terminated strings.
@@ -132,21 +136,16 @@ pub unsafe extern "C" fn sft_update_task_progress(
     call(|| {
         // SAFETY: the caller guarantees both are NULL or NUL-terminated.
         let (task_id, extra_json) = unsafe { (borrow_str(task_id, "task_id")?, borrow_optional_str(extra_json, "extra_json")?) };
-        let extra = match extra_json {
-            Some(text) => {
-                Config::check_len("extra_json", text, process_manager().config().max_extra_json_bytes)?;
-                Some(parse_extra_json(text)?)
-            }
-            None => None,
-        };
-        process_manager().update_progress(task_id, current, total, extra.as_ref())
+        process_manager().update_progress_json(task_id, current, total, extra_json)
     })
 }
 
 /// Records a finished audio segment; `segment_id` is kept as a JSON string.
 ///
 /// `duration` is in seconds, finite and >= 0. Errors: `SFT_ERR_NOT_FOUND`,
-/// `SFT_ERR_INVALID_ARGUMENT` (NULL, invalid UTF-8, bad duration, over a limit).
+/// `SFT_ERR_INVALID_STATE` (the task is finished: its status is final),
+/// `SFT_ERR_INVALID_ARGUMENT` (NULL, invalid UTF-8, empty segment id, bad
+/// duration, over a limit).
 ///
 /// # Safety
 /// The strings are NULL or NUL-terminated.
@@ -157,96 +156,65 @@ pub unsafe extern "C" fn sft_add_completed_segment(
     audio_url: *const c_char,
     duration: f64,
 ) -> SftResult {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { add_segment(task_id, segment_id, "segment_id", |text| Ok(text.into()), audio_url, duration) }
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, segment_id, audio_url) = unsafe {
+            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, "segment_id")?, borrow_str(audio_url, "audio_url")?)
+        };
+        let segment = CompletedSegment { segment_id: segment_id.into(), audio_url: audio_url.to_owned(), duration };
+        process_manager().add_completed_segment(task_id, &segment)
+    })
 }
 
-/// As `sft_add_completed_segment`, with `segment_id_json` a JSON integer or
-/// string literal (`7` or `"7"`), kept with its type. For language bindings.
+/// Records a finished audio segment given as its wire object, encoded by the
+/// caller's JSON library: `{"segment_id": 7 | "7", "audio_url": "…", "duration": 2.5}`.
+/// Every string round-trips exactly (NUL and non-ASCII included) and the
+/// segment id keeps its JSON type; an integer id of any size is kept exactly.
+/// Errors as `sft_add_completed_segment`, and `SFT_ERR_INVALID_ARGUMENT` for
+/// malformed JSON, a missing or unknown key, or a lone surrogate escape.
 ///
 /// # Safety
 /// The strings are NULL or NUL-terminated.
 #[no_mangle]
-pub unsafe extern "C" fn sft_add_completed_segment_json(
-    task_id: *const c_char,
-    segment_id_json: *const c_char,
-    audio_url: *const c_char,
-    duration: f64,
-) -> SftResult {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { add_segment(task_id, segment_id_json, "segment_id_json", parse_segment_id, audio_url, duration) }
+pub unsafe extern "C" fn sft_add_completed_segment_from_json(task_id: *const c_char, segment_json: *const c_char) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, segment_json) = unsafe { (borrow_str(task_id, "task_id")?, borrow_str(segment_json, "segment_json")?) };
+        process_manager().add_completed_segment_json(task_id, segment_json)
+    })
 }
 
 /// Records a segment that failed; `segment_id` is kept as a JSON string.
-/// Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_ARGUMENT`.
+/// Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (the task is finished),
+/// `SFT_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// The strings are NULL or NUL-terminated.
 #[no_mangle]
 pub unsafe extern "C" fn sft_add_error(task_id: *const c_char, segment_id: *const c_char, error_message: *const c_char) -> SftResult {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { add_segment_error(task_id, segment_id, "segment_id", |text| Ok(text.into()), error_message) }
-}
-
-/// As `sft_add_error`, with `segment_id_json` a JSON integer or string literal.
-///
-/// # Safety
-/// The strings are NULL or NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn sft_add_error_json(
-    task_id: *const c_char,
-    segment_id_json: *const c_char,
-    error_message: *const c_char,
-) -> SftResult {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { add_segment_error(task_id, segment_id_json, "segment_id_json", parse_segment_id, error_message) }
-}
-
-/// Turns a segment-id argument into a [`SegmentId`]: as text, or parsed as JSON.
-type SegmentIdReader = fn(&str) -> crate::Result<SegmentId>;
-
-/// # Safety
-/// The strings are NULL or NUL-terminated.
-unsafe fn add_segment(
-    task_id: *const c_char,
-    segment_id: *const c_char,
-    segment_id_name: &str,
-    read_segment_id: SegmentIdReader,
-    audio_url: *const c_char,
-    duration: f64,
-) -> SftResult {
-    call(|| {
-        // SAFETY: the caller guarantees NUL-terminated strings.
-        let (task_id, segment_id, audio_url) = unsafe {
-            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, segment_id_name)?, borrow_str(audio_url, "audio_url")?)
-        };
-        let segment = CompletedSegment { segment_id: read_segment_id(segment_id)?, audio_url: audio_url.to_owned(), duration };
-        process_manager().add_completed_segment(task_id, &segment)
-    })
-}
-
-/// # Safety
-/// The strings are NULL or NUL-terminated.
-unsafe fn add_segment_error(
-    task_id: *const c_char,
-    segment_id: *const c_char,
-    segment_id_name: &str,
-    read_segment_id: SegmentIdReader,
-    error_message: *const c_char,
-) -> SftResult {
     call(|| {
         // SAFETY: the caller guarantees NUL-terminated strings.
         let (task_id, segment_id, message) = unsafe {
-            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, segment_id_name)?, borrow_str(error_message, "error_message")?)
+            (borrow_str(task_id, "task_id")?, borrow_str(segment_id, "segment_id")?, borrow_str(error_message, "error_message")?)
         };
-        let error = SegmentError { segment_id: read_segment_id(segment_id)?, error: message.to_owned() };
+        let error = SegmentError { segment_id: segment_id.into(), error: message.to_owned() };
         process_manager().add_error(task_id, &error)
     })
 }
 
-fn parse_segment_id(json: &str) -> crate::Result<SegmentId> {
-    Config::check_len("segment_id_json", json, process_manager().config().max_extra_json_bytes)?;
-    SegmentId::from_json(json)
+/// Records a segment that failed, given as its wire object:
+/// `{"segment_id": 3 | "3", "error": "…"}`. Errors as
+/// `sft_add_completed_segment_from_json`.
+///
+/// # Safety
+/// The strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sft_add_error_from_json(task_id: *const c_char, error_json: *const c_char) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees NUL-terminated strings.
+        let (task_id, error_json) = unsafe { (borrow_str(task_id, "task_id")?, borrow_str(error_json, "error_json")?) };
+        process_manager().add_error_json(task_id, error_json)
+    })
 }
 
 /// Sets the text the status `error` carries if the task fails (returns

@@ -1,4 +1,4 @@
-//! Beyond the seed: cancellation, waiting, deferred completion, the change
+//! The task lifecycle: cancellation, waiting, deferred completion, the change
 //! feed, listing, statistics, configuration and shutdown.
 
 use std::ffi::{c_char, c_void, CString};

@@ -9,12 +9,14 @@ mod boundary;
 mod core_api;
 mod global;
 mod lifecycle;
+mod runner_api;
 #[cfg(feature = "testing")]
 mod testing;
 
 pub use core_api::*;
 pub use global::process_manager;
 pub use lifecycle::*;
+pub use runner_api::*;
 #[cfg(feature = "testing")]
 pub use testing::*;
 

@@ -1,4 +1,4 @@
-/* The core C API of API.md: every function, every result code it can give,
+/* The core C API: every function, every result code it can give,
  * user-data ownership, and bad input that must change nothing. */
 #include "check.h"
 
@@ -124,10 +124,10 @@ static void test_segments_and_errors(void) {
   CHECK_RESULT(sft_submit_task(task_wait_at_gate, &gate, NULL, "core-seg", NULL), SFT_OK);
   CHECK(wait_started("core-seg")); /* so that only the calls below change it */
   CHECK_RESULT(sft_add_completed_segment("core-seg", "1", "/media/audio/1.wav", 2.5), SFT_OK);
-  CHECK_RESULT(sft_add_completed_segment_json("core-seg", "7", "/media/audio/7.wav", 1.25), SFT_OK);
-  CHECK_RESULT(sft_add_completed_segment_json("core-seg", "\"8\"", "/media/audio/8.wav", 0), SFT_OK);
+  CHECK_RESULT(sft_add_completed_segment_from_json("core-seg", "{\"segment_id\":7,\"audio_url\":\"/media/audio/7.wav\",\"duration\":1.25}"), SFT_OK);
+  CHECK_RESULT(sft_add_completed_segment_from_json("core-seg", "{\"segment_id\":\"8\",\"audio_url\":\"/media/audio/8.wav\",\"duration\":0}"), SFT_OK);
   CHECK_RESULT(sft_add_error("core-seg", "3", "voice not found"), SFT_OK);
-  CHECK_RESULT(sft_add_error_json("core-seg", "4", "engine \"timeout\"\n"), SFT_OK);
+  CHECK_RESULT(sft_add_error_from_json("core-seg", "{\"segment_id\":4,\"error\":\"engine \\\"timeout\\\"\\n\"}"), SFT_OK);
   CHECK(status_has("core-seg",
                    "\"completed_segments\":[{\"segment_id\":\"1\",\"audio_url\":\"/media/audio/1.wav\",\"duration\":2.5},"
                    "{\"segment_id\":7,\"audio_url\":\"/media/audio/7.wav\",\"duration\":1.25},"
@@ -144,11 +144,26 @@ static void test_segments_and_errors(void) {
   CHECK_RESULT(sft_add_completed_segment("core-seg", NULL, "/a.wav", 1.0), SFT_ERR_INVALID_ARGUMENT);
   CHECK_RESULT(sft_add_completed_segment("core-seg", "1", NULL, 1.0), SFT_ERR_INVALID_ARGUMENT);
   CHECK_RESULT(sft_add_completed_segment("core-seg", "1", "/\xc3\x28.wav", 1.0), SFT_ERR_INVALID_ARGUMENT);
-  const char *bad_ids[] = {"7.5", "[1]", "null", "{}", "", "\"open", "18446744073709551616", "1 2"};
+  const char *bad_ids[] = {"7.5", "[1]", "null", "{}", "\"\"", "1e2", "true"};
+  char record[128];
   for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
-    CHECK_RESULT(sft_add_completed_segment_json("core-seg", bad_ids[i], "/a.wav", 1.0), SFT_ERR_INVALID_ARGUMENT);
-    CHECK_RESULT(sft_add_error_json("core-seg", bad_ids[i], "x"), SFT_ERR_INVALID_ARGUMENT);
+    snprintf(record, sizeof record, "{\"segment_id\":%s,\"audio_url\":\"/a.wav\",\"duration\":1.0}", bad_ids[i]);
+    CHECK_RESULT(sft_add_completed_segment_from_json("core-seg", record), SFT_ERR_INVALID_ARGUMENT);
+    snprintf(record, sizeof record, "{\"segment_id\":%s,\"error\":\"x\"}", bad_ids[i]);
+    CHECK_RESULT(sft_add_error_from_json("core-seg", record), SFT_ERR_INVALID_ARGUMENT);
   }
+  const char *bad_records[] = {"", "{", "[1]", "7", "{\"segment_id\":1}", "{\"segment_id\":1,\"error\":\"x\",\"more\":1}",
+                               "{\"segment_id\":1,\"error\":7}", "{\"segment_id\":1,\"error\":\"\\ud800\"}", "{\"segment_id\":1,\"error\":\"x\"} 2"};
+  for (size_t i = 0; i < sizeof bad_records / sizeof *bad_records; i++) {
+    CHECK_RESULT(sft_add_error_from_json("core-seg", bad_records[i]), SFT_ERR_INVALID_ARGUMENT);
+    CHECK_RESULT(sft_add_completed_segment_from_json("core-seg", bad_records[i]), SFT_ERR_INVALID_ARGUMENT);
+  }
+  CHECK_RESULT(sft_add_error_from_json("core-seg", "{\"segment_id\":1,\"error\":\"\\ud800\"}"), SFT_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_has("error_json: the string at \"error\" holds a lone surrogate (\\ud800)"));
+  CHECK_RESULT(sft_add_completed_segment("core-seg", "", "/a.wav", 1.0), SFT_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_has("segment_id is empty"));
+  CHECK_RESULT(sft_add_completed_segment_from_json("core-seg", NULL), SFT_ERR_INVALID_ARGUMENT);
+  CHECK_RESULT(sft_add_error_from_json(NULL, "{\"segment_id\":1,\"error\":\"x\"}"), SFT_ERR_INVALID_ARGUMENT);
   char *long_url = malloc(9000);
   memset(long_url, 'u', 8999);
   long_url[8999] = '\0';
@@ -162,9 +177,9 @@ static void test_segments_and_errors(void) {
   CHECK_RESULT(sft_add_error("core-seg", "1", NULL), SFT_ERR_INVALID_ARGUMENT);
   CHECK_RESULT(sft_add_error(NULL, "1", "x"), SFT_ERR_INVALID_ARGUMENT);
   CHECK_RESULT(sft_add_completed_segment("core-missing", "1", "/a.wav", 1.0), SFT_ERR_NOT_FOUND);
-  CHECK_RESULT(sft_add_completed_segment_json("core-missing", "1", "/a.wav", 1.0), SFT_ERR_NOT_FOUND);
+  CHECK_RESULT(sft_add_completed_segment_from_json("core-missing", "{\"segment_id\":1,\"audio_url\":\"/a.wav\",\"duration\":1}"), SFT_ERR_NOT_FOUND);
   CHECK_RESULT(sft_add_error("core-missing", "1", "x"), SFT_ERR_NOT_FOUND);
-  CHECK_RESULT(sft_add_error_json("core-missing", "1", "x"), SFT_ERR_NOT_FOUND);
+  CHECK_RESULT(sft_add_error_from_json("core-missing", "{\"segment_id\":1,\"error\":\"x\"}"), SFT_ERR_NOT_FOUND);
   char *after = sft_get_task_status("core-seg");
   CHECK(before && after && strcmp(before, after) == 0);
   sft_string_free(before);
@@ -173,13 +188,63 @@ static void test_segments_and_errors(void) {
   CHECK(finishes_as("core-seg", "COMPLETED"));
 }
 
+/* A finished task's status is final: every report on it is refused and changes nothing. */
+static void test_finished_is_final(void) {
+  CHECK_RESULT(sft_submit_task(task_count_run, &unobserved_usage, NULL, "core-final-ok", NULL), SFT_OK);
+  CHECK_RESULT(sft_submit_task(task_fail_with_code, NULL, NULL, "core-final-failed", NULL), SFT_OK);
+  CHECK(finishes_as("core-final-ok", "COMPLETED"));
+  CHECK(finishes_as("core-final-failed", "FAILED"));
+  const char *finished[] = {"core-final-ok", "core-final-failed"};
+  for (size_t i = 0; i < 2; i++) {
+    const char *id = finished[i];
+    char *before = sft_get_task_status(id);
+    CHECK_RESULT(sft_update_task_progress(id, 1, 2, NULL), SFT_ERR_INVALID_STATE);
+    CHECK(last_error_has("its status is final"));
+    CHECK_RESULT(sft_update_task_progress(id, 1, 2, "{\"k\":1}"), SFT_ERR_INVALID_STATE);
+    CHECK_RESULT(sft_add_completed_segment(id, "1", "/a.wav", 1.0), SFT_ERR_INVALID_STATE);
+    CHECK_RESULT(sft_add_completed_segment_from_json(id, "{\"segment_id\":1,\"audio_url\":\"/a.wav\",\"duration\":1}"), SFT_ERR_INVALID_STATE);
+    CHECK_RESULT(sft_add_error(id, "1", "x"), SFT_ERR_INVALID_STATE);
+    CHECK_RESULT(sft_add_error_from_json(id, "{\"segment_id\":1,\"error\":\"x\"}"), SFT_ERR_INVALID_STATE);
+    CHECK_RESULT(sft_set_task_error(id, "x"), SFT_ERR_INVALID_STATE);
+    char *after = sft_get_task_status(id);
+    CHECK(before && after && strcmp(before, after) == 0);
+    sft_string_free(before);
+    sft_string_free(after);
+  }
+}
+
+static void test_numbers_round_trip_exactly(void) {
+  Gate gate = GATE_INIT;
+  CHECK_RESULT(sft_submit_task(task_wait_at_gate, &gate, NULL, "core-numbers", NULL), SFT_OK);
+  CHECK(wait_started("core-numbers"));
+  CHECK_RESULT(sft_update_task_progress("core-numbers", 1, 2,
+                                        "{\"big\":1000000000000000000000000000000,\"neg\":-9007199254740993,\"f\":2.50,\"e\":1e2}"),
+               SFT_OK);
+  CHECK(status_has("core-numbers", "\"big\":1000000000000000000000000000000,\"neg\":-9007199254740993,\"f\":2.5,\"e\":100.0}"));
+  char *before = sft_get_task_status("core-numbers");
+  CHECK_RESULT(sft_update_task_progress("core-numbers", 1, 2, "{\"inf\":1e400}"), SFT_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_has("not a finite number"));
+  CHECK_RESULT(sft_update_task_progress("core-numbers", 1, 2, "{\"nan\":NaN}"), SFT_ERR_INVALID_ARGUMENT);
+  CHECK_RESULT(sft_update_task_progress("core-numbers", 1, 2, "{\"s\":\"\\udc00\"}"), SFT_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_has("extra_json: the string at \"s\" holds a lone surrogate (\\udc00)"));
+  char *after = sft_get_task_status("core-numbers");
+  CHECK(before && after && strcmp(before, after) == 0);
+  sft_string_free(before);
+  sft_string_free(after);
+  gate_open(&gate);
+  CHECK(finishes_as("core-numbers", "COMPLETED"));
+}
+
 static void test_caller_strings_round_trip(void) {
   const char *tricky = "q\"uote \\back\nnl\x01 \xc3\xbcn\xc3\xaf \xf0\x9f\x8e\xa7";
-  CHECK_RESULT(sft_submit_task(task_count_run, &unobserved_usage, NULL, tricky, NULL), SFT_OK);
-  CHECK(finishes_as(tricky, "COMPLETED"));
+  Gate gate = GATE_INIT;
+  CHECK_RESULT(sft_submit_task(task_wait_at_gate, &gate, NULL, tricky, NULL), SFT_OK);
+  CHECK(wait_started(tricky));
   CHECK(status_has(tricky, "\"task_id\":\"q\\\"uote \\\\back\\nnl\\u0001 \xc3\xbcn\xc3\xaf \xf0\x9f\x8e\xa7\""));
   CHECK_RESULT(sft_add_completed_segment(tricky, tricky, tricky, 1.0), SFT_OK);
   CHECK(status_has(tricky, "\"audio_url\":\"q\\\"uote \\\\back\\nnl\\u0001"));
+  gate_open(&gate);
+  CHECK(finishes_as(tricky, "COMPLETED"));
 }
 
 static void test_unknown_ids_and_null_reads(void) {
@@ -209,6 +274,8 @@ int main(void) {
   test_failures();
   test_progress();
   test_segments_and_errors();
+  test_finished_is_final();
+  test_numbers_round_trip_exactly();
   test_caller_strings_round_trip();
   test_unknown_ids_and_null_reads();
   test_last_error_is_per_thread();

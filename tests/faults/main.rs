@@ -270,8 +270,8 @@ fn a_panicking_task_listener_or_destructor_is_contained() {
 fn cancel_self_after_two_segments(id: &CStr, _: &Tracked) -> i32 {
     // SAFETY: valid strings for every call.
     unsafe {
-        for segment in [c"1", c"2"] {
-            assert_eq!(sft_add_completed_segment_json(id.as_ptr(), segment.as_ptr(), c"/a.wav".as_ptr(), 1.0), SftResult::SFT_OK);
+        for segment in [c"{\"segment_id\":1,\"audio_url\":\"/a.wav\",\"duration\":1.0}", c"{\"segment_id\":2,\"audio_url\":\"/a.wav\",\"duration\":1.0}"] {
+            assert_eq!(sft_add_completed_segment_from_json(id.as_ptr(), segment.as_ptr()), SftResult::SFT_OK);
         }
         assert_eq!(sft_cancel_task(id.as_ptr()), SftResult::SFT_OK);
         let mut requested = false;
@@ -284,7 +284,7 @@ fn cancel_self_after_two_segments(id: &CStr, _: &Tracked) -> i32 {
 fn give_up_with_a_message(id: &CStr, _: &Tracked) -> i32 {
     // SAFETY: valid strings.
     unsafe {
-        assert_eq!(sft_add_error_json(id.as_ptr(), c"3".as_ptr(), c"voice not found".as_ptr()), SftResult::SFT_OK);
+        assert_eq!(sft_add_error_from_json(id.as_ptr(), c"{\"segment_id\":3,\"error\":\"voice not found\"}".as_ptr()), SftResult::SFT_OK);
         assert_eq!(sft_set_task_error(id.as_ptr(), c"gave up after segment 3".as_ptr()), SftResult::SFT_OK);
     }
     -1

@@ -1,6 +1,6 @@
 """storyflow_tasks: the StoryFlow background task manager, backed by the storyflow-tasks library.
 
-A drop-in for the seed's pure-Python module (``backend/api/tasks.py``)::
+A drop-in for the original StoryFlow ``tasks.py`` design, a pure-Python module::
 
     from storyflow_tasks import get_task_manager, TASK_COMPLETED
 
@@ -27,20 +27,20 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
-from ._manager import (
-    FINISHED_STATES,
+from ._manager import FINISHED_STATES, TaskFunction, TaskManager, current_task_id, get_task_manager
+from ._native import LIBRARY_ENV, candidate_paths
+from ._status import (
     TASK_CANCELLED,
     TASK_COMPLETED,
     TASK_FAILED,
     TASK_PENDING,
     TASK_PROCESSING,
-    TaskFunction,
-    TaskManager,
+    CompletedSegment,
+    SegmentError,
+    SegmentId,
+    TaskState,
     TaskStatus,
-    current_task_id,
-    get_task_manager,
 )
-from ._native import LIBRARY_ENV, candidate_paths
 
 
 def library_path() -> str:
@@ -75,6 +75,10 @@ __all__ = [
     "TASK_CANCELLED",
     "FINISHED_STATES",
     "TaskStatus",
+    "TaskState",
+    "CompletedSegment",
+    "SegmentError",
+    "SegmentId",
     "TaskFunction",
     "StoryflowTasksError",
     "TaskNotFoundError",

@@ -2,14 +2,14 @@
 
 Each class also derives from the built-in exception a Python caller would
 naturally catch (``ValueError`` for bad input and duplicate ids, ``LookupError``
-for unknown ids, ``TimeoutError`` for waits that ran out), so code written
-against the seed's plain exceptions keeps working.
+for unknown ids, ``RuntimeError`` for a manager that cannot take the call now,
+``TimeoutError`` for waits that ran out), so code written against the plain
+exceptions of the original StoryFlow ``tasks.py`` design keeps working.
 """
 
 from __future__ import annotations
 
 from typing import Dict, Optional, Type
-
 
 
 class StoryflowTasksError(Exception):
@@ -49,7 +49,7 @@ class DuplicateTaskIdError(StoryflowTasksError, ValueError):
     code, code_name = 3, "SFT_ERR_DUPLICATE_ID"
 
 
-class QueueFullError(StoryflowTasksError):
+class QueueFullError(StoryflowTasksError, RuntimeError):
     """The queue already holds ``max_pending_tasks`` tasks (``SFT_ERR_QUEUE_FULL``)."""
 
     code, code_name = 4, "SFT_ERR_QUEUE_FULL"

@@ -9,6 +9,7 @@ many loops, it costs one thread, and no coroutine ever makes a blocking call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -41,10 +42,8 @@ class Subscription:
         if self._wake_scheduled:
             return
         self._wake_scheduled = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to wake
             self.loop.call_soon_threadsafe(self._set)
-        except RuntimeError:
-            pass  # the loop closed: nobody is left to wake
 
     def _set(self) -> None:
         self._wake_scheduled = False

@@ -31,7 +31,7 @@ import os
 import threading
 import types
 from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Deque, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ._errors import InvalidArgumentError, InvalidStateError, ShutDownError, TaskNotFoundError, TaskTimeoutError
 from ._events import EventHub
@@ -47,18 +47,11 @@ from ._native import (
     encode_text,
     native,
 )
+from ._status import TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED, TASK_PENDING, TASK_PROCESSING, TaskStatus
 
-
-TASK_PENDING = "PENDING"
-TASK_PROCESSING = "PROCESSING"
-TASK_COMPLETED = "COMPLETED"
-TASK_FAILED = "FAILED"
-TASK_CANCELLED = "CANCELLED"
 #: The states a task never leaves.
-FINISHED_STATES = frozenset({TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED})
+FINISHED_STATES: FrozenSet[str] = frozenset({TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED})
 
-#: A task's status as ``get_task_status`` returns it (the wire format of API.md).
-TaskStatus = Dict[str, Any]
 #: What ``submit_task`` runs: a function of no arguments, or an async one.
 TaskFunction = Callable[[], Any]
 
@@ -76,8 +69,9 @@ _current_task: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("s
 def current_task_id() -> Optional[str]:
     """The id of the Python task whose function (or coroutine) is running in this context, else ``None``.
 
-    The seed's task functions take no arguments; this is how one finds its own
-    id, to report progress or poll ``is_cancel_requested``.
+    Task functions take no arguments, as in the original StoryFlow ``tasks.py``
+    design; this is how one finds its own id, to report progress or poll
+    ``is_cancel_requested``.
     """
     return _current_task.get()
 
@@ -130,7 +124,7 @@ def _sanitised(message: str) -> bytes:
 
 
 def _shortened(message: bytes, limit: int) -> bytes:
-    marker = " [...]".encode()
+    marker = b" [...]"
     if limit <= len(marker):
         return message[:limit].decode("utf-8", "ignore").encode()
     return message[: limit - len(marker)].decode("utf-8", "ignore").encode() + marker
@@ -237,7 +231,7 @@ def _run_coroutine(lib: Native, entry: _Entry, revision: int) -> None:
     loop = entry.loop
     function, entry.function = entry.function, None
     assert loop is not None and function is not None
-    started: List["asyncio.Task[Any]"] = []
+    started: List[asyncio.Task[Any]] = []
     # call_soon_threadsafe copies this context into the asyncio task: current_task_id() works inside it.
     token = _current_task.set(entry.task_id)
     coroutine: Any = None
@@ -287,7 +281,7 @@ async def _awaiting(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def _finish_from_task(lib: Native, task_id: str, task: "asyncio.Task[Any]") -> None:
+def _finish_from_task(lib: Native, task_id: str, task: asyncio.Task[Any]) -> None:
     if task.cancelled():
         _finish(lib, task_id, 1, "CancelledError: the coroutine was cancelled")
         return
@@ -368,7 +362,9 @@ def _count(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if not 0 <= value < 2**64:
-        raise InvalidArgumentError(f"{what} must be in 0..2**64, not {value}")
+        # A huge int is not even printable (Python caps int-to-str at 4300 digits): describe it instead.
+        shown = str(value) if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
+        raise InvalidArgumentError(f"{what} must be in 0..2**64-1, not {shown}")
     return value
 
 
@@ -378,7 +374,10 @@ def _segment_id_json(segment_id: object) -> bytes:
         raise TypeError(f"segment_id must be an int or a str, not {type(segment_id).__name__}")
     if isinstance(segment_id, str):
         encode_text(segment_id, "segment_id")  # refuses NUL and unencodable text with a clear error
-    return json.dumps(segment_id).encode()
+    try:
+        return json.dumps(segment_id).encode()
+    except ValueError as error:  # an int past Python's int-to-str digit limit
+        raise InvalidArgumentError(f"segment_id cannot be written as JSON: {error}") from None
 
 
 def _is_async_function(function: Callable[..., Any]) -> bool:
@@ -387,7 +386,8 @@ def _is_async_function(function: Callable[..., Any]) -> bool:
         return bool(function.__code__.co_flags & inspect.CO_COROUTINE)
     if inspect.iscoroutinefunction(function) or asyncio.iscoroutinefunction(function):
         return True
-    call = getattr(function, "__call__", None)
+    # An instance whose class defines `async def __call__`.
+    call = getattr(type(function), "__call__", None)  # noqa: B004 - the method itself: is it async?
     return call is not None and inspect.iscoroutinefunction(call)
 
 
@@ -401,16 +401,16 @@ def _on_main_thread() -> bool:
 class TaskManager:
     """The process-wide task manager: one worker, one registry, shared with C and Node code in the process.
 
-    ``TaskManager()`` always returns the same instance (the seed's singleton);
+    ``TaskManager()`` always returns the same instance (a singleton, as in the original design);
     creating it loads the shared library, raising ``LibraryLoadError`` with
     every place it looked if that fails.
     """
 
-    _instance: Optional["TaskManager"] = None
+    _instance: Optional[TaskManager] = None
     _lock = threading.Lock()
     _exit_timeout: float = 2.0
 
-    def __new__(cls) -> "TaskManager":
+    def __new__(cls) -> TaskManager:
         instance = cls._instance
         if instance is None:
             with cls._lock:
@@ -449,7 +449,7 @@ class TaskManager:
         """The loaded library's version, e.g. ``"0.1.0"``."""
         return self._native.version()
 
-    # ----- the seed's surface ------------------------------------------------------------
+    # ----- the original design's surface ------------------------------------------------------------
 
     def submit_task(
         self,
@@ -483,8 +483,7 @@ class TaskManager:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:
                     raise RuntimeError(
-                        "submit_task() got an async function but no event loop runs here: "
-                        "call it from a coroutine, or pass loop="
+                        "submit_task() got an async function but no event loop runs here: call it from a coroutine, or pass loop="
                     ) from None
         elif loop is not None:
             raise TypeError("loop= is only for async task functions; this one is a plain function")
@@ -513,10 +512,9 @@ class TaskManager:
     def get_task_status(self, task_id: str) -> Optional[TaskStatus]:
         """A fresh dict of the task's status (the wire format), or ``None`` for an unknown id."""
         lib = self._native
-        if type(task_id) is str and task_id.isascii() and "\x00" not in task_id:
-            task = task_id.encode()  # the common case, without the general checks' overhead
-        else:
-            task = encode_text(task_id, "task_id")
+        # The common case skips the general checks' overhead.
+        fast = type(task_id) is str and task_id.isascii() and "\x00" not in task_id
+        task = task_id.encode() if fast else encode_text(task_id, "task_id")
         pointer = lib.sft_get_task_status(task)
         if not pointer:
             return None
@@ -530,8 +528,8 @@ class TaskManager:
         """Replaces the task's progress; ``percentage`` is ``current*100//total`` clamped to 0..100 (0 when ``total`` is 0).
 
         Keyword arguments (e.g. ``current_segment_id=7``) sit beside
-        ``current``, ``total`` and ``percentage`` with their JSON types. Like
-        the seed, an unknown task id is ignored: the result is ``False`` then,
+        ``current``, ``total`` and ``percentage`` with their JSON types. As in
+        the original design, an unknown task id is ignored: the result is ``False`` then,
         ``True`` when recorded.
         """
         task = encode_text(task_id, "task_id")
@@ -546,13 +544,13 @@ class TaskManager:
             except ValueError as error:
                 raise InvalidArgumentError(f"progress values must be valid JSON: {error}") from None
         lib = self._native
-        return self._seed_mutation(lib.sft_update_task_progress(task, current, total, extra), "update_task_progress")
+        return self._mutation_outcome(lib.sft_update_task_progress(task, current, total, extra), "update_task_progress")
 
     def add_completed_segment(self, task_id: str, segment_id: Union[int, str], result: Mapping[str, Any]) -> bool:
         """Records a finished segment from ``result["audio_url"]`` and ``result["duration"]`` (seconds).
 
         ``segment_id`` keeps its type (``int`` or ``str``). An unknown task id is
-        ignored, as in the seed: ``False`` then, ``True`` when recorded.
+        ignored, as in the original design: ``False`` then, ``True`` when recorded.
         """
         task = encode_text(task_id, "task_id")
         segment = _segment_id_json(segment_id)
@@ -567,7 +565,7 @@ class TaskManager:
             raise TypeError(f"result['duration'] must be a number of seconds, not {type(duration).__name__}")
         lib = self._native
         code = lib.sft_add_completed_segment_json(task, segment, audio_url, float(duration))
-        return self._seed_mutation(code, "add_completed_segment")
+        return self._mutation_outcome(code, "add_completed_segment")
 
     def add_error(self, task_id: str, segment_id: Union[int, str], error_message: str) -> bool:
         """Records a segment that failed. ``segment_id`` keeps its type; an unknown task id is ignored (``False``)."""
@@ -575,11 +573,11 @@ class TaskManager:
         segment = _segment_id_json(segment_id)
         message = encode_text(error_message, "error_message")
         lib = self._native
-        return self._seed_mutation(lib.sft_add_error_json(task, segment, message), "add_error")
+        return self._mutation_outcome(lib.sft_add_error_json(task, segment, message), "add_error")
 
-    def _seed_mutation(self, code: int, action: str) -> bool:
+    def _mutation_outcome(self, code: int, action: str) -> bool:
         if code == SFT_ERR_NOT_FOUND:
-            return False  # the seed's "silently ignore unknown task ids"
+            return False  # the original design's "silently ignore unknown task ids"
         self._native.check(code, action)
         return True
 
@@ -803,5 +801,5 @@ class TaskManager:
 
 
 def get_task_manager() -> TaskManager:
-    """The process-wide ``TaskManager`` (the seed's convenience accessor)."""
+    """The process-wide ``TaskManager`` (the original design's convenience accessor)."""
     return TaskManager()

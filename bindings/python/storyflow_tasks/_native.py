@@ -127,9 +127,7 @@ class Native:
             try:
                 function = getattr(handle, name)
             except AttributeError:
-                raise LibraryLoadError(
-                    f"{path} has no function {name}: it is not a compatible storyflow-tasks library"
-                ) from None
+                raise LibraryLoadError(f"{path} has no function {name}: it is not a compatible storyflow-tasks library") from None
             function.restype = restype
             function.argtypes = argtypes
             setattr(self, name, function)

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -45,7 +45,7 @@ class Gate:
         if not self._opened.wait(HANG_GUARD):
             raise TimeoutError("the gate was never opened")
 
-    def wait_started(self) -> "Gate":
+    def wait_started(self) -> Gate:
         assert self.started.wait(HANG_GUARD), "the gate task never started"
         return self
 
@@ -82,7 +82,9 @@ def python_env(**extra: str) -> dict:
     return env
 
 
-def run_python(code: str, *, env: dict = None, timeout: float = HANG_GUARD, cwd: str = None) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, *, env: Optional[dict] = None, timeout: float = HANG_GUARD, cwd: Optional[str] = None
+) -> subprocess.CompletedProcess:
     """Runs ``code`` in a fresh interpreter; a hang fails the test instead of blocking the suite."""
     try:
         return subprocess.run(
@@ -115,8 +117,20 @@ def build_c_engine(link_against: Path, output: Path) -> Path:
     if compiler is None:
         pytest.skip("no C compiler")
     subprocess.run(
-        [compiler, "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", f"-I{REPOSITORY / 'include'}", str(ENGINE_SOURCE),
-         str(link_against), f"-Wl,-rpath,{link_against.parent}", "-o", str(output)],
+        [
+            compiler,
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{REPOSITORY / 'include'}",
+            str(ENGINE_SOURCE),
+            str(link_against),
+            f"-Wl,-rpath,{link_against.parent}",
+            "-o",
+            str(output),
+        ],
         check=True,
         capture_output=True,
         timeout=120,

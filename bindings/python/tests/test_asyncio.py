@@ -7,7 +7,6 @@ import threading
 
 import pytest
 
-from conftest import HANG_GUARD
 from storyflow_tasks import (
     TASK_CANCELLED,
     TASK_COMPLETED,
@@ -19,6 +18,8 @@ from storyflow_tasks import (
     TaskTimeoutError,
     current_task_id,
 )
+
+from conftest import HANG_GUARD
 
 
 def run(coroutine):

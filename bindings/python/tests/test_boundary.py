@@ -9,10 +9,11 @@ import os
 
 import pytest
 
+from storyflow_tasks import TASK_COMPLETED, TASK_PROCESSING, InvalidStateError
+from storyflow_tasks._native import _SIGNATURES, native
+
 from conftest import HANG_GUARD, assert_clean_exit, run_python
 from mp_helpers import run_one_task_here
-from storyflow_tasks import TASK_COMPLETED, TASK_PROCESSING
-from storyflow_tasks._native import _SIGNATURES, native
 
 # ----- library strings ---------------------------------------------------------------------------------
 
@@ -51,7 +52,7 @@ def test_reading_statuses_frees_every_string(tm):
             assert len(tm.get_task_status(task_id)["progress"]["blob"]) == 60_000
             assert tm.wait(task_id, timeout=0)["task_id"] == task_id
             assert next(tm.watch(task_id))["task_id"] == task_id
-            with pytest.raises(Exception):
+            with pytest.raises(InvalidStateError):
                 failed_calls()
 
     exercise(200)  # warm up allocator pools

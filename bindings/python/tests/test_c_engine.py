@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import json
-from pathlib import Path
-
 import shutil
+from pathlib import Path
 
 import pytest
 
-from conftest import HANG_GUARD, assert_clean_exit, build_c_engine, python_env, run_python
 from storyflow_tasks import TASK_COMPLETED, TASK_PENDING, current_task_id
 from storyflow_tasks._native import SONAME, native
+
+from conftest import HANG_GUARD, assert_clean_exit, build_c_engine, python_env, run_python
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,7 @@ def test_c_reports_progress_for_a_task_python_submitted(tm, engine):
     assert results == [0]
     assert final["status"] == TASK_COMPLETED
     assert final["progress"] == {"current": 3, "total": 3, "percentage": 100, "engine": "c", "current_segment_id": 3}
-    assert final["completed_segments"] == [
-        {"segment_id": n, "audio_url": f"/media/c/{n}.wav", "duration": 0.5 * n} for n in (1, 2, 3)
-    ]
+    assert final["completed_segments"] == [{"segment_id": n, "audio_url": f"/media/c/{n}.wav", "duration": 0.5 * n} for n in (1, 2, 3)]
     assert c_status(engine, task_id) == tm.get_task_status(task_id)
 
 

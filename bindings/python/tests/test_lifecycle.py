@@ -1,4 +1,4 @@
-"""Beyond the seed: wait, cancel, watch, listing, statistics, configuration and shutdown."""
+"""The extensions to the original design: wait, cancel, watch, listing, statistics, configuration and shutdown."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import threading
 
 import pytest
 
-from conftest import HANG_GUARD, assert_clean_exit, run_python
 from storyflow_tasks import (
     TASK_CANCELLED,
     TASK_COMPLETED,
@@ -18,6 +17,8 @@ from storyflow_tasks import (
     TaskTimeoutError,
     current_task_id,
 )
+
+from conftest import HANG_GUARD, assert_clean_exit, run_python
 
 # ----- wait ---------------------------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import storyflow_tasks
-from conftest import REPOSITORY, assert_clean_exit, python_env, run_python
 from storyflow_tasks._native import library_file_name
+
+from conftest import REPOSITORY, assert_clean_exit, python_env, run_python
 
 PACKAGE_DIR = Path(storyflow_tasks.__file__).resolve().parent
 PACKAGED_COPY = PACKAGE_DIR / library_file_name()
@@ -103,4 +104,4 @@ def test_the_soname_looked_for_in_the_process_matches_the_library():
     """The name used to find a copy a C engine loaded first must follow the library's major version."""
     from storyflow_tasks._native import SONAME, native
 
-    assert SONAME == f"libstoryflow_tasks.so.{native().version().split('.')[0]}"
+    assert f"libstoryflow_tasks.so.{native().version().split('.')[0]}" == SONAME

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 import math
+import re
+from pathlib import Path
+from typing import Dict
 
 import pytest
 
 import storyflow_tasks
-from conftest import HANG_GUARD, assert_clean_exit, run_python
 from storyflow_tasks import (
     TASK_COMPLETED,
     TASK_FAILED,
@@ -24,6 +27,8 @@ from storyflow_tasks import (
 )
 from storyflow_tasks._errors import error_for_code
 from storyflow_tasks._native import native
+
+from conftest import HANG_GUARD, assert_clean_exit, run_python
 
 
 def run_to_end(tm, function):
@@ -175,6 +180,10 @@ def test_a_non_callable_raises_type_error_and_registers_nothing(tm):
         (lambda tm, t: tm.update_task_progress(t, -1, 3), InvalidArgumentError),
         (lambda tm, t: tm.update_task_progress(t, 1.5, 3), TypeError),
         (lambda tm, t: tm.update_task_progress(t, 1, 2**64), InvalidArgumentError),
+        (lambda tm, t: tm.update_task_progress(t, 10**5000, 2), InvalidArgumentError),
+        (lambda tm, t: tm.update_task_progress(t, 1, -(10**5000)), InvalidArgumentError),
+        (lambda tm, t: tm.update_task_progress(t, 1, 3, big=10**5000), InvalidArgumentError),
+        (lambda tm, t: tm.add_error(t, 10**5000, "too many digits to write"), InvalidArgumentError),
         (lambda tm, t: tm.update_task_progress(t, 1, 3, percentage=5), InvalidArgumentError),
         (lambda tm, t: tm.update_task_progress(t, 1, 3, bad=object()), TypeError),
         (lambda tm, t: tm.update_task_progress(t, 1, 3, ratio=math.nan), InvalidArgumentError),
@@ -242,7 +251,7 @@ def test_every_result_code_maps_to_its_own_exception_class():
         1: (TaskNotFoundError, LookupError),
         2: (InvalidArgumentError, ValueError),
         3: (DuplicateTaskIdError, ValueError),
-        4: (QueueFullError, StoryflowTasksError),
+        4: (QueueFullError, RuntimeError),
         5: (ShutDownError, RuntimeError),
         6: (InvalidStateError, RuntimeError),
         7: (TaskTimeoutError, TimeoutError),
@@ -256,11 +265,71 @@ def test_every_result_code_maps_to_its_own_exception_class():
     assert type(unknown) is StoryflowTasksError and unknown.code == 99
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_error_table() -> Dict[str, str]:
+    """The README's "Errors" table: exception class name -> the built-in base it names."""
+    section = README.read_text("utf-8").split("## Errors", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| `(\w+)` \|", section, re.MULTILINE))
+
+
+def test_each_exception_class_derives_from_the_builtin_its_documentation_names():
+    documented = readme_error_table()
+    exported = {
+        name
+        for name in storyflow_tasks.__all__
+        if isinstance(getattr(storyflow_tasks, name), type)
+        and issubclass(getattr(storyflow_tasks, name), StoryflowTasksError)
+        and name != "StoryflowTasksError"
+    }
+    assert set(documented) == exported, "the README lists every exception class, and only those"
+    for name, builtin_name in documented.items():
+        cls = getattr(storyflow_tasks, name)
+        builtin = getattr(builtins, builtin_name)
+        assert StoryflowTasksError in cls.__mro__, name
+        # The one built-in among its bases is the documented one (the rest of the MRO is what that implies).
+        builtin_bases = [base for base in cls.__bases__ if base.__module__ == "builtins"]
+        assert builtin_bases == [builtin], f"{name} derives from {builtin_bases}, the README says {builtin_name}"
+        assert cls.__mro__.index(builtin) > cls.__mro__.index(StoryflowTasksError)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda tm: tm.submit_task(lambda: None, task_id="nul\x00inside"),
+        lambda tm: tm.get_task_status("nul\x00inside"),
+        lambda tm: tm.update_task_progress("nul\x00inside", 1, 2),
+        lambda tm: tm.add_completed_segment("nul\x00inside", 1, {"audio_url": "/a.wav", "duration": 1.0}),
+        lambda tm: tm.add_error("nul\x00inside", 1, "message"),
+        lambda tm: tm.cancel("nul\x00inside"),
+        lambda tm: tm.is_cancel_requested("nul\x00inside"),
+        lambda tm: tm.wait("nul\x00inside", timeout=0),
+        lambda tm: tm.watch("nul\x00inside"),
+    ],
+    ids=[
+        "submit_task",
+        "get_task_status",
+        "update_task_progress",
+        "add_completed_segment",
+        "add_error",
+        "cancel",
+        "is_cancel_requested",
+        "wait",
+        "watch",
+    ],
+)
+def test_a_task_id_holding_nul_is_refused_naming_task_id(tm, call):
+    """Task ids are C strings in every function: a NUL would cut the id short, so it is refused, never truncated."""
+    with pytest.raises(InvalidArgumentError, match="task_id"):
+        call(tm)
+
+
 def test_library_errors_carry_the_librarys_message(tm):
     with pytest.raises(TaskNotFoundError, match=r"cancel\('nope'\): .*nope.* \(SFT_ERR_NOT_FOUND\)"):
         tm.cancel("nope")
     done = run_to_end(tm, lambda: None)["task_id"]
-    with pytest.raises(InvalidStateError, match="COMPLETED.*SFT_ERR_INVALID_STATE"):
+    with pytest.raises(InvalidStateError, match=r"COMPLETED.*SFT_ERR_INVALID_STATE"):
         tm.cancel(done)
     with pytest.raises(TaskNotFoundError):
         tm.wait("nope", timeout=0)
@@ -310,4 +379,3 @@ def test_package_version_matches_the_library(tm):
     assert tm.library_version == native().version()
     if storyflow_tasks.__version__ != "unknown":
         assert storyflow_tasks.__version__ == tm.library_version
-

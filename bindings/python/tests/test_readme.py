@@ -25,7 +25,7 @@ def python_quick_start_section(text: str) -> str:
     if match is None:
         return ""
     level = len(match.group(1))
-    rest = text[match.end():]
+    rest = text[match.end() :]
     end = re.search(rf"^#{{1,{level}}} ", rest, re.MULTILINE)
     return rest[: end.start()] if end else rest
 

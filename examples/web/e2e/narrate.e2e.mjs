@@ -1,10 +1,12 @@
 // The page, end to end, in Debian's Chromium (headless) driven by playwright-core:
+// a page of another origin cannot start a narration; then, on the app's own page,
 // narrate -> progress -> a sentence playable in an audio element -> cancel.
 // It starts the app itself (app.py on a free loopback port) and saves screenshots
 // under target/web/. No browser is downloaded: /usr/bin/chromium (or $CHROMIUM_PATH).
 //   node examples/web/e2e/narrate.e2e.mjs
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -34,7 +36,7 @@ const { chromium } = await import('playwright-core');
 
 /** Starts app.py on a free port; resolves with its URL once it printed its ready line. */
 function startApp(mediaDir) {
-  const child = spawn(PYTHON, ['-u', path.join(WEB_DIR, 'app.py'), '--port', '0', '--media-dir', mediaDir],
+  const child = spawn(PYTHON, ['-u', path.join(WEB_DIR, 'app.py'), '--port', '0', '--media-dir', mediaDir, '--access-log'],
     { cwd: WEB_DIR, stdio: ['ignore', 'pipe', 'pipe'] });
   const output = [];
   child.stderr.on('data', (chunk) => output.push(chunk.toString()));
@@ -63,6 +65,34 @@ function stopApp(child) {
     child.on('exit', () => { clearTimeout(killer); resolve(); });
     child.kill('SIGTERM');
   });
+}
+
+/**
+ * Another site, on another loopback port (so another origin): its page tries what any web
+ * page can do without the server's consent, a no-cors text/plain POST and a JSON POST.
+ */
+function startOtherSite(targetUrl) {
+  const page = `<!doctype html><meta charset="utf-8"><title>another site</title><script>
+window.attempts = (async () => {
+  const url = ${JSON.stringify(new URL('/api/stories/elsewhere/narrate', targetUrl).href)};
+  const body = JSON.stringify({ text: 'A narration nobody asked for. '.repeat(50), pace_seconds: 5 });
+  const outcomes = [];
+  try {
+    const opaque = await fetch(url, { method: 'POST', mode: 'no-cors', headers: { 'Content-Type': 'text/plain' }, body });
+    outcomes.push(opaque.type);
+  } catch (error) { outcomes.push('no-cors: ' + error.message); }
+  try {
+    await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+    outcomes.push('cors: answered');
+  } catch (error) { outcomes.push('cors: refused'); }
+  return outcomes;
+})();
+</script>`;
+  const server = createServer((_request, response) => {
+    response.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+    response.end(page);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
 const results = [];
@@ -115,6 +145,13 @@ try {
     if (!aborted) failedRequests.push(`failed ${new URL(request.url()).pathname} ${request.failure()?.errorText}`);
   });
   const taskStatus = async (taskId) => (await fetch(new URL(`/api/tasks/${taskId}`, baseUrl))).json();
+  const finalStatus = async (taskId) => {
+    for (;;) {
+      const status = await taskStatus(taskId);
+      if (['COMPLETED', 'FAILED', 'CANCELLED'].includes(status.status)) return status;
+      await new Promise((wake) => setTimeout(wake, 100));
+    }
+  };
   let taskId;
   let sentences;
 
@@ -122,6 +159,45 @@ try {
     await page.goto(baseUrl);
     check((await page.title()).includes('StoryFlow'), `unexpected title ${await page.title()}`);
     check(await page.isEnabled('#narrate-button'), 'Narrate is disabled');
+  });
+
+  await step('a page of another origin cannot start a narration', async () => {
+    const otherSite = await startOtherSite(baseUrl);
+    try {
+      const otherUrl = `http://127.0.0.1:${otherSite.address().port}/`;
+      check(new URL(otherUrl).origin !== new URL(baseUrl).origin, 'the two sites share an origin');
+      const other = await context.newPage();
+      const sent = [];
+      other.on('request', (request) => {
+        if (request.url().includes('/narrate')) sent.push(`${request.method()} ${request.headers()['content-type']}`);
+      });
+      await other.goto(otherUrl);
+      const outcomes = await other.evaluate(() => window.attempts);
+      await other.close();
+      // The no-cors POST reaches the server, which refuses it (403: its Origin); its answer is
+      // not even handed to the page (Cross-Origin-Resource-Policy), so the fetch fails or is opaque.
+      // The JSON one needs a preflight, which the server does not grant, so it is never sent.
+      check(['opaque', 'no-cors: Failed to fetch'].includes(outcomes[0]) && outcomes[1] === 'cors: refused',
+        `the other site's fetches: ${outcomes}`);
+      check(sent.includes('POST text/plain'), `the other site's requests: ${sent.join(', ') || 'none'}`);
+      // The access log line reaches this process through a pipe: wait for it (a bounded wait).
+      const logged = () => app.output.join('').split('\n').filter((line) => line.includes('/api/stories/elsewhere/narrate'));
+      for (let waited = 0; !logged().some((line) => line.includes('"POST')) && waited < 100; waited += 1) {
+        await new Promise((wake) => setTimeout(wake, 100));
+      }
+      const answers = logged();
+      check(answers.some((line) => line.includes('"POST')) && answers.every((line) => /" 403\b/.test(line)),
+        `the server's answers to the other site: ${answers.join(' | ') || 'none in its access log'}`);
+      // Through the API: had a narration of 'elsewhere' started, this would be 409 (still narrating).
+      const probe = await fetch(new URL('/api/stories/elsewhere/narrate', baseUrl), {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ text: 'Checked.' }),
+      });
+      check(probe.status === 202, `the story 'elsewhere' is busy (${probe.status}): the other site started it`);
+      const status = await finalStatus((await probe.json()).task_id);
+      check(status.status === 'COMPLETED', `the API's own narration ended ${status.status}`);
+    } finally {
+      otherSite.close();
+    }
   });
 
   await step('bad input is shown inline', async () => {
@@ -134,6 +210,17 @@ try {
   });
 
   await step('Narrate shows the progress bar and the sentence being spoken', async () => {
+    // Every text the line ever shows is checked: it never calls a sentence with a player "being spoken".
+    await page.evaluate(() => {
+      window.untruths = [];
+      const line = document.getElementById('current-segment');
+      new MutationObserver(() => {
+        const speaking = /^Speaking sentence (\d+) /.exec(line.textContent);
+        if (speaking && document.querySelector(`#segments li[data-segment-id="${speaking[1]}"] audio`)) {
+          window.untruths.push(line.textContent);
+        }
+      }).observe(line, { childList: true, characterData: true, subtree: true });
+    });
     await page.fill('#story-id', 'aesop');
     await page.fill('#story-text', readFileSync(STORY_FILE, 'utf8'));
     await page.fill('#pace', PACE_SECONDS);
@@ -193,6 +280,8 @@ try {
     check(notSpoken > 0, 'no row says "not spoken"');
     const current = await page.textContent('#current-segment');
     check(current.startsWith('Stopped:'), `current segment line: ${current}`);
+    const untruths = await page.evaluate(() => window.untruths);
+    check(untruths.length === 0, `the page said a playable sentence was being spoken: ${untruths.join(' | ')}`);
     check(await page.isEnabled('#narrate-button'), 'Narrate is not enabled again');
     check(await page.isDisabled('#cancel-button'), 'Cancel is still enabled');
     await page.screenshot({ path: path.join(SHOT_DIR, 'cancelled.png') });

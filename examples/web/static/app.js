@@ -102,14 +102,25 @@ function renderProgress(status) {
   if (status.status === 'PENDING') {
     current.textContent = `Waiting for the worker: ${status.queue_position} narration(s) ahead.`;
   } else if (status.status === 'PROCESSING') {
+    // The server names a sentence only while it is being synthesised; once it is playable
+    // the progress counts it and names none until the next one starts.
     const id = progress.current_segment_id;
-    const text = progress.current_text || narration.texts.get(String(id)) || '';
     const stopping = status.cancel_requested ? ' (stopping after this sentence)' : '';
-    current.textContent = id === undefined ? 'Starting…' : `Speaking sentence ${id} of ${progress.total}: “${text}”${stopping}`;
+    if (id !== undefined && !narration.shownSegments.has(String(id))) {
+      const text = progress.current_text || narration.texts.get(String(id)) || '';
+      current.textContent = `Speaking sentence ${id} of ${narration.order.length}: “${text}”${stopping}`;
+    } else if (progress.current) {
+      current.textContent = `${progress.current} of ${narration.order.length} sentences done`
+        + (status.cancel_requested ? ', stopping.' : '; the next one follows the pause.');
+    } else {
+      current.textContent = 'Starting…';
+    }
   } else {
     const seconds = status.completed_segments.reduce((sum, segment) => sum + segment.duration, 0);
-    current.textContent = `${status.status === 'COMPLETED' ? 'Done' : 'Stopped'}: ${spoken} of `
-      + `${narration.order.length} sentences spoken, ${seconds.toFixed(1)} s of audio.`;
+    const outcome = { COMPLETED: 'Done', CANCELLED: 'Stopped', FAILED: 'Stopped' }[status.status];
+    const note = progress.note ? ` (${progress.note})` : '';
+    current.textContent = `${outcome}: ${spoken} of ${narration.order.length} sentences spoken, `
+      + `${seconds.toFixed(1)} s of audio.${note}`;
   }
   for (const row of narration.rows.values()) row.classList.remove('speaking');
   if (status.status === 'PROCESSING' && progress.current_segment_id !== undefined) {

@@ -90,4 +90,5 @@ class Narrations:
         for task_id in self.task_ids:
             self.client.delete(f"/api/tasks/{task_id}")  # 409 for those already finished: fine
         for task_id in self.task_ids:
-            self.follow(task_id)
+            if self.client.get(f"/api/tasks/{task_id}").status_code != 404:  # 404: cleaned up already
+                self.follow(task_id)

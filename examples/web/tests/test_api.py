@@ -17,6 +17,7 @@ import pytest
 from helpers import FINISHED, Narrations, read_wav, sentences, server_sent_events
 
 WEB_DIR = Path(__file__).resolve().parent.parent
+JSON = {"Content-Type": "application/json"}
 
 
 def test_the_page_and_its_script_are_served(client: httpx.Client) -> None:
@@ -190,10 +191,10 @@ def test_text_over_the_limits_is_413(client: httpx.Client) -> None:
     assert "501 sentences" in many.json()["detail"]
 
     body = json.dumps({"text": "é" * 30_000}, ensure_ascii=True).encode()  # 180 kB of \u00e9 escapes
-    escaped = client.post("/api/stories/big/narrate", content=body)
+    escaped = client.post("/api/stories/big/narrate", content=body, headers=JSON)
     assert escaped.status_code == 413 and "30000 characters" in escaped.json()["detail"]
 
-    huge = client.post("/api/stories/big/narrate", content=b" " * 300_000)
+    huge = client.post("/api/stories/big/narrate", content=b" " * 300_000, headers=JSON)
     assert huge.status_code == 413
     assert "request body is over" in huge.json()["detail"]
 
@@ -221,7 +222,7 @@ def test_bad_input_is_422_with_a_message(client: httpx.Client, path: str, body: 
 
 
 def test_a_body_that_is_not_json_is_422(client: httpx.Client) -> None:
-    response = client.post("/api/stories/ok/narrate", content=b"text=hello")
+    response = client.post("/api/stories/ok/narrate", content=b"text=hello", headers=JSON)
     assert response.status_code == 422
     assert "Invalid JSON" in response.json()["detail"]
 
@@ -266,3 +267,57 @@ def test_an_event_stream_sends_only_valid_events(client: httpx.Client, narration
         events = list(server_sent_events(response))
     assert events and all(event.event == "status" for event in events)
     assert json.loads(events[-1].data)["status"] in FINISHED
+
+
+@pytest.mark.parametrize("after", ["²", "1" * 5000, "-1", "1.5", "0x10", "١٢"])
+def test_an_after_that_is_not_a_revision_is_422(client: httpx.Client, narrations: Narrations, after: str) -> None:
+    answer = narrations.start("after", "One.")
+    narrations.follow(answer["task_id"])
+    response = client.get(answer["events_url"], params={"after": after})
+    assert response.status_code == 422, response.text
+    assert "after must be a revision" in response.json()["detail"]
+    resumed = client.get(answer["events_url"], headers={"Last-Event-ID": "²".encode()})
+    assert resumed.status_code == 422 and "Last-Event-ID" in resumed.json()["detail"]
+
+
+@pytest.mark.parametrize("text, code", [("Hello\0 there", 0), ("Bell\x07 here.", 7), ("C1\x85 here.", 0x85)])
+def test_control_characters_in_the_text_are_refused(client: httpx.Client, text: str, code: int) -> None:
+    response = client.post("/api/stories/controls/narrate", json={"text": text})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert f"U+{code:04X}" in detail and "control character" in detail
+    if code == 0:
+        assert "character 6" in detail and "NUL" in detail
+
+
+def test_tabs_and_line_breaks_are_kept(narrations: Narrations) -> None:
+    answer = narrations.start("whitespace", "First\tline.\r\nSecond line.\n")
+    assert [segment["text"] for segment in answer["segments"]] == ["First\tline.", "Second line."]
+    assert narrations.follow(answer["task_id"])[-1]["status"] == "COMPLETED"
+
+
+def test_the_progress_never_names_a_playable_sentence(narrations: Narrations) -> None:
+    answer = narrations.start("truthful", sentences(4), pace_seconds=0.2)
+    statuses = narrations.follow(answer["task_id"])
+    assert statuses[-1]["status"] == "COMPLETED"
+    named = 0
+    for status in statuses:
+        playable = {segment["segment_id"] for segment in status["completed_segments"]}
+        speaking = status["progress"].get("current_segment_id")
+        assert speaking not in playable, status
+        named += speaking is not None
+    assert named > 0, "no status named the sentence being spoken"
+
+
+def test_a_narration_that_has_spoken_everything_is_not_cancelled(client: httpx.Client,
+                                                                 narrations: Narrations) -> None:
+    # A long pace: with a pause after the last sentence, a cancel would land in it.
+    answer = narrations.start("to-the-end", "Only one sentence.", pace_seconds=5)
+    for status in narrations.events(answer["task_id"]):
+        if status["completed_segments"]:
+            break
+    late = client.delete(answer["status_url"])
+    assert late.status_code == 409, late.text
+    assert "spoken every sentence" in late.json()["detail"] or "already finished" in late.json()["detail"]
+    final = narrations.follow(answer["task_id"])[-1]
+    assert final["status"] == "COMPLETED" and final["progress"]["percentage"] == 100

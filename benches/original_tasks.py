@@ -1,4 +1,4 @@
-"""The seed: a pure-Python TaskManager exactly as Task_03_02_01_TaskManager.md specifies it.
+"""The original StoryFlow `tasks.py` design: a pure-Python TaskManager exactly as it specifies it.
 
 Written for the benchmarks as their baseline (``benches/python_compare.py``):
 a double-checked-locking singleton over a ``ThreadPoolExecutor(max_workers=1)``,
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class TaskManager:
-    """The seed's singleton: one executor with one worker, one registry, one lock."""
+    """The original design's singleton: one executor with one worker, one registry, one lock."""
 
     _instance = None
     _lock = threading.Lock()
@@ -63,7 +63,7 @@ class TaskManager:
                 task_fn()
                 with self._tasks_lock:
                     self._tasks[task_id]["status"] = TASK_COMPLETED
-            except Exception as error:  # the seed: every exception fails the task, none escapes
+            except Exception as error:  # the original design: every exception fails the task, none escapes
                 logger.exception("Task %s failed", task_id)
                 with self._tasks_lock:
                     self._tasks[task_id]["status"] = TASK_FAILED
@@ -120,5 +120,5 @@ class TaskManager:
 
 
 def get_task_manager():
-    """The seed's convenience accessor."""
+    """The original design's convenience accessor."""
     return TaskManager()

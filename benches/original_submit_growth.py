@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
-"""One submit_task of the pure-Python seed, with 10 and with 100,000 finished tasks retained.
+"""One submit_task of the original design in pure Python, with 10 and with 100,000 finished tasks retained.
 
-The seed (``benches/seed_tasks.py``) scans its whole registry on every
+The original design (``benches/original_tasks.py``) scans its whole registry on every
 submission, so one submit grows with the number of tasks it keeps; this is the
-seed's side of ``c_submit_ns_at_10`` / ``c_submit_ns_at_1m``. Both registries
+original design's side of ``c_submit_ns_at_10`` / ``c_submit_ns_at_1m``. Both registries
 live in this one process, side by side, and the rounds alternate between them; after each
 round the tasks it submitted are taken out again, so the count stays put.
-The retained tasks are put in place as the seed's own finished tasks look
+The retained tasks are put in place as the original design's own finished tasks look
 (finished a moment ago, so its one-hour cleanup keeps them): submitting
-100,000 through the seed itself would take its quadratic scan hours.
+100,000 through the original design itself would take its quadratic scan hours.
 
-Prints one JSON object: {"seed_submit_us_at_10": [...], "seed_submit_us_at_100k": [...]},
+Prints one JSON object: {"original_submit_us_at_10": [...], "original_submit_us_at_100k": [...]},
 one sample (microseconds per submit, the mean over a batch) per round.
 """
 
@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import seed_tasks  # noqa: E402 - after the path set-up above
+import original_tasks  # noqa: E402 - after the path set-up above
 
 ROUNDS = 15
 # Submits per sample: enough to swamp the clock's cost, few enough that the registry barely grows.
 BATCH = {10: 50, 100_000: 20}
-NAMES = {10: "seed_submit_us_at_10", 100_000: "seed_submit_us_at_100k"}
+NAMES = {10: "original_submit_us_at_10", 100_000: "original_submit_us_at_100k"}
 
 
 def noop():
@@ -33,13 +33,13 @@ def noop():
 
 
 def manager_with_finished(count):
-    """A seed manager of its own (not the singleton), holding `count` finished tasks."""
-    manager = object.__new__(seed_tasks.TaskManager)
+    """An original-design manager of its own (not the singleton), holding `count` finished tasks."""
+    manager = object.__new__(original_tasks.TaskManager)
     manager._init()
     now = time.time()
     for index in range(count):
         manager._tasks[f"retained-{index}"] = {
-            "status": seed_tasks.TASK_COMPLETED,
+            "status": original_tasks.TASK_COMPLETED,
             "progress": {},
             "completed_segments": [],
             "errors": [],

@@ -1,4 +1,4 @@
-"""The seed's validation list (Task_03_02_01_TaskManager.md), item by item, plus its wrapper's behaviour."""
+"""The original StoryFlow ``tasks.py`` design's validation list, item by item, plus its wrapper's behaviour."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import threading
 import uuid
 
 import storyflow_tasks
-from conftest import HANG_GUARD
 from storyflow_tasks import (
     TASK_CANCELLED,
     TASK_COMPLETED,
@@ -17,8 +16,10 @@ from storyflow_tasks import (
     get_task_manager,
 )
 
+from conftest import HANG_GUARD
 
-def test_the_state_constants_are_the_seeds_plain_strings():
+
+def test_the_state_constants_are_the_original_designs_plain_strings():
     assert (TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED) == ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
     assert TASK_CANCELLED == "CANCELLED"
 
@@ -128,7 +129,7 @@ def test_the_three_mutations_silently_ignore_unknown_task_ids(tm):
 
 
 def test_concurrent_mutations_are_all_kept(tm, gate):
-    """The seed's "all state mutations are guarded by _tasks_lock": nothing is lost under contention."""
+    """The original design's "all state mutations are guarded by _tasks_lock": nothing is lost under contention."""
     gate().wait_started()
     task_id = tm.submit_task(lambda: None)
     threads_count, per_thread = 8, 150
@@ -185,6 +186,7 @@ def test_tasks_run_one_at_a_time_in_submission_order(tm, gate):
             running.append(n)
             log.append((n, len(running)))
             running.remove(n)
+
         return run
 
     ids = [tm.submit_task(task(n)) for n in range(25)]

@@ -1,0 +1,80 @@
+"""The types of what the library returns: a task's status in the wire format, and its parts.
+
+These describe the JSON that every binding reads (the same keys from C, Python
+and Node), so a type checker catches a misspelt key or a wrong type where a
+status is used. They are ``TypedDict``: at run time a status is a plain ``dict``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Final, List, Literal, Optional, TypedDict, Union
+
+__all__ = [
+    "TASK_PENDING",
+    "TASK_PROCESSING",
+    "TASK_COMPLETED",
+    "TASK_FAILED",
+    "TASK_CANCELLED",
+    "TaskState",
+    "SegmentId",
+    "CompletedSegment",
+    "SegmentError",
+    "TaskStatus",
+]
+
+TASK_PENDING: Final = "PENDING"
+TASK_PROCESSING: Final = "PROCESSING"
+TASK_COMPLETED: Final = "COMPLETED"
+TASK_FAILED: Final = "FAILED"
+TASK_CANCELLED: Final = "CANCELLED"
+
+#: The five states of a task.
+TaskState = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+
+#: A segment id keeps the type it was given: an ``int`` comes back an ``int``, a ``str`` a ``str``.
+SegmentId = Union[int, str]
+
+
+class CompletedSegment(TypedDict):
+    """One entry of ``completed_segments``."""
+
+    segment_id: SegmentId
+    audio_url: str
+    duration: float
+
+
+class SegmentError(TypedDict):
+    """One entry of ``errors``: a segment that failed."""
+
+    segment_id: SegmentId
+    error: str
+
+
+class _TaskStatusKeys(TypedDict):
+    task_id: str
+    status: TaskState
+    #: ``{}`` until the first update; then ``current``, ``total``, ``percentage`` and the extras given.
+    progress: Dict[str, Any]
+    completed_segments: List[CompletedSegment]
+    errors: List[SegmentError]
+    created_at: float
+    started_at: Optional[float]
+    completed_at: Optional[float]
+    error: Optional[str]
+    revision: int
+    queue_position: Optional[int]
+    cancel_requested: bool
+
+
+class TaskStatus(_TaskStatusKeys, total=False):
+    """A task's status as ``get_task_status``, ``wait`` and ``watch`` return it (a fresh ``dict``).
+
+    Every key of the wire format is always there. ``handler``, ``attempt`` and
+    ``checkpoint`` are present only for tasks run by a named handler, so they
+    are declared optional (``total=False``: the ``NotRequired`` of Python 3.11,
+    spelt so that Python 3.9 needs no ``typing_extensions``).
+    """
+
+    handler: Optional[str]
+    attempt: int
+    checkpoint: Any
