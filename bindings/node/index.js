@@ -4,11 +4,13 @@
 
 const { EventEmitter } = require('node:events');
 const path = require('node:path');
+const { isMainThread } = require('node:worker_threads');
 const { loadNative, DEFAULT_ENGINE, ENGINES } = require('./lib/load');
 const { Result, WAIT_FOREVER } = require('./lib/native');
 const { StoryflowTasksError, InvalidArgumentError, libraryError } = require('./lib/errors');
 const { parseJson, toJson, describe } = require('./lib/json');
 const { ChangeFeed } = require('./lib/feed');
+const { TaskRunner } = require('./lib/runner');
 const { TaskWatch } = require('./lib/watch');
 const {
   TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED, isFinished, parseStatus,
@@ -32,14 +34,18 @@ function settleNow(compute) {
   }
 }
 
+/** The C API's names of the arguments passed as C strings. */
+const C_STRING_NAMES = { taskId: 'task_id', status: 'status_filter' };
+
 /**
  * A string passed to the library as a C string (a task id, a state name):
  * it cannot carry NUL, nor a lone surrogate, which UTF-8 cannot encode.
  */
 function requireText(value, what, operation) {
   if (typeof value !== 'string') throw new TypeError(`${operation}: ${what} must be a string, got ${describe(value)}`);
-  if (value.includes('\0')) throw new InvalidArgumentError(`${operation}: ${what} holds a NUL character, which a C string cannot carry`);
-  if (!value.isWellFormed()) throw new InvalidArgumentError(`${operation}: ${what} holds a lone surrogate, which UTF-8 cannot carry`);
+  const carrier = `the C string ${C_STRING_NAMES[what] ?? what}`;
+  if (value.includes('\0')) throw new InvalidArgumentError(`${operation}: ${what} holds a NUL character, which ${carrier} cannot carry`);
+  if (!value.isWellFormed()) throw new InvalidArgumentError(`${operation}: ${what} holds a lone surrogate, which ${carrier} (UTF-8) cannot carry`);
   return value;
 }
 
@@ -55,22 +61,9 @@ function requireCount(value, what, operation) {
   return value;
 }
 
-/** A segment id as the JSON literal that keeps its type: a string, or an integer. */
-function segmentIdJson(segmentId, operation) {
-  const isInteger = (typeof segmentId === 'number' && Number.isSafeInteger(segmentId)) || typeof segmentId === 'bigint';
-  if (typeof segmentId !== 'string' && !isInteger) {
-    throw new TypeError(`${operation}: segmentId must be a string or an integer (a safe integer number, or a bigint), got ${describe(segmentId)}`);
-  }
-  return toJson(segmentId, 'segmentId', operation);
-}
-
-/** `extra` for a progress update as a JSON object text, or null. */
+/** `extra` for a progress update as JSON text, or null; the library checks that it is an object. */
 function extraJson(extra, operation) {
-  if (extra === undefined || extra === null) return null;
-  if (typeof extra !== 'object' || Array.isArray(extra)) {
-    throw new TypeError(`${operation}: extra must be a plain object of extra progress keys, got ${describe(extra)}`);
-  }
-  return toJson(extra, 'extra', operation);
+  return extra === undefined || extra === null ? null : toJson(extra, 'extra', operation);
 }
 
 /** A timeout option in ms: undefined, null or Infinity for none (null), else 0..MAX_TIMEOUT_MS. */
@@ -106,6 +99,8 @@ class TaskManager {
   #native;
   /** @type {ChangeFeed} */
   #feed;
+  /** @type {TaskRunner} */
+  #runner;
 
   /**
    * Returns the process-wide manager, loading the library on first use.
@@ -135,7 +130,8 @@ class TaskManager {
      * Listeners do not keep the process alive by themselves.
      */
     this.events = new EventEmitter();
-    this.#feed = new ChangeFeed(this.#native, this.events);
+    this.#runner = new TaskRunner(this.#native, () => this.#feed.kick(), !isMainThread);
+    this.#feed = new ChangeFeed(this.#native, this.events, this.#runner);
     Object.freeze(this);
     instance = this;
   }
@@ -192,11 +188,11 @@ class TaskManager {
   submitTask(fn, taskId = undefined) {
     if (typeof fn !== 'function') throw new TypeError(`submitTask: fn must be a function, got ${describe(fn)}`);
     const wanted = taskId === undefined || taskId === null ? null : requireText(taskId, 'taskId', 'submitTask');
+    // Listeners added right after this call hear the task's events from its submission on.
     this.#feed.anchor();
     try {
-      const { code, value } = this.#native.submitExternalTask(wanted);
+      const { code, value } = this.#runner.submit(wanted, fn);
       this.#check(code, 'submitTask');
-      this.#feed.addTask(value, fn);
       return value;
     } finally {
       this.#feed.kick();
@@ -243,15 +239,13 @@ class TaskManager {
   addCompletedSegment(taskId, segmentId, result) {
     const operation = 'addCompletedSegment';
     requireText(taskId, 'taskId', operation);
-    const idJson = segmentIdJson(segmentId, operation);
     if (result === null || typeof result !== 'object') {
       throw new TypeError(`${operation}: result must be an object { audio_url, duration }, got ${describe(result)}`);
     }
-    const audioUrl = requireText(result.audio_url, 'result.audio_url', operation);
-    if (typeof result.duration !== 'number') {
-      throw new TypeError(`${operation}: result.duration must be a number of seconds, got ${describe(result.duration)}`);
-    }
-    return this.#applied(this.#native.addCompletedSegment(taskId, idJson, audioUrl, result.duration), operation);
+    const record = `{"segment_id":${toJson(segmentId, 'segmentId', operation)},` +
+      `"audio_url":${toJson(result.audio_url, 'result.audio_url', operation)},` +
+      `"duration":${toJson(result.duration, 'result.duration', operation)}}`;
+    return this.#applied(this.#native.addCompletedSegment(taskId, record), operation);
   }
 
   /**
@@ -265,9 +259,8 @@ class TaskManager {
   addError(taskId, segmentId, message) {
     const operation = 'addError';
     requireText(taskId, 'taskId', operation);
-    const idJson = segmentIdJson(segmentId, operation);
-    requireText(message, 'message', operation);
-    return this.#applied(this.#native.addError(taskId, idJson, message), operation);
+    const record = `{"segment_id":${toJson(segmentId, 'segmentId', operation)},"error":${toJson(message, 'message', operation)}}`;
+    return this.#applied(this.#native.addError(taskId, record), operation);
   }
 
   /**
@@ -294,8 +287,8 @@ class TaskManager {
     requireText(taskId, 'taskId', 'cancel');
     this.#check(this.#native.cancelTask(taskId), 'cancel');
     const status = this.#status(taskId);
-    if (status !== null && status.status === TASK_CANCELLED) this.#feed.forgetTask(taskId);
-    else if (status !== null && status.cancel_requested) this.#feed.abortTask(taskId);
+    if (status !== null && status.status === TASK_CANCELLED) this.#runner.forget(taskId);
+    else if (status !== null && status.cancel_requested) this.#runner.abort(taskId);
     return status;
   }
 

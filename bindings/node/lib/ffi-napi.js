@@ -24,6 +24,8 @@ function open(libraryPath) {
     readOutPointer: (out) => ref.readPointer(out, 0),
     newOutBool: () => Buffer.alloc(1),
     readOutBool: (out) => out[0] !== 0,
+    newOutUint64: () => Buffer.alloc(8),
+    readOutUint64: (out) => out.readBigUInt64LE(0),
     isNull: (pointer) => ref.isNull(pointer),
     readString: (pointer) => ref.readCString(pointer, 0),
     // ref-napi takes 64-bit integers beyond 2^53 as decimal strings.

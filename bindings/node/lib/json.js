@@ -60,8 +60,8 @@ function isPlainObject(value) {
 }
 
 /**
- * Writes `value` as JSON text, exactly: a BigInt as its digits, a Number that is
- * an integer beyond 2^53 as its exact digits, strings with every character
+ * Writes `value` as JSON text, exactly: a BigInt as its digits, a Number as the
+ * shortest text that reads back as the same double, strings with every character
  * (a lone surrogate as its \u escape, which the library then refuses by name).
  * Refuses what JSON cannot carry (NaN, ±Infinity, undefined, functions,
  * symbols, array holes, symbol keys, cycles, class instances such as Date or
@@ -87,7 +87,9 @@ function toJson(value, argument, operation) {
         return item.toString();
       case 'number':
         if (!Number.isFinite(item)) refuse(path, `is ${item}, which JSON cannot carry`);
-        return Number.isSafeInteger(item) || !Number.isInteger(item) ? JSON.stringify(item) : BigInt(item).toString();
+        // A Number is a double: one beyond 2^53 goes out in exponent form, so that it stays
+        // a float and comes back the same Number (a BigInt is how to send an exact integer).
+        return Number.isSafeInteger(item) || !Number.isInteger(item) ? JSON.stringify(item) : item.toExponential();
       case 'object':
         if (item === null) return 'null';
         return writeContainer(item, path);

@@ -24,6 +24,8 @@ function open(libraryPath) {
     readOutPointer: (out) => out[0],
     newOutBool: () => [false],
     readOutBool: (out) => out[0] === true,
+    newOutUint64: () => [0],
+    readOutUint64: (out) => BigInt(out[0]),
     isNull: (pointer) => pointer === null || pointer === 0n,
     readString: (pointer) => koffi.decode.string(pointer),
     asUint64: (value) => value,

@@ -34,7 +34,7 @@ test('configure: applied before the first submit, refused after it, bad settings
     afterFirstSubmitPromise: 'StoryflowTasksError:SFT_ERR_INVALID_STATE',
     samePromise: 'ok',
     stillApplied: true,
-    longMessageCut: 'a message longer',
+    longMessageCut: ' [shortened from',
   });
 });
 
