@@ -208,7 +208,12 @@ test-fuzz:
 bench:
 	benches/run.sh
 
-## test-node: the Node binding (npm ci inside), every test file once per FFI engine (koffi, ffi-napi)
+## lint-node: eslint over the Node binding (run_tests.sh runs it too, so test-node lints)
+.PHONY: lint-node
+lint-node:
+	cd bindings/node && npm_config_nodedir=/usr npm ci --no-audit --no-fund --loglevel=error && npm run --silent lint
+
+## test-node: the Node binding (npm ci inside), eslint, every test file once per FFI engine (koffi, ffi-napi)
 test-node: build
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "test-node needs node and npm (Node 20)"; exit 1; }
 	bindings/node/run_tests.sh

@@ -1,4 +1,7 @@
 // Types of storyflow-tasks, the Node binding of libstoryflow_tasks.
+// They need Node's own types (the @types/node package, which brings the ES2020
+// library with it) and nothing else: no `lib` or `types` setting is required.
+/// <reference types="node" />
 
 import { EventEmitter } from 'node:events';
 
@@ -23,17 +26,33 @@ export const ENGINES: EngineName[];
 /** The engine used when neither the option nor STORYFLOW_TASKS_ENGINE names one. */
 export const DEFAULT_ENGINE: 'koffi';
 
-/** A segment id keeps its JSON type: a number stays a number, a string a string. */
-export type SegmentId = number | string;
+/**
+ * An integer as the package reads it from the library: a number when
+ * Number.isSafeInteger holds it, else a bigint with every digit.
+ */
+export type Integer = number | bigint;
+
+/**
+ * A segment id keeps its JSON type: an integer stays an integer (a bigint
+ * beyond 2^53), a string a string.
+ */
+export type SegmentId = Integer | string;
+
+/**
+ * A value as the package reads it from JSON (integers beyond 2^53 as bigint),
+ * and what `extra` may hold: NaN, Infinity, undefined, functions, symbols and
+ * class instances are refused with an InvalidArgumentError.
+ */
+export type JsonValue = string | number | bigint | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
 /** `progress` of a status: `{}` until the first update. */
 export interface TaskProgress {
-  current?: number;
-  total?: number;
+  current?: Integer;
+  total?: Integer;
   /** current*100/total, floored, clamped to 0..100; 0 when total is 0. */
   percentage?: number;
   /** Extra keys given with updateTaskProgress, with their JSON types. */
-  [extra: string]: unknown;
+  [extra: string]: JsonValue | undefined;
 }
 
 /** One entry of `completed_segments`. */
@@ -164,11 +183,21 @@ export type ResultName =
 
 /** An error the library reported, or a wait that ran out of time. */
 export class StoryflowTasksError extends Error {
-  constructor(message: string, code: ResultName, result: number, options?: ErrorOptions);
+  constructor(message: string, code: ResultName, result: number, options?: { cause?: unknown });
   /** The result name, e.g. 'SFT_ERR_DUPLICATE_ID'. */
   readonly code: ResultName;
   /** The result number, e.g. 3. */
   readonly result: number;
+}
+
+/**
+ * A value refused: by the library (code SFT_ERR_INVALID_ARGUMENT), or before the
+ * call because it cannot cross into C (a NUL or lone surrogate in a task id, a
+ * count outside 0..2^64-1, a value JSON cannot carry in `extra`).
+ */
+export class InvalidArgumentError extends StoryflowTasksError {
+  constructor(message: string, options?: { cause?: unknown });
+  readonly code: 'SFT_ERR_INVALID_ARGUMENT';
 }
 
 /** The process-wide task manager: `new TaskManager() === getTaskManager()`. */
@@ -187,12 +216,15 @@ export class TaskManager {
   submitTask(fn: TaskFunction, taskId?: string | null): string;
   /** The task's status, or null if it is unknown. */
   getTaskStatus(taskId: string): TaskStatus | null;
-  /** Sets progress to current of total, with extra keys kept with their JSON types. */
-  updateTaskProgress(taskId: string, current: number | bigint, total: number | bigint, extra?: Record<string, unknown> | null): void;
-  /** Records a finished audio segment. */
-  addCompletedSegment(taskId: string, segmentId: SegmentId | bigint, result: SegmentResult): void;
-  /** Records a failed segment. */
-  addError(taskId: string, segmentId: SegmentId | bigint, message: string): void;
+  /**
+   * Sets progress to current of total, with extra keys kept with their JSON types.
+   * False if the task is unknown or finished; throws InvalidArgumentError for a refused value.
+   */
+  updateTaskProgress(taskId: string, current: Integer, total: Integer, extra?: Record<string, unknown> | null): boolean;
+  /** Records a finished audio segment; false if the task is unknown or finished. */
+  addCompletedSegment(taskId: string, segmentId: SegmentId, result: SegmentResult): boolean;
+  /** Records a failed segment; false if the task is unknown or finished. */
+  addError(taskId: string, segmentId: SegmentId, message: string): boolean;
   /** Whether cancellation of the task was requested. */
   isCancelRequested(taskId: string): boolean;
   /** Cancels a pending task, or requests cancellation of a running one; resolves with the status right after (null only if the task already left the registry). */

@@ -4,10 +4,13 @@
 
 const { EventEmitter } = require('node:events');
 const path = require('node:path');
+const { isMainThread } = require('node:worker_threads');
 const { loadNative, DEFAULT_ENGINE, ENGINES } = require('./lib/load');
 const { Result, WAIT_FOREVER } = require('./lib/native');
-const { StoryflowTasksError } = require('./lib/errors');
+const { StoryflowTasksError, InvalidArgumentError, libraryError } = require('./lib/errors');
+const { parseJson, toJson, describe } = require('./lib/json');
 const { ChangeFeed } = require('./lib/feed');
+const { TaskRunner } = require('./lib/runner');
 const { TaskWatch } = require('./lib/watch');
 const {
   TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED, isFinished, parseStatus,
@@ -16,10 +19,7 @@ const {
 /** The longest timeout accepted, in ms: what a Node timer can wait (about 24.8 days). */
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 const MAX_UINT64 = 2n ** 64n - 1n;
-const MIN_INT64 = -(2n ** 63n);
-const MAX_INT64 = 2n ** 63n - 1n;
 
-/** A short description of a value for error messages. */
 /**
  * Runs `compute` now and returns its outcome as a Promise: a throw becomes a rejection.
  * @template T
@@ -34,57 +34,36 @@ function settleNow(compute) {
   }
 }
 
-function describe(value) {
-  if (value === null) return 'null';
-  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
-  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return `${typeof value} ${String(value)}`;
-  if (Array.isArray(value)) return 'an array';
-  return typeof value === 'object' ? 'an object' : typeof value;
-}
+/** The C API's names of the arguments passed as C strings. */
+const C_STRING_NAMES = { taskId: 'task_id', status: 'status_filter' };
 
-/** A string the C side can carry as is: UTF-8 without NUL. */
+/**
+ * A string passed to the library as a C string (a task id, a state name):
+ * it cannot carry NUL, nor a lone surrogate, which UTF-8 cannot encode.
+ */
 function requireText(value, what, operation) {
   if (typeof value !== 'string') throw new TypeError(`${operation}: ${what} must be a string, got ${describe(value)}`);
-  if (value.includes('\0')) throw new TypeError(`${operation}: ${what} must not contain NUL characters`);
-  if (!value.isWellFormed()) throw new TypeError(`${operation}: ${what} contains a lone surrogate, which UTF-8 cannot carry`);
+  const carrier = `the C string ${C_STRING_NAMES[what] ?? what}`;
+  if (value.includes('\0')) throw new InvalidArgumentError(`${operation}: ${what} holds a NUL character, which ${carrier} cannot carry`);
+  if (!value.isWellFormed()) throw new InvalidArgumentError(`${operation}: ${what} holds a lone surrogate, which ${carrier} (UTF-8) cannot carry`);
   return value;
 }
 
-/** A count for progress: a non-negative integer (number, or bigint up to 2^64-1). */
+/** A count for progress: an integer in 0..2^64-1, as a number or a bigint. */
 function requireCount(value, what, operation) {
-  if (typeof value === 'bigint') {
-    if (value < 0n || value > MAX_UINT64) throw new RangeError(`${operation}: ${what} must be in 0..2^64-1, got ${value}`);
-    return value;
+  if (typeof value !== 'number' && typeof value !== 'bigint') {
+    throw new TypeError(`${operation}: ${what} must be a number or a bigint, got ${describe(value)}`);
   }
-  if (typeof value !== 'number') throw new TypeError(`${operation}: ${what} must be a number, got ${describe(value)}`);
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new RangeError(`${operation}: ${what} must be a non-negative integer, got ${value}`);
+  if (typeof value === 'number' && !Number.isSafeInteger(value)) {
+    throw new InvalidArgumentError(`${operation}: ${what} must be an integer in 0..2^64-1 (a bigint beyond 2^53), got ${value}`);
   }
+  if (value < 0 || value > MAX_UINT64) throw new InvalidArgumentError(`${operation}: ${what} must be in 0..2^64-1, got ${value}`);
   return value;
 }
 
-/** A segment id as the JSON literal that keeps its type: a string, or an integer. */
-function segmentIdJson(segmentId, operation) {
-  if (typeof segmentId === 'string') {
-    if (!segmentId.isWellFormed()) throw new TypeError(`${operation}: segmentId contains a lone surrogate, which UTF-8 cannot carry`);
-    return JSON.stringify(segmentId);
-  }
-  if (typeof segmentId === 'number' && Number.isSafeInteger(segmentId)) return String(segmentId);
-  if (typeof segmentId === 'bigint' && segmentId >= MIN_INT64 && segmentId <= MAX_INT64) return segmentId.toString();
-  throw new TypeError(`${operation}: segmentId must be a string or an integer (a safe integer number, or a bigint in the int64 range), got ${describe(segmentId)}`);
-}
-
-/** `extra` for a progress update as a JSON object text, or null. */
+/** `extra` for a progress update as JSON text, or null; the library checks that it is an object. */
 function extraJson(extra, operation) {
-  if (extra === undefined || extra === null) return null;
-  if (typeof extra !== 'object' || Array.isArray(extra)) {
-    throw new TypeError(`${operation}: extra must be a plain object of extra progress keys, got ${describe(extra)}`);
-  }
-  try {
-    return JSON.stringify(extra);
-  } catch (error) {
-    throw new TypeError(`${operation}: extra cannot be written as JSON: ${error.message}`, { cause: error });
-  }
+  return extra === undefined || extra === null ? null : toJson(extra, 'extra', operation);
 }
 
 /** A timeout option in ms: undefined, null or Infinity for none (null), else 0..MAX_TIMEOUT_MS. */
@@ -120,6 +99,8 @@ class TaskManager {
   #native;
   /** @type {ChangeFeed} */
   #feed;
+  /** @type {TaskRunner} */
+  #runner;
 
   /**
    * Returns the process-wide manager, loading the library on first use.
@@ -149,7 +130,8 @@ class TaskManager {
      * Listeners do not keep the process alive by themselves.
      */
     this.events = new EventEmitter();
-    this.#feed = new ChangeFeed(this.#native, this.events);
+    this.#runner = new TaskRunner(this.#native, () => this.#feed.kick(), !isMainThread);
+    this.#feed = new ChangeFeed(this.#native, this.events, this.#runner);
     Object.freeze(this);
     instance = this;
   }
@@ -169,7 +151,17 @@ class TaskManager {
     if (code === Result.OK) return;
     const name = this.#native.resultName(code);
     const message = this.#native.lastErrorMessage() ?? name;
-    throw new StoryflowTasksError(`${operation}: ${message} (${name})`, name, code);
+    throw libraryError(`${operation}: ${message} (${name})`, name, code);
+  }
+
+  /**
+   * The outcome of a mutation: true if applied; false if the task is unknown
+   * or already finished (the original design ignores such updates); throws otherwise.
+   */
+  #applied(code, operation) {
+    if (code === Result.NOT_FOUND || code === Result.INVALID_STATE) return false;
+    this.#check(code, operation);
+    return true;
   }
 
   #status(taskId) {
@@ -196,11 +188,11 @@ class TaskManager {
   submitTask(fn, taskId = undefined) {
     if (typeof fn !== 'function') throw new TypeError(`submitTask: fn must be a function, got ${describe(fn)}`);
     const wanted = taskId === undefined || taskId === null ? null : requireText(taskId, 'taskId', 'submitTask');
+    // Listeners added right after this call hear the task's events from its submission on.
     this.#feed.anchor();
     try {
-      const { code, value } = this.#native.submitExternalTask(wanted);
+      const { code, value } = this.#runner.submit(wanted, fn);
       this.#check(code, 'submitTask');
-      this.#feed.addTask(value, fn);
       return value;
     } finally {
       this.#feed.kick();
@@ -224,15 +216,16 @@ class TaskManager {
    * @param {string} taskId
    * @param {number | bigint} current
    * @param {number | bigint} total
-   * @param {Record<string, unknown> | null} [extra] e.g. `{ current_segment_id: 7 }`
-   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND, SFT_ERR_INVALID_ARGUMENT (e.g. a reserved key in extra)
+   * @param {Record<string, unknown> | null} [extra] e.g. `{ current_segment_id: 7 }`; any JSON value, BigInt included
+   * @returns {boolean} true if applied; false if the task is unknown or finished
+   * @throws {InvalidArgumentError} a count outside 0..2^64-1, a value JSON cannot carry in extra, a reserved key
    */
   updateTaskProgress(taskId, current, total, extra = undefined) {
     const operation = 'updateTaskProgress';
     requireText(taskId, 'taskId', operation);
     const code = this.#native.updateTaskProgress(taskId, requireCount(current, 'current', operation),
       requireCount(total, 'total', operation), extraJson(extra, operation));
-    this.#check(code, operation);
+    return this.#applied(code, operation);
   }
 
   /**
@@ -240,20 +233,19 @@ class TaskManager {
    * @param {string} taskId
    * @param {number | string | bigint} segmentId
    * @param {{ audio_url: string, duration: number }} result duration in seconds, finite and >= 0
-   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND, SFT_ERR_INVALID_ARGUMENT
+   * @returns {boolean} true if recorded; false if the task is unknown or finished
+   * @throws {InvalidArgumentError}
    */
   addCompletedSegment(taskId, segmentId, result) {
     const operation = 'addCompletedSegment';
     requireText(taskId, 'taskId', operation);
-    const idJson = segmentIdJson(segmentId, operation);
     if (result === null || typeof result !== 'object') {
       throw new TypeError(`${operation}: result must be an object { audio_url, duration }, got ${describe(result)}`);
     }
-    const audioUrl = requireText(result.audio_url, 'result.audio_url', operation);
-    if (typeof result.duration !== 'number') {
-      throw new TypeError(`${operation}: result.duration must be a number of seconds, got ${describe(result.duration)}`);
-    }
-    this.#check(this.#native.addCompletedSegment(taskId, idJson, audioUrl, result.duration), operation);
+    const record = `{"segment_id":${toJson(segmentId, 'segmentId', operation)},` +
+      `"audio_url":${toJson(result.audio_url, 'result.audio_url', operation)},` +
+      `"duration":${toJson(result.duration, 'result.duration', operation)}}`;
+    return this.#applied(this.#native.addCompletedSegment(taskId, record), operation);
   }
 
   /**
@@ -261,14 +253,14 @@ class TaskManager {
    * @param {string} taskId
    * @param {number | string | bigint} segmentId
    * @param {string} message
-   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND, SFT_ERR_INVALID_ARGUMENT
+   * @returns {boolean} true if recorded; false if the task is unknown or finished
+   * @throws {InvalidArgumentError}
    */
   addError(taskId, segmentId, message) {
     const operation = 'addError';
     requireText(taskId, 'taskId', operation);
-    const idJson = segmentIdJson(segmentId, operation);
-    requireText(message, 'message', operation);
-    this.#check(this.#native.addError(taskId, idJson, message), operation);
+    const record = `{"segment_id":${toJson(segmentId, 'segmentId', operation)},"error":${toJson(message, 'message', operation)}}`;
+    return this.#applied(this.#native.addError(taskId, record), operation);
   }
 
   /**
@@ -295,8 +287,8 @@ class TaskManager {
     requireText(taskId, 'taskId', 'cancel');
     this.#check(this.#native.cancelTask(taskId), 'cancel');
     const status = this.#status(taskId);
-    if (status !== null && status.status === TASK_CANCELLED) this.#feed.forgetTask(taskId);
-    else if (status !== null && status.cancel_requested) this.#feed.abortTask(taskId);
+    if (status !== null && status.status === TASK_CANCELLED) this.#runner.forget(taskId);
+    else if (status !== null && status.cancel_requested) this.#runner.abort(taskId);
     return status;
   }
 
@@ -367,7 +359,7 @@ class TaskManager {
     const filter = status === undefined || status === null ? null : requireText(status, 'status', 'listTasks');
     const { code, value } = this.#native.listTasks(filter);
     this.#check(code, 'listTasks');
-    return JSON.parse(value);
+    return parseJson(value);
   }
 
   /**
@@ -384,7 +376,7 @@ class TaskManager {
    * @returns {object}
    */
   statsSync() {
-    return JSON.parse(this.#native.getStats());
+    return parseJson(this.#native.getStats());
   }
 
   /**
@@ -410,7 +402,7 @@ class TaskManager {
     if (config === null || typeof config !== 'object' || Array.isArray(config)) {
       throw new TypeError(`configure: config must be an object of settings, got ${describe(config)}`);
     }
-    this.#check(this.#native.configure(JSON.stringify(config)), 'configure');
+    this.#check(this.#native.configure(toJson(config, 'config', 'configure')), 'configure');
   }
 
   /**
@@ -418,7 +410,7 @@ class TaskManager {
    * @returns {Record<string, number>}
    */
   getConfig() {
-    return JSON.parse(this.#native.getConfig());
+    return parseJson(this.#native.getConfig());
   }
 
   /** The seq of the newest change-feed event (0 before the first). */
@@ -460,6 +452,7 @@ module.exports = {
   TaskManager,
   getTaskManager,
   StoryflowTasksError,
+  InvalidArgumentError,
   TASK_PENDING,
   TASK_PROCESSING,
   TASK_COMPLETED,

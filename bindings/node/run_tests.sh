@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The Node binding's tests: installs the npm dependencies (npm ci), then runs
-# every test file once per FFI engine (koffi, then ffi-napi). Builds nothing:
-# it expects `make build` done (the Makefile's test-node target runs it first).
+# The Node binding's tests: installs the npm dependencies (npm ci), lints
+# (eslint), then runs every test file once per FFI engine (koffi, then
+# ffi-napi). Builds nothing: it expects `make build` done (the Makefile's
+# test-node target runs it first).
 # Exits non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,6 +18,9 @@ if [ ! -f "$library" ]; then
 fi
 
 npm ci --no-audit --no-fund --loglevel=error
+
+echo "== storyflow-tasks Node lint (eslint)"
+npm run --silent lint
 
 failed=0
 for engine in koffi ffi-napi; do

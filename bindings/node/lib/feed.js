@@ -1,23 +1,23 @@
 'use strict';
-// The change-feed poller: the only place that waits on the library.
+// The change-feed poller: the one place that waits for task changes.
 //
 // One native sft_wait_events call is in flight at a time, on one libuv thread,
-// whatever the number of JS tasks, waits, watches and listeners; everything
-// they wait for is resolved from the events it brings back, on the main thread.
-// JS task functions run here, on the main thread, when their "started" event
-// arrives: the worker thread never calls into V8.
+// whatever the number of waits, watches and listeners; everything they wait
+// for is resolved from the events it brings back, on the main thread. It also
+// aborts a running JS task's signal when another thread requests its
+// cancellation. (JS tasks themselves are handed over by lib/runner.js.)
 //
-// Keeping the process alive: while something is awaited (a JS task not yet
-// started, a wait, a watch) and no JS task of ours is running, each poll is
-// issued at once and so holds the event loop. While one of our JS tasks runs,
-// it is that task's own work that keeps the process alive (as for any Promise);
-// the poller then goes on between unref'd timers, so a process whose running
-// task can never settle ends instead of hanging. With nothing awaited and no
-// listener, the poller stops.
+// Keeping the process alive: while a wait or a watch is pending and no JS task
+// of ours is running, each poll is issued at once and so holds the event loop.
+// While one of our JS tasks runs, it is that task's own work that keeps the
+// process alive (as for any Promise); the poller then goes on between unref'd
+// timers, so a process whose running task can never settle ends instead of
+// hanging. With nothing awaited, no task running and no listener, it stops.
 
 const { Result } = require('./native');
 const { StoryflowTasksError } = require('./errors');
 const { isFinished, parseStatus } = require('./status');
+const { parseJson } = require('./json');
 
 /** How long one native wait lasts at most: bounds how late the poller notices it is no longer needed. */
 const POLL_TIMEOUT_MS = 200;
@@ -25,30 +25,6 @@ const POLL_TIMEOUT_MS = 200;
 const MAX_EVENTS_PER_POLL = 256;
 /** Event names on the emitter whose listeners keep the poller running. */
 const FEED_EVENT_NAMES = ['event', 'gap'];
-
-/** The text a failed JS task leaves in its status `error`. */
-function failureMessage(error) {
-  let text = '';
-  try {
-    text = error instanceof Error ? error.message || String(error) : String(error);
-  } catch {
-    text = '';
-  }
-  if (!text) text = 'the task failed without a message';
-  return text.replaceAll('\0', '\uFFFD').toWellFormed();
-}
-
-/** `text` cut to at most `maxBytes` bytes of UTF-8, on a character boundary. */
-function truncateUtf8(text, maxBytes) {
-  let bytes = 0;
-  let end = 0;
-  for (const char of text) {
-    bytes += Buffer.byteLength(char);
-    if (bytes > maxBytes) break;
-    end += char.length;
-  }
-  return text.slice(0, end);
-}
 
 class ChangeFeed {
   #native;
@@ -59,10 +35,8 @@ class ChangeFeed {
   #busy = false;
   /** The unref'd timer that issues the next poll while no one holds the process. */
   #lazyTimer = null;
-  /** JS tasks submitted and not started yet: id -> fn. */
-  #queuedTasks = new Map();
-  /** JS tasks running: id -> AbortController aborted when cancellation is requested. */
-  #runningTasks = new Map();
+  /** @type {import('./runner').TaskRunner} */
+  #runner;
   /** id -> Set of { resolve, reject, timer }. */
   #waiters = new Map();
   /** id -> Set of TaskWatch. */
@@ -71,10 +45,12 @@ class ChangeFeed {
   /**
    * @param {ReturnType<import('./native').makeNative>} native
    * @param {import('node:events').EventEmitter} emitter where every event is emitted as 'event'
+   * @param {import('./runner').TaskRunner} runner whose running tasks' signals are aborted on request
    */
-  constructor(native, emitter) {
+  constructor(native, emitter, runner) {
     this.#native = native;
     this.#emitter = emitter;
+    this.#runner = runner;
     emitter.on('newListener', (name) => {
       if (FEED_EVENT_NAMES.includes(name)) {
         this.anchor();
@@ -90,27 +66,6 @@ class ChangeFeed {
    */
   anchor() {
     if (this.#cursor === null) this.#cursor = this.#native.lastEventSeq();
-  }
-
-  /** Runs `fn(taskId, signal)` on the main thread when the worker reaches external task `taskId`. */
-  addTask(taskId, fn) {
-    this.#queuedTasks.set(taskId, fn);
-    this.kick();
-  }
-
-  /** Drops a JS task that was cancelled before it started. */
-  forgetTask(taskId) {
-    this.#queuedTasks.delete(taskId);
-    this.kick();
-  }
-
-  /**
-   * Aborts a running JS task's signal now: the cancellation came from this
-   * thread, so it need not wait for the feed (which, while a JS task runs,
-   * does not hold the process).
-   */
-  abortTask(taskId) {
-    this.#runningTasks.get(taskId)?.abort(cancellationReason(taskId));
   }
 
   /** Resolves `resolve(status)` when the task finishes, or rejects on timeout (ms, null: none). */
@@ -147,7 +102,8 @@ class ChangeFeed {
       this.#lazyTimer = null;
     }
     if (!this.#isNeeded()) {
-      this.#cursor = null;
+      // While a JS task of ours is queued, keep the place: a listener added meanwhile hears it start.
+      if (this.#runner.queuedCount === 0) this.#cursor = null;
       return;
     }
     if (this.#holdsProcess()) {
@@ -164,16 +120,16 @@ class ChangeFeed {
   }
 
   #isAwaited() {
-    return this.#queuedTasks.size > 0 || this.#waiters.size > 0 || this.#watchers.size > 0;
+    return this.#waiters.size > 0 || this.#watchers.size > 0;
   }
 
   #isNeeded() {
-    return this.#isAwaited() || this.#runningTasks.size > 0 ||
+    return this.#isAwaited() || this.#runner.runningCount > 0 ||
       FEED_EVENT_NAMES.some((name) => this.#emitter.listenerCount(name) > 0);
   }
 
   #holdsProcess() {
-    return this.#isAwaited() && this.#runningTasks.size === 0;
+    return this.#isAwaited() && this.#runner.runningCount === 0;
   }
 
   #poll() {
@@ -188,7 +144,7 @@ class ChangeFeed {
         return;
       }
       try {
-        if (code === Result.OK && json !== null) this.#dispatch(JSON.parse(json));
+        if (code === Result.OK && json !== null) this.#dispatch(parseJson(json));
       } finally {
         this.#pollDone();
       }
@@ -208,14 +164,8 @@ class ChangeFeed {
       if (event.seq > this.#cursor + 1 && gapFrom === null) gapFrom = this.#cursor;
       this.#cursor = Math.max(this.#cursor, event.seq);
       const taskId = event.task_id;
-      if (event.kind === 'started') {
-        this.#startTask(taskId);
-      } else if (event.kind === 'cancel_requested') {
-        this.abortTask(taskId);
-      } else if (event.kind === 'finished') {
-        this.#queuedTasks.delete(taskId);
-        if (this.#waiters.has(taskId)) touched.add(taskId);
-      }
+      if (event.kind === 'cancel_requested') this.#runner.abort(taskId);
+      else if (event.kind === 'finished' && this.#waiters.has(taskId)) touched.add(taskId);
       if (this.#watchers.has(taskId)) touched.add(taskId);
       this.#emit('event', event);
     }
@@ -225,20 +175,13 @@ class ChangeFeed {
 
   /**
    * Events were dropped from the feed's ring buffer before they were read:
-   * re-read the state of everything this poller looks after.
+   * re-read the statuses of what is awaited, and of the running JS task.
    */
   #recoverFromGap(afterSeq, nextSeq, touched) {
-    for (const taskId of [...this.#queuedTasks.keys()]) {
-      const status = parseStatus(this.#native.getTaskStatus(taskId));
-      if (status === null || isFinished(status)) this.#queuedTasks.delete(taskId);
-      else if (status.status !== 'PENDING') this.#startTask(taskId);
+    for (const taskId of this.#runner.runningIds()) {
+      if (parseStatus(this.#native.getTaskStatus(taskId))?.cancel_requested) this.#runner.abort(taskId);
     }
-    for (const [taskId, controller] of this.#runningTasks) {
-      const status = parseStatus(this.#native.getTaskStatus(taskId));
-      if (status?.cancel_requested) controller.abort(cancellationReason(taskId));
-    }
-    for (const taskId of this.#waiters.keys()) touched.add(taskId);
-    for (const taskId of this.#watchers.keys()) touched.add(taskId);
+    for (const taskId of [...this.#waiters.keys(), ...this.#watchers.keys()]) touched.add(taskId);
     this.#emit('gap', { afterSeq, nextSeq });
   }
 
@@ -262,49 +205,15 @@ class ChangeFeed {
     }
   }
 
-  /** Marks a JS task running and calls its function from a microtask, outside the batch. */
-  #startTask(taskId) {
-    const fn = this.#queuedTasks.get(taskId);
-    if (fn === undefined) return;
-    this.#queuedTasks.delete(taskId);
-    const controller = new AbortController();
-    this.#runningTasks.set(taskId, controller);
-    Promise.resolve()
-      .then(() => {
-        // Cancelled between the worker starting it and this thread hearing so: the
-        // function has not begun, so it never does (as for a pending task).
-        const { value: requested } = this.#native.isCancelRequested(taskId);
-        if (requested) this.abortTask(taskId);
-        return controller.signal.aborted ? undefined : fn(taskId, controller.signal);
-      })
-      .then(() => this.#settle(taskId, null), (error) => this.#settle(taskId, failureMessage(error)));
-  }
-
-  /** Hands a JS task's outcome to the library, which then moves the worker on. */
-  #settle(taskId, message) {
-    this.#runningTasks.delete(taskId);
-    const native = this.#native;
-    let code = native.finishTask(taskId, message === null ? 0 : 1, message);
-    if (code === Result.INVALID_ARGUMENT && message !== null) {
-      // Too long for max_message_bytes: keep what fits rather than leave the worker held.
-      const limit = JSON.parse(native.getConfig()).max_message_bytes;
-      code = native.finishTask(taskId, 1, truncateUtf8(message, limit));
-      if (code === Result.INVALID_ARGUMENT) code = native.finishTask(taskId, 1, null);
-    }
-    if (code !== Result.OK) {
-      process.emitWarning(`storyflow-tasks: finishing task ${JSON.stringify(taskId)} failed: ` +
-        `${native.lastErrorMessage() ?? ''} (${native.resultName(code)})`);
-    }
-    this.kick();
-  }
-
   #emit(name, payload) {
     if (this.#emitter.listenerCount(name) === 0) return;
     try {
       this.#emitter.emit(name, payload);
     } catch (error) {
       // A throwing listener is the listener's bug: report it as uncaught, but keep the poller going.
-      process.nextTick(() => {
+      // Rethrown from an immediate, never a tick: ticks left queued after one throws are
+      // drained inside the next native completion callback, where ffi-napi aborts on a throw.
+      setImmediate(() => {
         throw error;
       });
     }
@@ -324,15 +233,10 @@ class ChangeFeed {
   }
 }
 
-/** The reason a JS task's signal carries when its cancellation is requested. */
-function cancellationReason(taskId) {
-  return new Error(`cancellation of task ${JSON.stringify(taskId)} was requested`);
-}
-
 /** The error for a task that left the registry (cleaned up) while being watched. */
 function gone(taskId, operation) {
   return new StoryflowTasksError(`${operation}: task ${JSON.stringify(taskId)} is no longer in the registry (SFT_ERR_NOT_FOUND)`,
     'SFT_ERR_NOT_FOUND', Result.NOT_FOUND);
 }
 
-module.exports = { ChangeFeed, gone, failureMessage, truncateUtf8, POLL_TIMEOUT_MS };
+module.exports = { ChangeFeed, gone, POLL_TIMEOUT_MS };

@@ -26,6 +26,8 @@ const WAIT_FOREVER = -1;
  * @property {(out: any) => any} readOutPointer the pointer stored there
  * @property {() => any} newOutBool storage for a `bool *` out argument
  * @property {(out: any) => boolean} readOutBool the value stored there
+ * @property {() => any} newOutUint64 storage for a `uint64_t *` out argument
+ * @property {(out: any) => bigint} readOutUint64 the value stored there
  * @property {(pointer: any) => boolean} isNull whether a pointer is NULL
  * @property {(pointer: any) => string} readString decodes a NUL-terminated UTF-8 string
  * @property {(value: number|bigint) => any} asUint64 a uint64_t argument in the engine's form
@@ -61,14 +63,27 @@ function makeNative(engineName, handle) {
     version: () => fns.sft_version(),
     resultName: (code) => fns.sft_result_name(code),
     lastErrorMessage: () => takeString(fns.sft_last_error_message()),
-    submitExternalTask: (taskId) => callWithOutString(fns.sft_submit_external_task, taskId),
+    runnerRegister() {
+      const out = handle.newOutUint64();
+      const code = fns.sft_runner_register(out);
+      return { code, value: handle.readOutUint64(out) };
+    },
+    submitRunnerTask: (runner, taskId) => callWithOutString(fns.sft_submit_runner_task, asUint64(runner), taskId),
+    /** sft_runner_next on a libuv thread: `callback(code, assignmentJson)` runs on the main thread. */
+    runnerNextAsync(runner, timeoutMs, callback) {
+      const out = newOutPointer();
+      fns.sft_runner_next.async(asUint64(runner), timeoutMs, out, (error, code) => {
+        const json = takeString(readOutPointer(out));
+        setImmediate(callback, error ? Result.INTERNAL : code, error ? null : json);
+      });
+    },
+    runnerFinish: (runner, taskId, code, messageJson) => fns.sft_runner_finish(asUint64(runner), taskId, code, messageJson),
+    runnerClose: (runner, timeoutMs) => fns.sft_runner_close(asUint64(runner), timeoutMs),
     getTaskStatus: (taskId) => takeString(fns.sft_get_task_status(taskId)),
     updateTaskProgress: (taskId, current, total, extraJson) =>
       fns.sft_update_task_progress(taskId, asUint64(current), asUint64(total), extraJson),
-    addCompletedSegment: (taskId, segmentIdJson, audioUrl, duration) =>
-      fns.sft_add_completed_segment_json(taskId, segmentIdJson, audioUrl, duration),
-    addError: (taskId, segmentIdJson, message) => fns.sft_add_error_json(taskId, segmentIdJson, message),
-    finishTask: (taskId, code, message) => fns.sft_finish_task(taskId, code, message),
+    addCompletedSegment: (taskId, segmentJson) => fns.sft_add_completed_segment_from_json(taskId, segmentJson),
+    addError: (taskId, errorJson) => fns.sft_add_error_from_json(taskId, errorJson),
     cancelTask: (taskId) => fns.sft_cancel_task(taskId),
     isCancelRequested(taskId) {
       const out = handle.newOutBool();

@@ -1,6 +1,8 @@
 'use strict';
 // Task states and the small helpers around status objects.
 
+const { parseJsonOrNull } = require('./json');
+
 const TASK_PENDING = 'PENDING';
 const TASK_PROCESSING = 'PROCESSING';
 const TASK_COMPLETED = 'COMPLETED';
@@ -14,9 +16,7 @@ function isFinished(status) {
   return status !== null && FINISHED_STATES.has(status.status);
 }
 
-/** Parses a status JSON string from the library; null stays null. */
-function parseStatus(json) {
-  return json === null ? null : JSON.parse(json);
-}
+/** Parses a status JSON string from the library losslessly; null stays null. */
+const parseStatus = parseJsonOrNull;
 
 module.exports = { TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED, isFinished, parseStatus };

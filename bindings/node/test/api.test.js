@@ -1,6 +1,6 @@
 'use strict';
-// The fixed surface of API.md ("Node package"): submit, status, progress,
-// segments, errors, JS task semantics, and the errors bad input gets.
+// The package's fixed surface: submit, status, progress, segments, errors,
+// JS task semantics, and the errors bad input gets.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -8,13 +8,13 @@ const { isMainThread } = require('node:worker_threads');
 const sft = require('..');
 const { ENGINE, deferred, submitHeldTask } = require('./helpers');
 
-const { getTaskManager, TaskManager, StoryflowTasksError } = sft;
+const { getTaskManager, TaskManager, StoryflowTasksError, InvalidArgumentError } = sft;
 const tm = getTaskManager();
 
-/** Asserts that `fn` throws a StoryflowTasksError with this result name. */
+/** Asserts that `fn` throws a StoryflowTasksError with this result name (an InvalidArgumentError for SFT_ERR_INVALID_ARGUMENT). */
 function assertLibraryError(fn, code) {
-  assert.throws(fn, (error) => error instanceof StoryflowTasksError && error.code === code && error.message.includes(code),
-    `expected a StoryflowTasksError ${code}`);
+  assert.throws(fn, (error) => error instanceof StoryflowTasksError && error.code === code && error.message.includes(code) &&
+    (error instanceof InvalidArgumentError) === (code === 'SFT_ERR_INVALID_ARGUMENT'), `expected a StoryflowTasksError ${code}`);
 }
 
 test('runs on the engine this run asked for', () => {
@@ -137,10 +137,10 @@ test('a non-Error rejection or an empty message still leaves a readable error', 
   });
   assert.equal((await tm.wait(byString)).error, 'plain string reason');
   assert.equal((await tm.wait(byEmpty)).error, 'TypeError');
-  assert.equal((await tm.wait(byNul)).error, 'before\uFFFDafter');
+  assert.equal((await tm.wait(byNul)).error, 'before\0after');
 });
 
-test('an error message over max_message_bytes is cut to fit, and the task still fails', async () => {
+test('an error message over max_message_bytes is shortened by the library, says so, and the task still fails', async () => {
   const limit = tm.getConfig().max_message_bytes;
   const id = tm.submitTask(() => {
     throw new Error('é'.repeat(limit));
@@ -148,7 +148,8 @@ test('an error message over max_message_bytes is cut to fit, and the task still 
   const final = await tm.wait(id);
   assert.equal(final.status, sft.TASK_FAILED);
   assert.ok(Buffer.byteLength(final.error) <= limit);
-  assert.equal(final.error, 'é'.repeat(Math.floor(limit / 2)));
+  assert.ok(final.error.startsWith('éé'));
+  assert.ok(final.error.endsWith(` [shortened from ${2 * limit} bytes]`), final.error.slice(-40));
 });
 
 test('progress: percentage is floored and clamped, total 0 gives 0, extra keys keep their JSON types', async () => {
@@ -167,8 +168,8 @@ test('progress: percentage is floored and clamped, total 0 gives 0, extra keys k
 });
 
 test('segments and segment errors keep the segment id type (number vs string)', async () => {
-  const id = tm.submitTask(() => {});
-  await tm.wait(id);
+  const held = submitHeldTask(tm);
+  const id = held.id;
   tm.addCompletedSegment(id, 7, { audio_url: '/media/audio/7.wav', duration: 2.5 });
   tm.addCompletedSegment(id, '7', { audio_url: '/media/audio/7b.wav', duration: 0 });
   tm.addCompletedSegment(id, -3n, { audio_url: '', duration: 1e-3 });
@@ -183,6 +184,8 @@ test('segments and segment errors keep the segment id type (number vs string)', 
   assert.equal(typeof status.completed_segments[0].segment_id, 'number');
   assert.equal(typeof status.completed_segments[1].segment_id, 'string');
   assert.deepEqual(status.errors, [{ segment_id: 3, error: 'voice not found' }, { segment_id: 'intro', error: 'timeout "TTS"' }]);
+  held.release();
+  await tm.wait(id);
 });
 
 test('a duplicate id is refused, and the existing task and the new function are untouched', async () => {
@@ -214,50 +217,112 @@ test('bad input to submitTask throws and submits nothing', () => {
 });
 
 test('bad input to the mutations throws a clear error and leaves the task as it was', async () => {
-  const id = tm.submitTask(() => {});
-  await tm.wait(id);
+  const held = submitHeldTask(tm);
+  const id = held.id;
+  await held.started;
   tm.updateTaskProgress(id, 1, 2, { current_segment_id: 1 });
   tm.addCompletedSegment(id, 1, { audio_url: '/a.wav', duration: 1 });
   const before = tm.getTaskStatus(id);
   const attempts = [
-    [() => tm.updateTaskProgress(id, -1, 2), RangeError],
-    [() => tm.updateTaskProgress(id, 1.5, 2), RangeError],
+    [() => tm.updateTaskProgress(id, -1, 2), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1.5, 2), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.updateTaskProgress(id, '1', 2), TypeError],
-    [() => tm.updateTaskProgress(id, 1, 2n ** 64n), RangeError],
-    [() => tm.updateTaskProgress(id, 1, 2, [1]), TypeError],
-    [() => tm.updateTaskProgress(id, 1, 2, 'json'), TypeError],
-    [() => tm.updateTaskProgress(id, 1, 2, { big: 1n }), TypeError],
+    [() => tm.updateTaskProgress(id, 1, 2n ** 64n), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, -1n, 2), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, [1]), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, 'json'), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, { ratio: NaN }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, { nested: { list: [Infinity] } }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, { missing: undefined }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, { fn: () => 1 }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, { symbol: Symbol('s') }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, { when: new Date(0) }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.updateTaskProgress(id, 1, 2, { list: [1, , 3] }), 'SFT_ERR_INVALID_ARGUMENT'], // eslint-disable-line no-sparse-arrays
+    [() => tm.updateTaskProgress(id, 1, 2, { [Symbol('key')]: 1 }), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.updateTaskProgress(id, 1, 2, { percentage: 5 }), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.updateTaskProgress(id, 1, 2, { current: 5 }), 'SFT_ERR_INVALID_ARGUMENT'],
-    [() => tm.addCompletedSegment(id, 1.5, { audio_url: '/a.wav', duration: 1 }), TypeError],
-    [() => tm.addCompletedSegment(id, { id: 1 }, { audio_url: '/a.wav', duration: 1 }), TypeError],
-    [() => tm.addCompletedSegment(id, null, { audio_url: '/a.wav', duration: 1 }), TypeError],
-    [() => tm.addCompletedSegment(id, 2 ** 63, { audio_url: '/a.wav', duration: 1 }), TypeError],
+    [() => tm.addCompletedSegment(id, 1.5, { audio_url: '/a.wav', duration: 1 }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.addCompletedSegment(id, { id: 1 }, { audio_url: '/a.wav', duration: 1 }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.addCompletedSegment(id, null, { audio_url: '/a.wav', duration: 1 }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.addCompletedSegment(id, '', { audio_url: '/a.wav', duration: 1 }), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.addCompletedSegment(id, 1, null), TypeError],
-    [() => tm.addCompletedSegment(id, 1, { duration: 1 }), TypeError],
-    [() => tm.addCompletedSegment(id, 1, { audio_url: '/a.wav', duration: '1' }), TypeError],
+    [() => tm.addCompletedSegment(id, 1, { duration: 1 }), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.addCompletedSegment(id, 1, { audio_url: '/a.wav', duration: '1' }), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.addCompletedSegment(id, 1, { audio_url: '/a.wav', duration: -1 }), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.addCompletedSegment(id, 1, { audio_url: '/a.wav', duration: NaN }), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.addCompletedSegment(id, 1, { audio_url: '/a.wav', duration: Infinity }), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.addCompletedSegment(id, 1, { audio_url: 'x'.repeat(tm.getConfig().max_url_bytes + 1), duration: 1 }), 'SFT_ERR_INVALID_ARGUMENT'],
-    [() => tm.addError(id, 1, 42), TypeError],
-    [() => tm.addError(id, true, 'message'), TypeError],
-    [() => tm.addError(id, 1, 'nul\0inside'), TypeError],
+    [() => tm.addError(id, 1, 42), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.addError(id, true, 'message'), 'SFT_ERR_INVALID_ARGUMENT'],
+    [() => tm.addError(id, 1, 'lone \uD800'), 'SFT_ERR_INVALID_ARGUMENT'],
     [() => tm.getTaskStatus(7), TypeError],
-    [() => tm.getTaskStatus('nul\0inside'), TypeError],
+    [() => tm.getTaskStatus('nul\0inside'), 'SFT_ERR_INVALID_ARGUMENT'],
   ];
   for (const [attempt, expected] of attempts) {
     if (typeof expected === 'string') assertLibraryError(attempt, expected);
     else assert.throws(attempt, expected, attempt.toString());
   }
   assert.deepEqual(tm.getTaskStatus(id), before);
+  held.release();
+  await tm.wait(id);
 });
 
-test('mutations of an unknown task throw SFT_ERR_NOT_FOUND', () => {
-  assertLibraryError(() => tm.updateTaskProgress('no-such-task', 1, 2), 'SFT_ERR_NOT_FOUND');
-  assertLibraryError(() => tm.addCompletedSegment('no-such-task', 1, { audio_url: '/a.wav', duration: 1 }), 'SFT_ERR_NOT_FOUND');
-  assertLibraryError(() => tm.addError('no-such-task', 1, 'message'), 'SFT_ERR_NOT_FOUND');
+test('a value JSON cannot carry is refused naming the argument and where it sits', () => {
+  const held = submitHeldTask(tm);
+  const cycle = { name: 'loop' };
+  cycle.self = cycle;
+  const cases = [
+    [{ ratio: NaN }, /extra\.ratio is NaN/],
+    [{ a: { 'odd key': [0, -Infinity] } }, /extra\.a\["odd key"\]\[1\] is -Infinity/],
+    [{ gone: undefined }, /extra\.gone is undefined/],
+    [{ call: () => 1 }, /extra\.call is a function/],
+    [{ map: new Map() }, /extra\.map is a Map object/],
+    [cycle, /extra\.self refers back/],
+  ];
+  for (const [extra, message] of cases) {
+    assert.throws(() => tm.updateTaskProgress(held.id, 1, 2, extra),
+      (error) => error instanceof InvalidArgumentError && message.test(error.message) && error.message.startsWith('updateTaskProgress: '),
+      String(message));
+  }
+  assert.throws(() => tm.submitTask(() => {}, 'a\0b'), (error) => error instanceof InvalidArgumentError && /taskId holds a NUL/.test(error.message));
+  held.release();
+  return tm.wait(held.id);
+});
+
+test('integers keep every digit both ways: a BigInt in, a BigInt out where a number would round', async () => {
+  const held = submitHeldTask(tm);
+  const extra = { big: 9007199254740993n, huge: -(10n ** 30n), safe: 9007199254740991, unsafeNumber: 2 ** 64, float: 0.1 };
+  assert.equal(tm.updateTaskProgress(held.id, 2n ** 64n - 1n, 2n ** 63n, extra), true);
+  const { progress } = tm.getTaskStatus(held.id);
+  assert.equal(progress.current, 2n ** 64n - 1n);
+  assert.equal(progress.total, 2n ** 63n);
+  assert.equal(progress.big, 9007199254740993n);
+  assert.equal(progress.safe, 9007199254740991);
+  assert.equal(progress.huge, -(10n ** 30n));
+  assert.equal(progress.unsafeNumber, 2 ** 64, 'a number beyond 2^53 stays a number (a double), not a bigint');
+  assert.equal(progress.float, 0.1);
+  tm.addCompletedSegment(held.id, 10n ** 30n, { audio_url: '/a.wav', duration: 1 });
+  assert.equal(tm.getTaskStatus(held.id).completed_segments[0].segment_id, 10n ** 30n);
+  held.release();
+  await tm.wait(held.id);
+});
+
+test('mutations of an unknown or finished task return false, as the original design ignores them; applied ones return true', async () => {
+  assert.equal(tm.updateTaskProgress('no-such-task', 1, 2), false);
+  assert.equal(tm.addCompletedSegment('no-such-task', 1, { audio_url: '/a.wav', duration: 1 }), false);
+  assert.equal(tm.addError('no-such-task', 1, 'message'), false);
   assertLibraryError(() => tm.isCancelRequested('no-such-task'), 'SFT_ERR_NOT_FOUND');
+  const held = submitHeldTask(tm);
+  assert.equal(tm.updateTaskProgress(held.id, 1, 2), true);
+  assert.equal(tm.addCompletedSegment(held.id, 1, { audio_url: '/a.wav', duration: 1 }), true);
+  assert.equal(tm.addError(held.id, 1, 'message'), true);
+  held.release();
+  const final = await tm.wait(held.id);
+  // Final is final: a finished task takes no more changes, and says so with false.
+  assert.equal(tm.updateTaskProgress(held.id, 2, 2), false);
+  assert.equal(tm.addCompletedSegment(held.id, 2, { audio_url: '/b.wav', duration: 1 }), false);
+  assert.equal(tm.addError(held.id, 2, 'late'), false);
+  assert.deepEqual(tm.getTaskStatus(held.id), final);
 });
 
 test('listTasks lists in submission order and filters by state', async () => {

@@ -1,5 +1,5 @@
 'use strict';
-// Beyond the seed: cancel, wait, watch and the event emitter, all served by the
+// Cancellation, wait, watch and the event emitter, all served by the
 // one change-feed poller.
 
 const test = require('node:test');

@@ -1,13 +1,17 @@
 'use strict';
-// `npm pack` yields a package that carries the library: installed elsewhere,
-// it loads its own copy with STORYFLOW_TASKS_LIB unset and runs a task.
+// `npm pack` yields a package that carries the library (without its debug
+// information) and the licences: installed elsewhere, it loads its own copy
+// with STORYFLOW_TASKS_LIB unset and runs a task.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { execFileSync } = require('node:child_process');
 const { PACKAGE_ROOT, ENGINE, runCommand, runNode, lastJsonLine } = require('./helpers');
+
+const REPOSITORY = path.resolve(PACKAGE_ROOT, '..', '..');
 
 const NPM_GUARD_MS = 300_000;
 
@@ -19,11 +23,14 @@ test('npm pack carries the library, and the installed package loads it with STOR
   assert.equal(packed.code, 0, packed.stderr);
   const [{ filename, files }] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('[')));
   const names = files.map((f) => f.path).sort();
-  for (const expected of ['index.js', 'index.d.ts', 'README.md', 'package.json', 'libstoryflow_tasks.so', 'lib/feed.js', 'lib/koffi.js', 'lib/ffi-napi.js']) {
+  for (const expected of ['index.js', 'index.d.ts', 'README.md', 'LICENSE-MIT', 'LICENSE-APACHE', 'package.json', 'libstoryflow_tasks.so',
+    'lib/feed.js', 'lib/runner.js', 'lib/json.js', 'lib/signatures.js', 'lib/koffi.js', 'lib/ffi-napi.js']) {
     assert.ok(names.includes(expected), `${expected} missing from ${names.join(', ')}`);
   }
   assert.ok(names.every((name) => !name.startsWith('test/') && !name.startsWith('bench/') && !name.startsWith('node_modules/')), names.join(', '));
-  assert.equal(fs.existsSync(path.join(PACKAGE_ROOT, 'libstoryflow_tasks.so')), false, 'postpack left the library copy in the working tree');
+  for (const copied of ['libstoryflow_tasks.so', 'LICENSE-MIT', 'LICENSE-APACHE']) {
+    assert.equal(fs.existsSync(path.join(PACKAGE_ROOT, copied)), false, `postpack left ${copied} in the working tree`);
+  }
 
   const consumer = path.join(scratch, 'consumer');
   fs.mkdirSync(consumer);
@@ -35,6 +42,14 @@ test('npm pack carries the library, and the installed package loads it with STOR
   if (ENGINE === 'koffi') install.push('--ignore-scripts');
   const installed = await runCommand('npm', install, { npm_config_nodedir: '/usr' }, consumer, NPM_GUARD_MS);
   assert.equal(installed.code, 0, installed.stderr);
+
+  const installedRoot = path.join(consumer, 'node_modules', 'storyflow-tasks');
+  for (const licence of ['LICENSE-MIT', 'LICENSE-APACHE']) {
+    assert.equal(fs.readFileSync(path.join(installedRoot, licence), 'utf8'), fs.readFileSync(path.join(REPOSITORY, licence), 'utf8'));
+  }
+  const sections = execFileSync('readelf', ['-S', '-W', path.join(installedRoot, 'libstoryflow_tasks.so')], { encoding: 'utf8' });
+  assert.match(sections, /\.dynsym/);
+  assert.doesNotMatch(sections, /\.debug_/, 'the packed library still carries debug information');
 
   const script = `const sft = require('storyflow-tasks');
 const tm = sft.getTaskManager();

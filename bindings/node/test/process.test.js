@@ -22,9 +22,9 @@ test('configure: applied before the first submit, refused after it, bad settings
   const result = await runFixture('configure.js');
   assertEndedWith(result, 0);
   assert.deepEqual(lastJsonLine(result.stdout), {
-    unknownKey: 'StoryflowTasksError:SFT_ERR_INVALID_ARGUMENT',
-    badValue: 'StoryflowTasksError:SFT_ERR_INVALID_ARGUMENT',
-    wrongType: 'StoryflowTasksError:SFT_ERR_INVALID_ARGUMENT',
+    unknownKey: 'InvalidArgumentError:SFT_ERR_INVALID_ARGUMENT',
+    badValue: 'InvalidArgumentError:SFT_ERR_INVALID_ARGUMENT',
+    wrongType: 'InvalidArgumentError:SFT_ERR_INVALID_ARGUMENT',
     notAnObject: 'TypeError:',
     unchangedAfterErrors: true,
     valid: 'ok',
@@ -34,7 +34,7 @@ test('configure: applied before the first submit, refused after it, bad settings
     afterFirstSubmitPromise: 'StoryflowTasksError:SFT_ERR_INVALID_STATE',
     samePromise: 'ok',
     stillApplied: true,
-    longMessageCut: 'a message longer',
+    longMessageCut: ' [shortened from',
   });
 });
 

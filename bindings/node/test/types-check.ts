@@ -2,7 +2,7 @@
 // index.d.ts used the way the README shows, so that the types match the surface.
 
 import {
-  TaskManager, getTaskManager, StoryflowTasksError, ENGINES, DEFAULT_ENGINE,
+  TaskManager, getTaskManager, StoryflowTasksError, InvalidArgumentError, ENGINES, DEFAULT_ENGINE, Integer, JsonValue, SegmentId,
   TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED,
   TaskStatus, TaskEvent, FeedGap, TaskStats, TaskConfig, TaskState, EngineName,
 } from '..';
@@ -19,9 +19,11 @@ async function useEverything(): Promise<void> {
 
   const id: string = tm.submitTask(async (taskId: string, signal: AbortSignal) => {
     if (signal.aborted) return;
-    tm.updateTaskProgress(taskId, 1, 2, { current_segment_id: 7 });
+    const applied: boolean = tm.updateTaskProgress(taskId, 1, 2, { current_segment_id: 7, big: 2n ** 70n });
     tm.updateTaskProgress(taskId, 1n, 2n);
     tm.addCompletedSegment(taskId, 7, { audio_url: '/7.wav', duration: 1.5 });
+    const recorded: boolean = tm.addCompletedSegment(taskId, 2n ** 60n, { audio_url: '/big.wav', duration: 1 });
+    console.log(applied, recorded);
     tm.addCompletedSegment(taskId, 'intro', { audio_url: '/intro.wav', duration: 0 });
     tm.addError(taskId, 3, 'voice not found');
   }, 'my-id');
@@ -29,7 +31,11 @@ async function useEverything(): Promise<void> {
 
   const status: TaskStatus | null = tm.getTaskStatus(id);
   if (status !== null) {
-    const segmentId: number | string | undefined = status.completed_segments[0]?.segment_id;
+    const segmentId: SegmentId | undefined = status.completed_segments[0]?.segment_id;
+    const current: Integer | undefined = status.progress.current;
+    const extra: JsonValue | undefined = status.progress.current_segment_id;
+    const wide: number | bigint | string | undefined = segmentId;
+    console.log(current, extra, wide);
     const position: number | null = status.queue_position;
     const percentage: number | undefined = status.progress.percentage;
     console.log(segmentId, position, percentage, status.cancel_requested, status.error, status.revision);
@@ -54,7 +60,10 @@ async function useEverything(): Promise<void> {
   try {
     tm.submitTask(() => undefined);
   } catch (error) {
-    if (error instanceof StoryflowTasksError) {
+    if (error instanceof InvalidArgumentError) {
+      const code: 'SFT_ERR_INVALID_ARGUMENT' = error.code;
+      console.log(code);
+    } else if (error instanceof StoryflowTasksError) {
       const code: string = error.code;
       const result: number = error.result;
       console.log(code, result);

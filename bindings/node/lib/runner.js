@@ -1,0 +1,158 @@
+'use strict';
+// JS tasks over the library's runner API: this thread registers as a runner,
+// submits its tasks to it, and is handed each one when the library's worker
+// reaches it (FIFO with every other task of the process). The function runs on
+// this thread's event loop; the worker never calls into V8.
+//
+// One native sft_runner_next call is in flight at a time, on one libuv thread,
+// and only while a JS task waits its turn and none of ours runs (the worker
+// hands over one task at a time, so there is nothing to ask for meanwhile).
+// That call holds the event loop, so the process stays alive while a JS task
+// waits; a running task's own work (timers, I/O) is what keeps it alive then,
+// as for any Promise; with nothing submitted, nothing is polled.
+
+const { Result } = require('./native');
+const { parseJson } = require('./json');
+
+/** How long one native sft_runner_next lasts at most, so that the loop is never blocked and polling can stop. */
+const NEXT_TIMEOUT_MS = 200;
+
+/** The text a failed JS task leaves in its status `error` (the library shortens an over-long one). */
+function failureMessage(error) {
+  let text;
+  try {
+    text = error instanceof Error ? error.message || String(error) : String(error);
+  } catch {
+    text = '';
+  }
+  return text || 'the task failed without a message';
+}
+
+/** The reason a JS task's signal carries when its cancellation is requested. */
+function cancellationReason(taskId) {
+  return new Error(`cancellation of task ${JSON.stringify(taskId)} was requested`);
+}
+
+class TaskRunner {
+  #native;
+  #onChange;
+  /** The runner id (a bigint), registered on the first submit. */
+  #runner = null;
+  /** JS tasks submitted and not handed over yet: id -> fn. */
+  #functions = new Map();
+  /** JS tasks running: id -> AbortController aborted when cancellation is requested. */
+  #running = new Map();
+  /** An sft_runner_next call is in flight. */
+  #polling = false;
+  #closeAtExit;
+
+  /**
+   * @param {ReturnType<import('./native').makeNative>} native
+   * @param {() => void} onChange called when a task starts or settles (the change feed adjusts its hold on the process)
+   * @param {boolean} closeAtExit close the runner when this thread exits: a worker thread's
+   *   tasks then end (queued ones CANCELLED, a running one FAILED) instead of holding the
+   *   process-wide worker; the main thread's exit ends the process and the library with it
+   */
+  constructor(native, onChange, closeAtExit) {
+    this.#native = native;
+    this.#onChange = onChange;
+    this.#closeAtExit = closeAtExit;
+  }
+
+  /** How many of this thread's JS tasks run now (0 or 1). */
+  get runningCount() {
+    return this.#running.size;
+  }
+
+  /** How many of this thread's JS tasks wait their turn. */
+  get queuedCount() {
+    return this.#functions.size;
+  }
+
+  /** The ids of the JS tasks running now. */
+  runningIds() {
+    return [...this.#running.keys()];
+  }
+
+  /**
+   * Submits `fn` as a runner task (taskId null: a new UUIDv4).
+   * @returns {{ code: number, value: string | null }}
+   */
+  submit(taskId, fn) {
+    if (this.#runner === null) {
+      const { code, value } = this.#native.runnerRegister();
+      if (code !== Result.OK) return { code, value: null };
+      this.#runner = value;
+      if (this.#closeAtExit) process.on('exit', () => this.#native.runnerClose(this.#runner, 0));
+    }
+    const submitted = this.#native.submitRunnerTask(this.#runner, taskId);
+    if (submitted.code === Result.OK) {
+      this.#functions.set(submitted.value, fn);
+      this.#poll();
+    }
+    return submitted;
+  }
+
+  /** Drops the function of a task cancelled before it was handed over. */
+  forget(taskId) {
+    this.#functions.delete(taskId);
+  }
+
+  /** Aborts a running JS task's signal. */
+  abort(taskId) {
+    this.#running.get(taskId)?.abort(cancellationReason(taskId));
+  }
+
+  #poll() {
+    if (this.#polling || this.#running.size > 0 || this.#functions.size === 0) return;
+    this.#polling = true;
+    this.#native.runnerNextAsync(this.#runner, NEXT_TIMEOUT_MS, (code, json) => {
+      this.#polling = false;
+      if (code === Result.OK) {
+        this.#take(parseJson(json));
+      } else if (code === Result.SHUT_DOWN) {
+        // The manager shut down and released every task it had for us.
+        this.#functions.clear();
+      } else if (code !== Result.TIMEOUT) {
+        process.emitWarning(`storyflow-tasks: waiting for the next JS task failed with ${this.#native.resultName(code)}; retrying`);
+        setTimeout(() => this.#poll(), NEXT_TIMEOUT_MS);
+        return;
+      }
+      this.#poll();
+    });
+  }
+
+  /** Runs a task handed over (from a microtask, outside the native callback), or forgets one released unrun. */
+  #take({ task_id: taskId, run }) {
+    const fn = this.#functions.get(taskId);
+    this.#functions.delete(taskId);
+    if (!run) return;
+    const controller = new AbortController();
+    this.#running.set(taskId, controller);
+    this.#onChange();
+    Promise.resolve()
+      .then(() => {
+        // Cancelled between the worker handing it over and now: the function has
+        // not begun, so it never does (as for a pending task).
+        if (this.#native.isCancelRequested(taskId).value) this.abort(taskId);
+        if (fn === undefined) throw new Error('storyflow-tasks: this runner holds no function for the task');
+        return controller.signal.aborted ? undefined : fn(taskId, controller.signal);
+      })
+      .then(() => this.#finish(taskId, null), (error) => this.#finish(taskId, failureMessage(error)));
+  }
+
+  /** Hands a JS task's outcome to the library, which then moves the worker on. */
+  #finish(taskId, message) {
+    this.#running.delete(taskId);
+    const code = this.#native.runnerFinish(this.#runner, taskId, message === null ? 0 : 1,
+      message === null ? null : JSON.stringify(message));
+    if (code !== Result.OK) {
+      process.emitWarning(`storyflow-tasks: finishing task ${JSON.stringify(taskId)} failed: ` +
+        `${this.#native.lastErrorMessage() ?? ''} (${this.#native.resultName(code)})`);
+    }
+    this.#onChange();
+    this.#poll();
+  }
+}
+
+module.exports = { TaskRunner, NEXT_TIMEOUT_MS };
