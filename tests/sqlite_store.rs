@@ -820,3 +820,193 @@ fn an_interrupted_named_task_resumes_and_fails_after_max_attempts() {
     assert!(failed["error"].as_str().unwrap().contains("kept being interrupted"), "{failed}");
     assert_eq!(failed["completed_segments"].as_array().unwrap().len(), 2);
 }
+
+// ----- measurements ---------------------------------------------------------------------
+
+fn percentile(samples: &mut [f64], q: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() - 1) as f64 * q).round() as usize]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    percentile(&mut values, 0.5)
+}
+
+/// Prints the median over `runs` of each run's p50 and p99, in microseconds.
+fn report(what: &str, target: &str, runs: Vec<Vec<f64>>) {
+    let p50 = median(runs.iter().map(|r| percentile(&mut r.clone(), 0.5)).collect());
+    let p99 = median(runs.iter().map(|r| percentile(&mut r.clone(), 0.99)).collect());
+    println!("{what:<44} p50 {p50:>9.2} us   p99 {p99:>9.2} us   ({} runs of {}; target {target})", runs.len(), runs[0].len());
+}
+
+fn micros_since(start: std::time::Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e6
+}
+
+#[test]
+#[ignore = "a benchmark that prints figures: cargo test --release --test sqlite_store -- --ignored --nocapture"]
+fn bench_sqlite_store() {
+    use std::time::Instant;
+    const RUNS: usize = 3;
+    let dir = TempDir::new("bench");
+    let payload = json(r#"{"chapter": 1, "voice": "narrator"}"#);
+
+    let mut submit_runs = Vec::new();
+    let mut segment_runs = Vec::new();
+    let mut progress_runs = Vec::new();
+    let mut status_runs = Vec::new();
+    for run in 0..RUNS {
+        let store = SqliteStore::open(dir.join(&format!("run{run}.db")), &Config::default()).unwrap();
+        store.register_handler("bench").unwrap();
+        submit_runs.push(
+            (0..2000)
+                .map(|_| {
+                    let start = Instant::now();
+                    store.submit(None, named("bench", &payload)).unwrap();
+                    micros_since(start)
+                })
+                .collect(),
+        );
+        let claim = store.claim_next(LONG).unwrap().unwrap();
+        let id = claim.task_id.to_string();
+        progress_runs.push(
+            (0..200)
+                .map(|batch| {
+                    let start = Instant::now();
+                    for i in 0..1000u64 {
+                        store.update_progress(&id, batch * 1000 + i, 200_000, None).unwrap();
+                    }
+                    micros_since(start) / 1000.0
+                })
+                .collect(),
+        );
+        segment_runs.push(
+            (0..2000)
+                .map(|i| {
+                    let start = Instant::now();
+                    store.add_segment(&id, &segment(i)).unwrap();
+                    micros_since(start)
+                })
+                .collect(),
+        );
+        store.finish(&id, Ok(())).unwrap();
+        let small = store.submit(None, named("bench", &payload)).unwrap();
+        status_runs.push(
+            (0..2000)
+                .map(|_| {
+                    let start = Instant::now();
+                    store.status_json(&small).unwrap();
+                    micros_since(start)
+                })
+                .collect(),
+        );
+    }
+    report("submit (one thread)", "<= 100 us p50", submit_runs);
+    report("progress update, caller's cost", "<= 2 us", progress_runs);
+    report("segment append (committed)", "<= 200 us p50", segment_runs);
+    report("status read, same process", "-", status_runs);
+
+    let mut threaded_runs = Vec::new();
+    for run in 0..RUNS {
+        let store = std::sync::Arc::new(SqliteStore::open(dir.join(&format!("threads{run}.db")), &Config::default()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let payload = json("null");
+                    (0..250)
+                        .map(|_| {
+                            let start = Instant::now();
+                            store.submit(None, named("bench", &payload)).unwrap();
+                            micros_since(start)
+                        })
+                        .collect::<Vec<f64>>()
+                })
+            })
+            .collect();
+        threaded_runs.push(threads.into_iter().flat_map(|t| t.join().unwrap()).collect());
+    }
+    report("submit (8 threads at once)", "-", threaded_runs);
+
+    // Cross-process wake: the time from just before a committing call here to the
+    // moment a long-poll in another process returns.
+    let mut wake_runs = Vec::new();
+    for run in 0..RUNS {
+        let db = dir.join(&format!("wake{run}.db"));
+        let store = SqliteStore::open(&db, &Config::default()).unwrap();
+        let id = store.submit(Some("pinged"), named("nobody", &payload)).unwrap();
+        let mut revision = status(&store, &id)["revision"].as_u64().unwrap();
+        let (mut child, mut out) = spawn_child(
+            "pinger",
+            &[("SFT_DB", db.display().to_string()), ("SFT_TASK", id.to_string()), ("SFT_AFTER", revision.to_string())],
+        );
+        assert_eq!(next_message(&mut out).as_deref(), Some("ready"));
+        let mut rng = Rng::new();
+        let mut samples = Vec::new();
+        for i in 0..300 {
+            std::thread::sleep(Duration::from_micros(500 + rng.below(2000)));
+            let start = nanos();
+            store.set_checkpoint(&id, &json(&i.to_string())).unwrap();
+            let line = next_message(&mut out).unwrap();
+            let (seen, at) = line.split_once(' ').unwrap();
+            assert!(seen.parse::<u64>().unwrap() > revision);
+            revision = seen.parse().unwrap();
+            samples.push((at.parse::<u128>().unwrap().saturating_sub(start)) as f64 / 1000.0);
+        }
+        store.cancel(&id).unwrap();
+        child.wait().unwrap();
+        wake_runs.push(samples);
+    }
+    report("cross-process long-poll wake", "<= 2000 us p50", wake_runs);
+
+    // Bytes on disk per retained finished task, with 10 segments each.
+    let db = dir.join("size.db");
+    let store = SqliteStore::open(&db, &Config::default()).unwrap();
+    store.checkpoint().unwrap();
+    let empty = store.disk_usage();
+    for _ in 0..5000 {
+        let id = store.submit(None, TaskKind::Function).unwrap();
+        store.claim_next(LONG).unwrap().unwrap();
+        for s in 0..10 {
+            store.add_segment(&id, &segment(s)).unwrap();
+        }
+        store.finish(&id, Ok(())).unwrap();
+    }
+    store.checkpoint().unwrap();
+    println!("bytes on disk per retained finished task (10 segments): {:.0}", (store.disk_usage() - empty) as f64 / 5000.0);
+    drop(store);
+
+    // Reopening with 100,000 retained finished tasks.
+    let db = dir.join("reopen.db");
+    let store = SqliteStore::open(&db, &Config::default()).unwrap();
+    let build = Instant::now();
+    for _ in 0..100_000 {
+        let id = store.submit(None, TaskKind::Function).unwrap();
+        store.claim_next(LONG).unwrap().unwrap();
+        store.finish(&id, Ok(())).unwrap();
+    }
+    store.checkpoint().unwrap();
+    println!(
+        "bytes on disk per retained finished task (no segments): {:.0}   ({} MB for 100,000; built in {:.1} s)",
+        store.disk_usage() as f64 / 100_000.0,
+        store.disk_usage() / 1_000_000,
+        build.elapsed().as_secs_f64()
+    );
+    drop(store);
+    for quick_check_on_open in [true, false] {
+        let times: Vec<f64> = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                let store =
+                    SqliteStore::open_with(&db, &Config::default(), SqliteOptions { quick_check_on_open, ..Default::default() }).unwrap();
+                let elapsed = start.elapsed().as_secs_f64() * 1e3;
+                assert_eq!(store.stats().unwrap().retained, 100_000);
+                elapsed
+            })
+            .collect();
+        println!(
+            "reopen with 100,000 retained (quick_check {quick_check_on_open}): median {:.1} ms of 5 (target <= 1000 ms)",
+            median(times)
+        );
+    }
+}

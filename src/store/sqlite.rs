@@ -1604,3 +1604,47 @@ fn already_finished(task_id: &str, state: TaskState) -> Error {
 fn duplicate_id(task_id: &str) -> Error {
     Error::new(ErrorKind::DuplicateId, format!("a task with id {task_id:?} already exists"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_codes_round_trip() {
+        for (code, state) in TaskState::ALL.into_iter().enumerate() {
+            assert_eq!(state_code(state), code as i64);
+            assert_eq!(state_of(code as i64), state);
+        }
+        for kind in EVENT_KINDS {
+            assert_eq!(EVENT_KINDS[kind_code(kind) as usize], kind);
+        }
+    }
+
+    #[test]
+    fn the_schema_enforces_one_processing_task() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        prepare_schema(Path::new(":memory:"), &mut conn).unwrap();
+        let insert = "INSERT INTO tasks (seq, task_id, state, fifo, created_at) VALUES (?1, ?2, ?3, ?1, 0)";
+        conn.execute(insert, params![1, "a", 1]).unwrap();
+        conn.execute(insert, params![2, "b", 0]).unwrap();
+        let second = conn.execute("UPDATE tasks SET state = 1 WHERE task_id = 'b'", []);
+        assert_eq!(second.unwrap_err().sqlite_error_code(), Some(ErrorCode::ConstraintViolation));
+        let counts: Vec<(i64, i64)> = conn
+            .prepare("SELECT retained, total FROM counts ORDER BY state")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(&counts[..2], &[(1, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn a_second_schema_preparation_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        prepare_schema(Path::new(":memory:"), &mut conn).unwrap();
+        prepare_schema(Path::new(":memory:"), &mut conn).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+}
