@@ -501,25 +501,33 @@ impl SqliteStore {
             },
             closed: AtomicBool::new(false),
         });
+        // From here on a failure drops the handle, whose close withdraws the worker
+        // row and the lock file again: a failed open leaves nothing behind.
+        let store = Self { inner, threads: Mutex::new(Vec::new()) };
+        store.start()?;
+        Ok(store)
+    }
+
+    fn start(&self) -> Result<()> {
+        let inner = &self.inner;
         // Tasks of workers that died while no process had the file open.
         inner.recover()?;
         // The watcher's baseline is read before the first waiter can look at the
         // file: a commit after it is a change the watcher will see.
         let watch_conn = connect(&inner.path, &inner.options).map_err(|e| open_db_error(&inner.path, e))?;
         let baseline = data_version(&watch_conn);
+        let cannot_start = |e: std::io::Error| Error::new(ErrorKind::Internal, format!("cannot start the task store's threads: {e}"));
         let watcher = {
             let inner = inner.clone();
             std::thread::Builder::new().name("sft-store-watch".into()).spawn(move || inner.watch_loop(watch_conn, baseline))
         };
+        lock(&self.threads).push(watcher.map_err(cannot_start)?);
         let flusher = {
             let inner = inner.clone();
             std::thread::Builder::new().name("sft-store-flush".into()).spawn(move || inner.flush_loop())
         };
-        let threads = [watcher, flusher]
-            .into_iter()
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the task store's threads: {e}")))?;
-        Ok(Self { inner, threads: Mutex::new(threads) })
+        lock(&self.threads).push(flusher.map_err(cannot_start)?);
+        Ok(())
     }
 
     /// The database file.
