@@ -1010,3 +1010,28 @@ fn bench_sqlite_store() {
         );
     }
 }
+
+#[test]
+fn a_worker_that_lost_its_lease_is_refused() {
+    let dir = TempDir::new("stale");
+    let path = dir.join("tasks.db");
+    let a = SqliteStore::open(&path, &Config::default()).unwrap();
+    let b = SqliteStore::open(&path, &Config::default()).unwrap();
+    a.register_handler("h").unwrap();
+    b.register_handler("h").unwrap();
+    let id = a.submit(Some("leased"), named("h", &json("null"))).unwrap();
+    a.claim_next(LONG).unwrap().unwrap();
+    a.add_segment(&id, &segment(0)).unwrap();
+    // Without its lock file `a` looks dead to `b`, though it runs on: a stale worker.
+    fs::remove_file(format!("{}.workers/{}.lock", path.display(), a.worker_id())).unwrap();
+    // Found by this call or by `b`'s own sweep, whichever comes first.
+    b.recover().unwrap();
+    let claim = b.claim_next(LONG).unwrap().unwrap();
+    assert_eq!((&*claim.task_id, claim.attempt), ("leased", 2));
+    assert_eq!(a.add_segment(&id, &segment(1)).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(a.finish(&id, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState);
+    b.add_segment(&id, &segment(1)).unwrap();
+    assert_eq!(b.finish(&id, Ok(())).unwrap(), TaskState::Completed);
+    let done = status(&b, &id);
+    assert_eq!(done["completed_segments"].as_array().unwrap().len(), 2);
+}

@@ -204,6 +204,7 @@ struct RowHead {
     n_segments: i64,
     n_errors: i64,
     cancel_requested: bool,
+    runner: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -522,11 +523,11 @@ impl SqliteStore {
             std::thread::Builder::new().name("sft-store-watch".into()).spawn(move || inner.watch_loop(watch_conn, baseline))
         };
         lock(&self.threads).push(watcher.map_err(cannot_start)?);
-        let flusher = {
+        let housekeeper = {
             let inner = inner.clone();
-            std::thread::Builder::new().name("sft-store-flush".into()).spawn(move || inner.flush_loop())
+            std::thread::Builder::new().name("sft-store-house".into()).spawn(move || inner.housekeeping_loop())
         };
-        lock(&self.threads).push(flusher.map_err(cannot_start)?);
+        lock(&self.threads).push(housekeeper.map_err(cannot_start)?);
         Ok(())
     }
 
@@ -752,10 +753,9 @@ impl Inner {
 
     /// Turns changes committed by other processes into wake-ups, and runs the periodic
     /// housekeeping: the liveness sweep, retention and idle checkpoints.
+    /// Turns changes committed by other processes into wake-ups. It does nothing
+    /// else, so no housekeeping write waiting on another process's lock delays a wake-up.
     fn watch_loop(self: Arc<Self>, conn: Connection, mut last_version: Option<i64>) {
-        let mut last_sweep = Instant::now();
-        let mut last_change = Instant::now();
-        let mut checkpointed = true;
         while !self.closed.load(Ordering::SeqCst) {
             {
                 let generation = lock(&self.notifier.generation);
@@ -770,9 +770,35 @@ impl Inner {
             let version = data_version(&conn);
             if version != last_version {
                 last_version = version;
+                self.changed();
+            }
+        }
+    }
+
+    /// Commits coalesced progress while this process runs a task, and runs the
+    /// periodic housekeeping: the liveness sweep, retention and idle checkpoints.
+    fn housekeeping_loop(self: Arc<Self>) {
+        let mut last_sweep = Instant::now();
+        let mut last_change = Instant::now();
+        let mut seen = self.generation();
+        let mut checkpointed = true;
+        loop {
+            let live = lock(&self.live);
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            if live.is_empty() {
+                let _ = self.live_changed.wait_timeout(live, self.options.sweep_interval);
+            } else {
+                drop(live);
+                std::thread::sleep(self.options.progress_flush_interval);
+                let _ = self.flush_progress();
+            }
+            let generation = self.generation();
+            if generation != seen {
+                seen = generation;
                 last_change = Instant::now();
                 checkpointed = false;
-                self.changed();
             }
             if last_sweep.elapsed() >= self.options.sweep_interval {
                 last_sweep = Instant::now();
@@ -781,28 +807,12 @@ impl Inner {
             }
             if !checkpointed && last_change.elapsed() >= self.options.idle_checkpoint_after {
                 checkpointed = true;
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                let _ = lock(&self.writer).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             }
         }
     }
 
     // ----- coalesced progress ------------------------------------------------------
-
-    fn flush_loop(self: Arc<Self>) {
-        loop {
-            let live = lock(&self.live);
-            if self.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            if live.is_empty() {
-                let _ = self.live_changed.wait_timeout(live, Duration::from_millis(500));
-                continue;
-            }
-            drop(live);
-            std::thread::sleep(self.options.progress_flush_interval);
-            let _ = self.flush_progress();
-        }
-    }
 
     fn flush_progress(&self) -> Result<()> {
         let _gate = self.flush_gate.write().unwrap_or_else(|e| e.into_inner());
@@ -1163,6 +1173,12 @@ impl Inner {
             if head.state.is_finished() {
                 return Err(already_finished(task_id, head.state));
             }
+            // A handle that ran the task and lost its lease (found dead while it was
+            // not) must not add to the attempt that replaced it.
+            if lock(&self.live).contains_key(task_id) && head.runner.as_deref() != Some(self.worker_id.as_str()) {
+                lock(&self.live).remove(task_id);
+                return Err(lease_lost(task_id));
+            }
             if let Some(kind) = apply(tx, &head)? {
                 self.record(tx, task_id, kind, head.state, head.revision + 1).db()?;
             }
@@ -1171,7 +1187,7 @@ impl Inner {
     }
 
     fn head(&self, tx: &Connection, task_id: &str) -> Result<RowHead> {
-        tx.prepare_cached("SELECT seq, state, revision, n_segments, n_errors, cancel_requested FROM tasks WHERE task_id = ?1")
+        tx.prepare_cached("SELECT seq, state, revision, n_segments, n_errors, cancel_requested, runner FROM tasks WHERE task_id = ?1")
             .db()?
             .query_row([task_id], |r| {
                 Ok(RowHead {
@@ -1181,6 +1197,7 @@ impl Inner {
                     n_segments: r.get(3)?,
                     n_errors: r.get(4)?,
                     cancel_requested: r.get(5)?,
+                    runner: r.get(6)?,
                 })
             })
             .optional()
@@ -1432,7 +1449,7 @@ impl Inner {
                 ])
                 .db()?;
             if changed != 1 {
-                return Err(Error::invalid_state(format!("task {task_id:?} is no longer leased to this worker")));
+                return Err(lease_lost(task_id));
             }
             let ran = (now - started_at.unwrap_or(now)).max(0.0);
             tx.prepare_cached("UPDATE run_times SET count = count + 1, total = total + ?1, max = max(max, ?1)")
@@ -1607,6 +1624,10 @@ impl Inner {
 
 fn already_finished(task_id: &str, state: TaskState) -> Error {
     Error::invalid_state(format!("task {task_id:?} already finished as {}", state.as_str()))
+}
+
+fn lease_lost(task_id: &str) -> Error {
+    Error::invalid_state(format!("task {task_id:?} is no longer leased to this worker"))
 }
 
 fn duplicate_id(task_id: &str) -> Error {
