@@ -1,0 +1,155 @@
+//! Stores: where the registry and the queue of tasks live.
+//!
+//! A [`Store`] is everything a manager needs from the place its tasks are kept:
+//! submitting, reading and changing statuses, claiming the next task for this
+//! process's worker, finishing it, waiting for changes and the change feed. The
+//! in-memory registry can implement it as well as [`SqliteStore`] (one file
+//! shared by every process of one machine) and a networked store (one more
+//! file in this module).
+//!
+//! A store handle belongs to one process and carries that process's worker
+//! identity: function tasks it submits are run only by it, named tasks by any
+//! handle that registered their handler.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::error::Result;
+use crate::events::TaskEvent;
+use crate::stats::Stats;
+use crate::status::{CompletedSegment, SegmentError, TaskState};
+use crate::task::TaskFailure;
+use crate::TaskId;
+
+mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// What a submitted task runs.
+#[derive(Debug, Clone, Copy)]
+pub enum TaskKind<'a> {
+    /// A function (a C callback, a Python callable, a JS function) that only
+    /// the submitting process holds, so only its worker may run it.
+    Function,
+    /// Work any process may run once it registered `handler`, given `payload`.
+    Named {
+        /// The handler's name.
+        handler: &'a str,
+        /// Any JSON value; `None` is JSON `null`.
+        payload: Option<&'a RawValue>,
+    },
+}
+
+/// A task handed to this process's worker by [`Store::claim_next`].
+///
+/// It is PROCESSING, and this handle holds its lease until [`Store::finish`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Claim {
+    /// The task id.
+    pub task_id: TaskId,
+    /// Always true: a claim is a task to run (the runner protocol's `"run"`).
+    pub run: bool,
+    /// The handler's name, or `None` for a function task.
+    pub handler: Option<String>,
+    /// The named task's payload (`null` for function tasks).
+    pub payload: Option<Box<RawValue>>,
+    /// Which start this is: 1 the first time, one more after each interruption.
+    pub attempt: u32,
+    /// The last value given to [`Store::set_checkpoint`], kept across interruptions.
+    pub checkpoint: Option<Box<RawValue>>,
+}
+
+impl Claim {
+    /// The runner assignment JSON:
+    /// `{"task_id","run","handler","payload","attempt","checkpoint"}`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a claim always serialises")
+    }
+}
+
+/// What a liveness sweep found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Worker identities found dead and removed.
+    pub dead_workers: Vec<String>,
+    /// Named tasks put back at the head of the queue.
+    pub requeued: Vec<TaskId>,
+    /// Tasks failed: function tasks of a dead process, named tasks out of attempts.
+    pub failed: Vec<TaskId>,
+}
+
+/// The place tasks live, as a manager uses it. Every method may be called from any thread.
+pub trait Store: Send + Sync {
+    /// This handle's worker identity: new on every open, never reused.
+    fn worker_id(&self) -> &str;
+
+    /// Makes this process a worker for named tasks of `handler`.
+    fn register_handler(&self, handler: &str) -> Result<()>;
+
+    /// Queues a task under `task_id` (a new UUIDv4 if `None`); durable when it returns.
+    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>) -> Result<TaskId>;
+
+    /// The status JSON of a task.
+    fn status_json(&self, task_id: &str) -> Result<String>;
+
+    /// Statuses of every task (or those in `filter`), in submission order, as a JSON array.
+    fn list_json(&self, filter: Option<TaskState>) -> Result<String>;
+
+    /// Counts by state, queue depth, totals and run times, over every process.
+    fn stats(&self) -> Result<Stats>;
+
+    /// Whether cancellation of a task was requested.
+    fn is_cancel_requested(&self, task_id: &str) -> Result<bool>;
+
+    /// Replaces a task's progress. Never waits on a disk write; may be coalesced.
+    fn update_progress(&self, task_id: &str, current: u64, total: u64, extra: Option<&Map<String, Value>>) -> Result<()>;
+
+    /// Appends a completed segment; durable when it returns.
+    fn add_segment(&self, task_id: &str, segment: &CompletedSegment) -> Result<()>;
+
+    /// Appends a segment error; durable when it returns.
+    fn add_error(&self, task_id: &str, error: &SegmentError) -> Result<()>;
+
+    /// Sets the checkpoint a resumed task is handed; durable when it returns.
+    fn set_checkpoint(&self, task_id: &str, checkpoint: &RawValue) -> Result<()>;
+
+    /// Sets the text the status `error` shows if the task fails.
+    fn set_failure_message(&self, task_id: &str, message: &str) -> Result<()>;
+
+    /// Cancels a pending task at once (`Cancelled`) or asks a running one to stop (`Processing`).
+    fn cancel(&self, task_id: &str) -> Result<TaskState>;
+
+    /// Takes the next task this process may run, in FIFO order, if no task runs
+    /// anywhere; waits up to `timeout` (`None`: no limit) for one. `Ok(None)` on timeout.
+    fn claim_next(&self, timeout: Option<Duration>) -> Result<Option<Claim>>;
+
+    /// Finishes a task this handle claimed: COMPLETED on `Ok`, FAILED on `Err`,
+    /// CANCELLED if cancellation was requested; returns the final state. The final
+    /// state and the lease's release are one transaction; a handle that no longer
+    /// holds the lease is refused.
+    fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<TaskState>;
+
+    /// Blocks until the task is finished or `timeout` passes; returns its final status.
+    fn wait(&self, task_id: &str, timeout: Option<Duration>) -> Result<String>;
+
+    /// Blocks until the task's revision exceeds `after_revision` or it is finished.
+    fn wait_for_change(&self, task_id: &str, after_revision: u64, timeout: Option<Duration>) -> Result<String>;
+
+    /// Up to `max` events with `seq > after_seq`, blocking until one exists or `timeout` passes.
+    fn wait_events(&self, after_seq: u64, max: usize, timeout: Option<Duration>) -> Result<Vec<TaskEvent>>;
+
+    /// The sequence number of the newest event (0 before the first).
+    fn last_event_seq(&self) -> Result<u64>;
+
+    /// One bounded pass of retention; returns how many tasks it removed.
+    fn collect_garbage(&self) -> Result<usize>;
+
+    /// Finds workers whose process died and recovers their tasks.
+    fn recover(&self) -> Result<Recovery>;
+
+    /// Stops this handle's threads and withdraws its worker identity. Idempotent.
+    fn close(&self) -> Result<()>;
+}
