@@ -137,6 +137,19 @@ impl Config {
         Self::check_len(what, message, self.max_message_bytes)
     }
 
+    /// A handler name: not empty, at most `max_task_id_bytes` (it names work as an id names a task).
+    pub(crate) fn check_handler_name(&self, handler: &str) -> Result<()> {
+        if handler.is_empty() {
+            return Err(Error::invalid("handler name is empty"));
+        }
+        Self::check_len("handler name", handler, self.max_task_id_bytes)
+    }
+
+    /// The JSON text of a checkpoint: at most `max_extra_json_bytes`.
+    pub(crate) fn check_checkpoint_json(&self, text: &str) -> Result<()> {
+        Self::check_len("checkpoint_json", text, self.max_extra_json_bytes)
+    }
+
     /// The text of a progress update's extras: at most `max_extra_json_bytes`.
     pub(crate) fn check_extra_json(&self, text: &str) -> Result<()> {
         Self::check_len("extra_json", text, self.max_extra_json_bytes)

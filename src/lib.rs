@@ -33,5 +33,5 @@ pub use events::{EventKind, TaskEvent};
 pub use manager::{Listener, Rejected, TaskBody, TaskContext, TaskFailure, TaskManager};
 pub use runner::{Assignment, RunnerId};
 pub use stats::{StateCounts, Stats};
-pub use store::{Claim, Recovery, SqliteOptions, SqliteStore, Store, TaskKind};
 pub use status::{parse_extra_json, percentage, CompletedSegment, SegmentError, SegmentId, TaskState, TaskStatus};
+pub use store::{Claim, Recovery, SqliteOptions, SqliteStore, Store, TaskKind};

@@ -152,7 +152,7 @@ impl Runner {
     /// Takes the running task if it is `task_id`: only the task handed over can be finished.
     pub fn take_running(&self, task_id: &str) -> Option<Arc<Task>> {
         let mut mailbox = lock(&self.mailbox);
-        if mailbox.running.as_ref().map_or(true, |task| &*task.id != task_id) {
+        if mailbox.running.as_ref().is_none_or(|task| &*task.id != task_id) {
             return None;
         }
         let task = mailbox.running.take();

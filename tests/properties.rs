@@ -875,7 +875,7 @@ impl Machine {
         let in_registry: Vec<usize> = (0..self.tasks.len()).filter(|&i| self.tasks[i].in_registry).collect();
         for filter in [None].into_iter().chain(TaskState::ALL.map(Some)) {
             let listed: Vec<Value> = serde_json::from_str(&self.manager.list_json(filter)).expect("list parses");
-            let expected: Vec<usize> = in_registry.iter().copied().filter(|&i| filter.map_or(true, |s| self.tasks[i].state == s)).collect();
+            let expected: Vec<usize> = in_registry.iter().copied().filter(|&i| filter.is_none_or(|s| self.tasks[i].state == s)).collect();
             assert_eq!(listed.len(), expected.len(), "list_json({filter:?}) after {op:?}");
             for (status, &index) in listed.iter().zip(&expected) {
                 self.check_status(index, &status.to_string());
@@ -970,7 +970,7 @@ impl Machine {
             };
             self.step(&op);
         }
-        assert!(self.pending.is_empty() && self.running.map_or(true, |r| self.tasks[r].state.is_finished()));
+        assert!(self.pending.is_empty() && self.running.is_none_or(|r| self.tasks[r].state.is_finished()));
         self.step(&Op::Shutdown);
         assert_eq!(self.manager.shutdown(Some(DEADLOCK_AFTER)).map_err(|e| e.kind()), Ok(()), "the worker did not exit");
         for task in &self.tasks {

@@ -120,7 +120,7 @@ fn json(text: &str) -> Box<RawValue> {
 }
 
 fn segment(id: i64) -> CompletedSegment {
-    CompletedSegment { segment_id: SegmentId::Integer(id), audio_url: format!("file:///audio/{id}.wav"), duration: 1.5 }
+    CompletedSegment { segment_id: SegmentId::from(id), audio_url: format!("file:///audio/{id}.wav"), duration: 1.5 }
 }
 
 fn quick() -> SqliteOptions {
@@ -355,7 +355,7 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     assert_eq!(running["progress"], serde_json::json!({"current": 1, "total": 4, "percentage": 25, "sentence": "One"}));
     store.add_segment(&first, &segment(1)).unwrap();
     store.add_segment(&first, &CompletedSegment { segment_id: SegmentId::Text("two".into()), ..segment(2) }).unwrap();
-    store.add_error(&first, &SegmentError { segment_id: SegmentId::Integer(3), error: "bad\u{0}voice".into() }).unwrap();
+    store.add_error(&first, &SegmentError { segment_id: SegmentId::from(3), error: "bad\u{0}voice".into() }).unwrap();
     store.set_checkpoint(&first, &json(r#"{"next": 4}"#)).unwrap();
     assert_eq!(
         store.add_segment(&first, &CompletedSegment { segment_id: SegmentId::Text(String::new()), ..segment(0) }).unwrap_err().kind(),

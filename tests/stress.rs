@@ -483,7 +483,7 @@ fn finisher(seed: u64) {
         };
         let Some(id) = next else { return };
         let id = CString::new(id).unwrap();
-        let (code, message) = if dice.roll() % 4 == 0 { (5, c"async engine failed".as_ptr()) } else { (0, null()) };
+        let (code, message) = if dice.roll().is_multiple_of(4) { (5, c"async engine failed".as_ptr()) } else { (0, null()) };
         // SAFETY: valid strings.
         let result = unsafe { sft_finish_task(id.as_ptr(), code, message) };
         // A deferred task may still be inside its function (not yet awaiting): retry later.

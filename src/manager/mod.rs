@@ -361,7 +361,7 @@ impl TaskManager {
             .into_iter()
             .filter_map(|task| {
                 let data = lock(&task.data);
-                let wanted = filter.map_or(true, |state| state == data.status);
+                let wanted = filter.is_none_or(|state| state == data.status);
                 wanted.then(|| (task.queue_seq.load(Ordering::Relaxed), self.render(&task, &data)))
             })
             .collect();

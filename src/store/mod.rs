@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::events::TaskEvent;
 use crate::stats::Stats;
 use crate::status::{CompletedSegment, SegmentError, TaskState};
-use crate::task::TaskFailure;
+use crate::TaskFailure;
 use crate::TaskId;
 
 mod sqlite;

@@ -25,9 +25,9 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventKind, TaskEvent};
 use crate::stats::{StateCounts, Stats};
-use crate::status::{self, CompletedSegment, SegmentError, SegmentId, TaskState};
+use crate::status::{self, CompletedSegment, SegmentError, TaskState};
 use crate::sync::{deadline_after, lock, unix_now};
-use crate::task::TaskFailure;
+use crate::TaskFailure;
 use crate::TaskId;
 
 /// The schema this code writes and reads, kept in the file's `user_version`.
@@ -405,10 +405,6 @@ fn prepare_schema(path: &Path, conn: &mut Connection) -> Result<()> {
 }
 
 /// Takes an exclusive flock on `file` without waiting: false if another open file holds it.
-///
-/// `File::try_lock` is stable since Rust 1.89; the crate's dependencies (rusqlite) already
-/// need a newer toolchain than the `rust-version` it declares.
-#[allow(clippy::incompatible_msrv)]
 fn try_lock(file: &File) -> std::io::Result<bool> {
     match file.try_lock() {
         Ok(()) => Ok(true),
@@ -1099,10 +1095,7 @@ impl Inner {
     // ----- submission and mutations -------------------------------------------------
 
     fn register_handler(&self, handler: &str) -> Result<()> {
-        if handler.is_empty() {
-            return Err(Error::invalid("handler name is empty"));
-        }
-        Config::check_len("handler name", handler, self.config.max_task_id_bytes)?;
+        self.config.check_handler_name(handler)?;
         self.write(|tx| {
             tx.execute("INSERT OR IGNORE INTO worker_handlers (handler, worker_id) VALUES (?1, ?2)", params![handler, self.worker_id]).db()
         })?;
@@ -1115,9 +1108,8 @@ impl Inner {
             return Err(Error::new(ErrorKind::ShutDown, "the task store was closed"));
         }
         let task_id: TaskId = match task_id {
-            Some("") => return Err(Error::invalid("task id is empty")),
             Some(id) => {
-                Config::check_len("task id", id, self.config.max_task_id_bytes)?;
+                self.config.check_task_id(id)?;
                 Arc::from(id)
             }
             None => new_task_id(),
@@ -1125,10 +1117,7 @@ impl Inner {
         let (handler, payload, owner) = match kind {
             TaskKind::Function => (None, None, Some(self.worker_id.as_str())),
             TaskKind::Named { handler, payload } => {
-                if handler.is_empty() {
-                    return Err(Error::invalid("handler name is empty"));
-                }
-                Config::check_len("handler name", handler, self.config.max_task_id_bytes)?;
+                self.config.check_handler_name(handler)?;
                 (Some(handler), Some(payload.map_or("null", RawValue::get)), None)
             }
         };
@@ -1205,27 +1194,19 @@ impl Inner {
             .ok_or_else(|| Error::not_found(task_id))
     }
 
-    fn check_segment_id(&self, segment_id: &SegmentId) -> Result<()> {
-        match segment_id {
-            SegmentId::Text(text) if text.is_empty() => Err(Error::invalid("segment_id is empty")),
-            SegmentId::Text(text) => Config::check_len("segment id", text, self.config.max_task_id_bytes),
-            SegmentId::Integer(_) => Ok(()),
-        }
-    }
-
     fn add_segment(&self, task_id: &str, segment: &CompletedSegment) -> Result<()> {
         if !segment.duration.is_finite() || segment.duration < 0.0 {
             return Err(Error::invalid(format!("duration must be finite and >= 0, not {}", segment.duration)));
         }
-        self.check_segment_id(&segment.segment_id)?;
-        Config::check_len("audio URL", &segment.audio_url, self.config.max_url_bytes)?;
+        self.config.check_segment_id(&segment.segment_id)?;
+        self.config.check_url(&segment.audio_url)?;
         let body = status::to_raw(segment)?;
         self.append_report(task_id, body.get(), true)
     }
 
     fn add_error(&self, task_id: &str, error: &SegmentError) -> Result<()> {
-        self.check_segment_id(&error.segment_id)?;
-        Config::check_len("error message", &error.error, self.config.max_message_bytes)?;
+        self.config.check_segment_id(&error.segment_id)?;
+        self.config.check_message("error message", &error.error)?;
         let body = status::to_raw(error)?;
         self.append_report(task_id, body.get(), false)
     }
@@ -1263,7 +1244,7 @@ impl Inner {
     }
 
     fn set_checkpoint(&self, task_id: &str, checkpoint: &RawValue) -> Result<()> {
-        Config::check_len("checkpoint JSON", checkpoint.get(), self.config.max_extra_json_bytes)?;
+        self.config.check_checkpoint_json(checkpoint.get())?;
         self.mutate(task_id, |tx, head| {
             tx.prepare_cached("UPDATE tasks SET checkpoint = ?2, revision = revision + 1 WHERE seq = ?1")
                 .db()?
@@ -1275,7 +1256,7 @@ impl Inner {
     }
 
     fn set_failure_message(&self, task_id: &str, message: &str) -> Result<()> {
-        Config::check_len("failure message", message, self.config.max_message_bytes)?;
+        self.config.check_message("failure message", message)?;
         self.mutate(task_id, |tx, head| {
             tx.prepare_cached("UPDATE tasks SET message = ?2 WHERE seq = ?1").db()?.execute(params![head.seq, message]).db()?;
             Ok(None)
@@ -1399,7 +1380,7 @@ impl Inner {
 
     fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<TaskState> {
         if let Err(TaskFailure::Message(message)) = &outcome {
-            Config::check_len("failure message", message, self.config.max_message_bytes)?;
+            self.config.check_message("failure message", message)?;
         }
         let now = unix_now();
         let _gate = self.flush_gate.write().unwrap_or_else(|e| e.into_inner());
