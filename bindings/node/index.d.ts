@@ -87,6 +87,12 @@ export interface TaskStatus {
   /** For a PENDING task, how many tasks run before it (0 = next); null otherwise. */
   queue_position: number | null;
   cancel_requested: boolean;
+  /** The handler name of a named task; null for a function task. */
+  handler: string | null;
+  /** How many times the task was started: 0 before the first start, then 1, 2, ... (a resumed interrupted task). */
+  attempt: number;
+  /** The last value given to setCheckpoint; null if none. */
+  checkpoint: JsonValue;
 }
 
 /** The result given to addCompletedSegment. */
@@ -112,6 +118,10 @@ export interface TaskStats {
 
 /** Settings for configure() and what getConfig() returns. */
 export interface TaskConfig {
+  /** 'memory' (the default) or 'sqlite:<path>'; when not set, STORYFLOW_TASKS_STORE. */
+  store: string;
+  /** How many starts an interrupted named task gets before it is FAILED. */
+  max_attempts: number;
   cleanup_threshold_secs: number;
   max_pending_tasks: number;
   max_retained_finished: number;
@@ -170,6 +180,24 @@ export interface TimeoutOptions {
 /** A JS task: runs on the main thread when the worker reaches it; the worker stays with it until the result settles. */
 export type TaskFunction = (taskId: string, signal: AbortSignal) => unknown;
 
+/** What a handler is given beside its payload. */
+export interface HandlerContext {
+  /** The task id. */
+  id: string;
+  /** Aborted when cancellation of the task is requested. */
+  signal: AbortSignal;
+  /** 1 on the first start, 2, 3, ... when an interrupted task is resumed. */
+  attempt: number;
+  /** The last value given to setCheckpoint (kept across an interruption); null if none. */
+  checkpoint: JsonValue;
+}
+
+/**
+ * A named handler: runs on the thread that registered it; a throw or rejection
+ * fails the task. `Payload` is what its tasks are submitted with (parsed JSON).
+ */
+export type HandlerFunction<Payload = JsonValue> = (payload: Payload, context: HandlerContext) => unknown;
+
 /** Names of the C API's result codes. */
 export type ResultName =
   | 'SFT_ERR_NOT_FOUND'
@@ -214,6 +242,14 @@ export class TaskManager {
 
   /** Submits a JS task; returns its id (a new UUIDv4 unless taskId is given). */
   submitTask(fn: TaskFunction, taskId?: string | null): string;
+  /** Serves the named tasks of `name` in this process (a worker for the store's shared queue); SFT_ERR_DUPLICATE_ID if already served here. */
+  registerHandler<Payload = JsonValue>(name: string, fn: HandlerFunction<Payload>): void;
+  /** The handler names registered on this thread, in order. */
+  handlerNames(): string[];
+  /** Queues a named task for whichever process serves `name`; returns its id. */
+  submitNamed(name: string, payload?: unknown, taskId?: string | null): string;
+  /** Records the running task's checkpoint (any JSON value); false if the task is unknown or finished. */
+  setCheckpoint(taskId: string, value: unknown): boolean;
   /** The task's status, or null if it is unknown. */
   getTaskStatus(taskId: string): TaskStatus | null;
   /**
@@ -241,7 +277,7 @@ export class TaskManager {
   stats(): Promise<TaskStats>;
   /** As stats, synchronously. */
   statsSync(): TaskStats;
-  /** Settings, before the first submit in the process; rejects after it with SFT_ERR_INVALID_STATE. */
+  /** Settings, before the first call that opens the store; rejects after it with SFT_ERR_INVALID_STATE. */
   configure(config: Partial<TaskConfig>): Promise<void>;
   /** As configure, throwing instead of rejecting. */
   configureSync(config: Partial<TaskConfig>): void;

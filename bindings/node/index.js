@@ -35,7 +35,7 @@ function settleNow(compute) {
 }
 
 /** The C API's names of the arguments passed as C strings. */
-const C_STRING_NAMES = { taskId: 'task_id', status: 'status_filter' };
+const C_STRING_NAMES = { taskId: 'task_id', status: 'status_filter', name: 'handler name' };
 
 /**
  * A string passed to the library as a C string (a task id, a state name):
@@ -200,9 +200,80 @@ class TaskManager {
   }
 
   /**
+   * Serves the named tasks of `name` in this process, which makes it a worker
+   * for the shared queue (the store's: other processes of one SQLite file
+   * submit to it too). `fn(payload, { id, signal, attempt, checkpoint })` runs
+   * on this thread, like a JS task, when the worker reaches such a task; it
+   * gets the payload given to submitNamed, the attempt (1, then 2, ... when an
+   * interrupted task is resumed) and the last checkpoint recorded with
+   * setCheckpoint (or null), all parsed losslessly. A throw or rejection fails
+   * the task (no retry); `signal` aborts when cancellation is requested.
+   * Registered handlers alone do not keep the process alive.
+   * @param {string} name
+   * @param {(payload: any, context: { id: string, signal: AbortSignal, attempt: number, checkpoint: any }) => unknown} fn
+   * @throws {TypeError} name is not a string, or fn is not a function
+   * @throws {StoryflowTasksError} SFT_ERR_DUPLICATE_ID (name already served in this process), SFT_ERR_INVALID_ARGUMENT, a store error
+   */
+  registerHandler(name, fn) {
+    requireText(name, 'name', 'registerHandler');
+    if (typeof fn !== 'function') throw new TypeError(`registerHandler: fn must be a function, got ${describe(fn)}`);
+    this.#check(this.#runner.addHandler(name, fn), `registerHandler(${JSON.stringify(name)})`);
+  }
+
+  /**
+   * The handler names registered with registerHandler on this thread, in order.
+   * @returns {string[]}
+   */
+  handlerNames() {
+    return this.#runner.handlerNames();
+  }
+
+  /**
+   * Queues a named task: whichever process of the store serves `name` runs it
+   * with `payload`. A task whose handler no process serves yet stays PENDING
+   * until one registers it, without holding up the tasks behind it.
+   * @param {string} name the handler name
+   * @param {unknown} [payload] any JSON value (BigInt included); undefined: null
+   * @param {string} [taskId] the id to use; by default a new UUIDv4
+   * @returns {string} the task id
+   * @throws {InvalidArgumentError} a value JSON cannot carry in payload, a NUL in name or taskId
+   * @throws {StoryflowTasksError} SFT_ERR_DUPLICATE_ID, SFT_ERR_QUEUE_FULL, SFT_ERR_SHUT_DOWN, a store error
+   */
+  submitNamed(name, payload = undefined, taskId = undefined) {
+    const operation = 'submitNamed';
+    requireText(name, 'name', operation);
+    const payloadJson = payload === undefined ? null : toJson(payload, 'payload', operation);
+    const wanted = taskId === undefined || taskId === null ? null : requireText(taskId, 'taskId', operation);
+    this.#feed.anchor();
+    try {
+      const { code, value } = this.#native.submitNamed(name, payloadJson, wanted);
+      this.#check(code, operation);
+      return value;
+    } finally {
+      this.#feed.kick();
+    }
+  }
+
+  /**
+   * Records the running task's checkpoint: any JSON value (BigInt included),
+   * committed before this returns in a durable store, and handed to the
+   * handler as `context.checkpoint` when an interrupted task is resumed.
+   * @param {string} taskId
+   * @param {unknown} value
+   * @returns {boolean} true if recorded; false if the task is unknown or finished
+   * @throws {InvalidArgumentError} a value JSON cannot carry (undefined, NaN, a function, ...)
+   */
+  setCheckpoint(taskId, value) {
+    const operation = 'setCheckpoint';
+    requireText(taskId, 'taskId', operation);
+    return this.#applied(this.#native.setCheckpoint(taskId, toJson(value, 'value', operation)), operation);
+  }
+
+  /**
    * The task's status (a fresh object with the wire keys: task_id, status,
    * progress, completed_segments, errors, created_at, started_at, completed_at,
-   * error, revision, queue_position, cancel_requested), or null if unknown.
+   * error, revision, queue_position, cancel_requested, handler, attempt,
+   * checkpoint), or null if unknown.
    * @param {string} taskId
    * @returns {object | null}
    */
@@ -380,12 +451,14 @@ class TaskManager {
   }
 
   /**
-   * Applies settings before the first submit in the process (a change later
-   * rejects with SFT_ERR_INVALID_STATE). Keys: cleanup_threshold_secs,
-   * max_pending_tasks, max_retained_finished, max_task_id_bytes,
-   * max_message_bytes, max_url_bytes, max_extra_json_bytes,
+   * Applies settings before the first call that opens the store (a submit, a
+   * registration, a status read, a wait, list, stats or events); a change
+   * later rejects with SFT_ERR_INVALID_STATE. Keys: store ('memory', the
+   * default, or 'sqlite:<path>'; else STORYFLOW_TASKS_STORE), max_attempts,
+   * cleanup_threshold_secs, max_pending_tasks, max_retained_finished,
+   * max_task_id_bytes, max_message_bytes, max_url_bytes, max_extra_json_bytes,
    * max_segments_per_task, max_errors_per_task, event_buffer_capacity.
-   * @param {Record<string, number>} config
+   * @param {Record<string, number | string>} config
    * @returns {Promise<void>}
    * @throws {StoryflowTasksError} rejects with SFT_ERR_INVALID_ARGUMENT (unknown key, bad value), SFT_ERR_INVALID_STATE
    */
@@ -395,7 +468,7 @@ class TaskManager {
 
   /**
    * As `configure`, throwing instead of rejecting.
-   * @param {Record<string, number>} config
+   * @param {Record<string, number | string>} config
    * @throws {TypeError|StoryflowTasksError}
    */
   configureSync(config) {
@@ -407,7 +480,7 @@ class TaskManager {
 
   /**
    * The configuration in force, with every key.
-   * @returns {Record<string, number>}
+   * @returns {Record<string, number | string>}
    */
   getConfig() {
     return parseJson(this.#native.getConfig());

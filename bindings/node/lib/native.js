@@ -78,6 +78,9 @@ function makeNative(engineName, handle) {
       });
     },
     runnerFinish: (runner, taskId, code, messageJson) => fns.sft_runner_finish(asUint64(runner), taskId, code, messageJson),
+    runnerAddHandler: (runner, name) => fns.sft_runner_add_handler(asUint64(runner), name),
+    submitNamed: (handler, payloadJson, taskId) => callWithOutString(fns.sft_submit_named, handler, payloadJson, taskId),
+    setCheckpoint: (taskId, checkpointJson) => fns.sft_set_checkpoint(taskId, checkpointJson),
     runnerClose: (runner, timeoutMs) => fns.sft_runner_close(asUint64(runner), timeoutMs),
     getTaskStatus: (taskId) => takeString(fns.sft_get_task_status(taskId)),
     updateTaskProgress: (taskId, current, total, extraJson) =>

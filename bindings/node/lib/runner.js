@@ -1,15 +1,19 @@
 'use strict';
-// JS tasks over the library's runner API: this thread registers as a runner,
-// submits its tasks to it, and is handed each one when the library's worker
-// reaches it (FIFO with every other task of the process). The function runs on
-// this thread's event loop; the worker never calls into V8.
+// JS tasks and named handlers over the library's runner API: this thread
+// registers as a runner, submits its tasks to it and tells it which handler
+// names it serves, and is handed each task when the library's worker reaches it
+// (FIFO with every other task). The function runs on this thread's event loop;
+// the worker never calls into V8.
 //
 // One native sft_runner_next call is in flight at a time, on one libuv thread,
-// and only while a JS task waits its turn and none of ours runs (the worker
-// hands over one task at a time, so there is nothing to ask for meanwhile).
-// That call holds the event loop, so the process stays alive while a JS task
-// waits; a running task's own work (timers, I/O) is what keeps it alive then,
-// as for any Promise; with nothing submitted, nothing is polled.
+// and only while none of ours runs (the worker hands over one task at a time,
+// so there is nothing to ask for meanwhile) and there is something to ask for:
+// a JS task waiting its turn, or a registered handler. While a JS task waits,
+// each call is issued at once and so holds the event loop: the process stays
+// alive. Handlers alone do not hold it (like event listeners): between calls
+// the next one waits on an unref'd timer, so a process with nothing else to do
+// ends; the worker command holds its process itself. A running task's own work
+// (timers, I/O) is what keeps the process alive while it runs, as for any Promise.
 
 const { Result } = require('./native');
 const { parseJson } = require('./json');
@@ -40,10 +44,16 @@ class TaskRunner {
   #runner = null;
   /** JS tasks submitted and not handed over yet: id -> fn. */
   #functions = new Map();
+  /** Named handlers this runner serves: name -> fn(payload, context). */
+  #handlers = new Map();
   /** JS tasks running: id -> AbortController aborted when cancellation is requested. */
   #running = new Map();
-  /** An sft_runner_next call is in flight. */
+  /** An sft_runner_next call is in flight, or its unref'd timer is set. */
   #polling = false;
+  /** The timer of a lazy or retried poll, while set. */
+  #timer = null;
+  /** The manager shut down: nothing will be handed over any more. */
+  #shutDown = false;
   #closeAtExit;
 
   /**
@@ -74,17 +84,44 @@ class TaskRunner {
     return [...this.#running.keys()];
   }
 
+  /** The handler names this runner serves, in registration order. */
+  handlerNames() {
+    return [...this.#handlers.keys()];
+  }
+
+  /** Registers this thread as a runner on first use; returns the failure code, or OK. */
+  #ensureRunner() {
+    if (this.#runner !== null) return Result.OK;
+    const { code, value } = this.#native.runnerRegister();
+    if (code !== Result.OK) return code;
+    this.#runner = value;
+    if (this.#closeAtExit) process.on('exit', () => this.#native.runnerClose(this.#runner, 0));
+    return Result.OK;
+  }
+
+  /**
+   * Serves the named tasks of `name` with `fn(payload, { id, signal, attempt, checkpoint })`.
+   * The library refuses a name already served in this process (SFT_ERR_DUPLICATE_ID).
+   * @returns {number} the result code
+   */
+  addHandler(name, fn) {
+    const registered = this.#ensureRunner();
+    if (registered !== Result.OK) return registered;
+    const code = this.#native.runnerAddHandler(this.#runner, name);
+    if (code === Result.OK) {
+      this.#handlers.set(name, fn);
+      this.#poll();
+    }
+    return code;
+  }
+
   /**
    * Submits `fn` as a runner task (taskId null: a new UUIDv4).
    * @returns {{ code: number, value: string | null }}
    */
   submit(taskId, fn) {
-    if (this.#runner === null) {
-      const { code, value } = this.#native.runnerRegister();
-      if (code !== Result.OK) return { code, value: null };
-      this.#runner = value;
-      if (this.#closeAtExit) process.on('exit', () => this.#native.runnerClose(this.#runner, 0));
-    }
+    const registered = this.#ensureRunner();
+    if (registered !== Result.OK) return { code: registered, value: null };
     const submitted = this.#native.submitRunnerTask(this.#runner, taskId);
     if (submitted.code === Result.OK) {
       this.#functions.set(submitted.value, fn);
@@ -98,13 +135,32 @@ class TaskRunner {
     this.#functions.delete(taskId);
   }
 
-  /** Aborts a running JS task's signal. */
+  /** Aborts the signal of a running JS task or handler. */
   abort(taskId) {
     this.#running.get(taskId)?.abort(cancellationReason(taskId));
   }
 
+  /** Asks for the next hand-over if there is something to ask for: at once while a JS task waits, else lazily. */
   #poll() {
-    if (this.#polling || this.#running.size > 0 || this.#functions.size === 0) return;
+    // A JS task submitted while the lazy timer is set: that timer now holds the process.
+    if (this.#timer !== null && this.#functions.size > 0) this.#timer.ref();
+    if (this.#polling || this.#shutDown || this.#running.size > 0) return;
+    if (this.#functions.size > 0) this.#next();
+    else if (this.#handlers.size > 0) this.#later(0);
+  }
+
+  /** Polls after `delayMs` on a timer that holds the process only while a JS task waits its turn. */
+  #later(delayMs) {
+    this.#polling = true;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#polling = false;
+      if (!this.#shutDown && this.#running.size === 0) this.#next();
+    }, delayMs);
+    if (this.#functions.size === 0) this.#timer.unref();
+  }
+
+  #next() {
     this.#polling = true;
     this.#native.runnerNextAsync(this.#runner, NEXT_TIMEOUT_MS, (code, json) => {
       this.#polling = false;
@@ -113,17 +169,22 @@ class TaskRunner {
       } else if (code === Result.SHUT_DOWN) {
         // The manager shut down and released every task it had for us.
         this.#functions.clear();
+        this.#shutDown = true;
       } else if (code !== Result.TIMEOUT) {
-        process.emitWarning(`storyflow-tasks: waiting for the next JS task failed with ${this.#native.resultName(code)}; retrying`);
-        setTimeout(() => this.#poll(), NEXT_TIMEOUT_MS);
+        process.emitWarning(`storyflow-tasks: waiting for the next task failed with ${this.#native.resultName(code)}; retrying`);
+        this.#later(NEXT_TIMEOUT_MS);
         return;
       }
       this.#poll();
     });
   }
 
-  /** Runs a task handed over (from a microtask, outside the native callback), or forgets one released unrun. */
-  #take({ task_id: taskId, run }) {
+  /**
+   * Runs a task handed over (from a microtask, outside the native callback), or
+   * forgets one released unrun. `handler` names a named task's handler; null
+   * for a JS task, whose function this runner kept.
+   */
+  #take({ task_id: taskId, run, handler, payload, attempt, checkpoint }) {
     const fn = this.#functions.get(taskId);
     this.#functions.delete(taskId);
     if (!run) return;
@@ -135,6 +196,12 @@ class TaskRunner {
         // Cancelled between the worker handing it over and now: the function has
         // not begun, so it never does (as for a pending task).
         if (this.#native.isCancelRequested(taskId).value) this.abort(taskId);
+        if (handler !== null && handler !== undefined) {
+          const handlerFn = this.#handlers.get(handler);
+          if (handlerFn === undefined) throw new Error(`storyflow-tasks: this runner serves no handler named ${JSON.stringify(handler)}`);
+          const context = { id: taskId, signal: controller.signal, attempt, checkpoint };
+          return controller.signal.aborted ? undefined : handlerFn(payload, context);
+        }
         if (fn === undefined) throw new Error('storyflow-tasks: this runner holds no function for the task');
         return controller.signal.aborted ? undefined : fn(taskId, controller.signal);
       })

@@ -38,8 +38,9 @@ test('a submitted task gets a UUID, the wire keys, and completes', async () => {
   const id = tm.submitTask(() => {});
   assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   const status = tm.getTaskStatus(id);
-  assert.deepEqual(Object.keys(status).sort(), ['cancel_requested', 'completed_at', 'completed_segments', 'created_at',
-    'error', 'errors', 'progress', 'queue_position', 'revision', 'started_at', 'status', 'task_id'].sort());
+  assert.deepEqual(Object.keys(status).sort(), ['attempt', 'cancel_requested', 'checkpoint', 'completed_at', 'completed_segments',
+    'created_at', 'error', 'errors', 'handler', 'progress', 'queue_position', 'revision', 'started_at', 'status', 'task_id'].sort());
+  assert.equal(status.handler, null);
   assert.equal(status.task_id, id);
   const final = await tm.wait(id);
   assert.equal(final.status, sft.TASK_COMPLETED);

@@ -4,7 +4,7 @@
 import {
   TaskManager, getTaskManager, StoryflowTasksError, InvalidArgumentError, ENGINES, DEFAULT_ENGINE, Integer, JsonValue, SegmentId,
   TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED,
-  TaskStatus, TaskEvent, FeedGap, TaskStats, TaskConfig, TaskState, EngineName,
+  TaskStatus, TaskEvent, FeedGap, TaskStats, TaskConfig, TaskState, EngineName, HandlerContext, HandlerFunction,
 } from '..';
 
 async function useEverything(): Promise<void> {
@@ -29,6 +29,20 @@ async function useEverything(): Promise<void> {
   }, 'my-id');
   tm.submitTask(() => 42);
 
+  tm.registerHandler('narrate', async (payload: JsonValue, { id: taskId, signal, attempt, checkpoint }: HandlerContext) => {
+    const first: number = attempt;
+    const resumeAt: JsonValue = checkpoint;
+    if (!signal.aborted) tm.setCheckpoint(taskId, { next: 3, big: 2n ** 70n });
+    console.log(payload, first, resumeAt);
+  });
+  const typed: HandlerFunction<{ sentences: string[] }> = (payload) => console.log(payload.sentences.length);
+  tm.registerHandler('typed', typed);
+  const served: string[] = tm.handlerNames();
+  const namedId: string = tm.submitNamed('narrate', { sentences: ['a', 'b'] }, 'chapter-1');
+  tm.submitNamed('narrate');
+  const checkpointed: boolean = tm.setCheckpoint(namedId, null);
+  console.log(served, checkpointed);
+
   const status: TaskStatus | null = tm.getTaskStatus(id);
   if (status !== null) {
     const segmentId: SegmentId | undefined = status.completed_segments[0]?.segment_id;
@@ -39,6 +53,10 @@ async function useEverything(): Promise<void> {
     const position: number | null = status.queue_position;
     const percentage: number | undefined = status.progress.percentage;
     console.log(segmentId, position, percentage, status.cancel_requested, status.error, status.revision);
+    const handler: string | null = status.handler;
+    const attempt: number = status.attempt;
+    const checkpoint: JsonValue = status.checkpoint;
+    console.log(handler, attempt, checkpoint);
   }
   const requested: boolean = tm.isCancelRequested(id);
   const afterCancel: TaskStatus | null = await tm.cancel(id);
@@ -52,6 +70,7 @@ async function useEverything(): Promise<void> {
   const pending: number = stats.counts.PENDING;
   const config: TaskConfig = tm.getConfig();
   await tm.configure({ max_pending_tasks: 10 });
+  await tm.configure({ store: 'sqlite:/tmp/tasks.db', max_attempts: 3 });
   tm.configureSync({ max_pending_tasks: 10 });
   const seq: number = tm.lastEventSeq();
   tm.events.on('event', (event: TaskEvent) => console.log(event.kind, event.seq));
