@@ -24,7 +24,7 @@ test('npm pack carries the library, and the installed package loads it with STOR
   const [{ filename, files }] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('[')));
   const names = files.map((f) => f.path).sort();
   for (const expected of ['index.js', 'index.d.ts', 'README.md', 'LICENSE-MIT', 'LICENSE-APACHE', 'package.json', 'libstoryflow_tasks.so',
-    'lib/feed.js', 'lib/runner.js', 'lib/json.js', 'lib/signatures.js', 'lib/koffi.js', 'lib/ffi-napi.js']) {
+    'bin/storyflow-tasks.js', 'lib/feed.js', 'lib/runner.js', 'lib/json.js', 'lib/signatures.js', 'lib/koffi.js', 'lib/ffi-napi.js']) {
     assert.ok(names.includes(expected), `${expected} missing from ${names.join(', ')}`);
   }
   assert.ok(names.every((name) => !name.startsWith('test/') && !name.startsWith('bench/') && !name.startsWith('node_modules/')), names.join(', '));
@@ -62,4 +62,9 @@ tm.wait(id).then((status) => console.log(JSON.stringify({ libraryPath: tm.librar
     engine: ENGINE,
     status: 'COMPLETED',
   });
+
+  // npm links the worker command, as `npx storyflow-tasks` runs it.
+  const help = await runCommand(path.join(consumer, 'node_modules', '.bin', 'storyflow-tasks'), ['--help'], {}, consumer);
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /^Usage: storyflow-tasks worker /);
 });
