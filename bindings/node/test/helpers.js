@@ -3,7 +3,8 @@
 // promises that tests settle themselves.
 
 const path = require('node:path');
-const { execFile } = require('node:child_process');
+const { execFile, spawn } = require('node:child_process');
+const readline = require('node:readline');
 
 const PACKAGE_ROOT = path.resolve(__dirname, '..');
 const FIXTURES = path.join(__dirname, 'fixtures');
@@ -79,4 +80,69 @@ function submitHeldTask(tm, taskId) {
   return { id, started: started.promise, release: gate.resolve, fail: gate.reject };
 }
 
-module.exports = { PACKAGE_ROOT, ENGINE, runFixture, runNode, runCommand, lastJsonLine, deferred, submitHeldTask };
+/** The worker command as npm links it. */
+const WORKER_BIN = path.join(PACKAGE_ROOT, 'bin', 'storyflow-tasks.js');
+
+/**
+ * Starts `storyflow-tasks ...args` (the package's bin) as a child process that
+ * the test follows line by line; killed with SIGKILL if still running after the hang guard.
+ * @returns {{
+ *   child: import('node:child_process').ChildProcess,
+ *   line: (predicate: (line: string) => boolean) => Promise<string>,
+ *   jsonLine: (predicate: (value: any) => boolean) => Promise<any>,
+ *   exited: Promise<{ code: number | null, signal: string | null, stdout: string, stderr: string }>,
+ * }}
+ */
+function startWorker(args, env = {}) {
+  const childEnv = { ...process.env, STORYFLOW_TASKS_ENGINE: ENGINE, ...env };
+  const child = spawn(process.execPath, [WORKER_BIN, ...args], { cwd: PACKAGE_ROOT, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const guard = setTimeout(() => child.kill('SIGKILL'), 2 * CHILD_HANG_GUARD_MS);
+  const lines = [];
+  const waiting = new Set();
+  let stdout = '';
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk) => {
+    stderr += chunk;
+  });
+  readline.createInterface({ input: child.stdout }).on('line', (text) => {
+    stdout += `${text}\n`;
+    lines.push(text);
+    for (const waiter of waiting) {
+      if (waiter.predicate(text)) {
+        waiting.delete(waiter);
+        waiter.resolve(text);
+      }
+    }
+  });
+  const exited = new Promise((resolve) => {
+    child.on('close', (code, signal) => {
+      clearTimeout(guard);
+      for (const waiter of waiting) waiter.reject(new Error(`the worker ended (code ${code}, signal ${signal}) before printing the line\n${stdout}${stderr}`));
+      waiting.clear();
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+  /** The first line (printed already or to come) for which `predicate` holds. */
+  const line = (predicate) => {
+    const seen = lines.find(predicate);
+    if (seen !== undefined) return Promise.resolve(seen);
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.reject(new Error(`the worker has ended\n${stdout}${stderr}`));
+    return new Promise((resolve, reject) => waiting.add({ predicate, resolve, reject }));
+  };
+  const parse = (text) => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return undefined;
+    }
+  };
+  const jsonLine = (predicate) => line((text) => {
+    const value = parse(text);
+    return value !== undefined && predicate(value);
+  }).then(parse);
+  return { child, line, jsonLine, exited };
+}
+
+module.exports = {
+  PACKAGE_ROOT, ENGINE, WORKER_BIN, runFixture, runNode, runCommand, lastJsonLine, deferred, submitHeldTask, startWorker,
+};
