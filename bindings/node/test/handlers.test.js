@@ -119,6 +119,7 @@ test('a task whose handler nobody serves waits, without holding up the tasks beh
   assert.equal(waiting.status, sft.TASK_PENDING);
   assert.equal(waiting.handler, 'registered-later');
   assert.equal(waiting.attempt, 0);
+  assert.equal(waiting.queue_position, null);
 
   const seen = deferred();
   tm.registerHandler('registered-later', (payload) => seen.resolve(payload));
