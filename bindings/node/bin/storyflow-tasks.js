@@ -73,7 +73,12 @@ function parseWorkerArgs(argv) {
 
 /** Loads a module as require() finds it from the current directory; an ES module by import(). */
 async function loadModule(spec) {
-  const file = require.resolve(spec, { paths: [process.cwd()] });
+  let file;
+  try {
+    file = require.resolve(spec, { paths: [process.cwd()] });
+  } catch (error) {
+    throw new Error(`could not load ${spec}: no such module from ${process.cwd()}`, { cause: error });
+  }
   try {
     require(file);
   } catch (error) {
@@ -92,6 +97,8 @@ async function serve({ store, modules, shutdownTimeoutSecs }) {
     try {
       await loadModule(spec);
     } catch (error) {
+      if (error?.message?.startsWith(`could not load ${spec}:`)) throw error;
+      // The module's own failure: its stack says where.
       throw new Error(`could not load ${spec}: ${error?.stack ?? error}`, { cause: error });
     }
   }

@@ -22,13 +22,15 @@ test('a handler gets its payload losslessly, with id, attempt 1 and no checkpoin
   tm.registerHandler('lossless', (payload, context) => seen.resolve({ payload, context }));
   const payload = { big: 2n ** 70n, negative: -(2n ** 64n), float: 0.1, text: 'bad\0voice \u00e9\u{1f600}', list: [1, 'x', null, true] };
   const id = tm.submitNamed('lossless', payload);
+  // A pending wait holds the process; registered handlers alone do not.
+  const finished = tm.wait(id);
   const { payload: received, context } = await seen.promise;
   assert.deepEqual(received, payload);
   assert.equal(context.id, id);
   assert.equal(context.attempt, 1);
   assert.equal(context.checkpoint, null);
   assert.ok(context.signal instanceof AbortSignal && !context.signal.aborted);
-  const final = await tm.wait(id);
+  const final = await finished;
   assert.equal(final.status, sft.TASK_COMPLETED);
   assert.equal(final.handler, 'lossless');
   assert.equal(final.attempt, 1);
@@ -40,8 +42,9 @@ test('a task submitted without payload gets null; a given task id is used', asyn
   tm.registerHandler('no-payload', (payload) => seen.resolve(payload));
   const id = tm.submitNamed('no-payload', undefined, 'named-task-id-\u00e9');
   assert.equal(id, 'named-task-id-\u00e9');
+  const finished = tm.wait(id);
   assert.equal(await seen.promise, null);
-  assert.equal((await tm.wait(id)).status, sft.TASK_COMPLETED);
+  assert.equal((await finished).status, sft.TASK_COMPLETED);
   assertLibraryError(() => tm.submitNamed('no-payload', null, id), 'SFT_ERR_DUPLICATE_ID');
 });
 
@@ -99,10 +102,11 @@ test('cancelling a running named task aborts its signal and ends it CANCELLED', 
     started.resolve(signal);
   }));
   const id = tm.submitNamed('cancellable', { chapter: 1 });
+  const finished = tm.wait(id);
   const signal = await started.promise;
   const requested = await tm.cancel(id);
   assert.equal(requested.cancel_requested, true);
-  const final = await tm.wait(id);
+  const final = await finished;
   assert.equal(final.status, sft.TASK_CANCELLED);
   assert.equal(signal.aborted, true);
   assert.match(signal.reason.message, /cancellation of task .* was requested/);
@@ -122,9 +126,10 @@ test('a task whose handler nobody serves waits, without holding up the tasks beh
   assert.equal(waiting.queue_position, null);
 
   const seen = deferred();
+  const finished = tm.wait(unserved);
   tm.registerHandler('registered-later', (payload) => seen.resolve(payload));
   assert.deepEqual(await seen.promise, { n: 1 });
-  const final = await tm.wait(unserved);
+  const final = await finished;
   assert.equal(final.status, sft.TASK_COMPLETED);
   assert.equal(final.attempt, 1);
 });
@@ -158,8 +163,9 @@ test('a second registration of a name is refused clearly; the first keeps servin
   assertLibraryError(() => tm.registerHandler('twice', () => {}), 'SFT_ERR_DUPLICATE_ID', 'twice');
   assert.deepEqual(tm.handlerNames().filter((name) => name === 'twice'), ['twice']);
   const id = tm.submitNamed('twice', null);
+  const finished = tm.wait(id);
   assert.equal(await first.promise, 'first');
-  assert.equal((await tm.wait(id)).status, sft.TASK_COMPLETED);
+  assert.equal((await finished).status, sft.TASK_COMPLETED);
 });
 
 test('bad arguments are refused before anything is queued', () => {
