@@ -31,7 +31,7 @@ use crate::TaskFailure;
 use crate::TaskId;
 
 /// The schema this code writes and reads, kept in the file's `user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 1;
 
 /// Marks the file as a task store (`PRAGMA application_id`, "SFT1").
 const APPLICATION_ID: i64 = 0x5346_5431;
