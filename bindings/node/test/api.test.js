@@ -370,7 +370,9 @@ test('stats count what happened', async () => {
 
 test('getConfig gives every setting', () => {
   const config = tm.getConfig();
-  assert.deepEqual(Object.keys(config).sort(), ['cleanup_threshold_secs', 'event_buffer_capacity', 'max_errors_per_task',
+  assert.deepEqual(Object.keys(config).sort(), ['cleanup_threshold_secs', 'event_buffer_capacity', 'max_attempts', 'max_errors_per_task',
     'max_extra_json_bytes', 'max_message_bytes', 'max_pending_tasks', 'max_retained_finished', 'max_segments_per_task',
-    'max_task_id_bytes', 'max_url_bytes'].sort());
+    'max_task_id_bytes', 'max_url_bytes', 'store'].sort());
+  assert.equal(config.store, process.env.STORYFLOW_TASKS_STORE || 'memory');
+  assert.equal(config.max_attempts, 3);
 });
