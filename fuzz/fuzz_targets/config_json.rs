@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use storyflow_tasks::ffi::*;
 
 /// The documented keys: (name, kind).
-const KEYS: [(&str, Kind); 10] = [
+const KEYS: [(&str, Kind); 12] = [
     ("cleanup_threshold_secs", Kind::Seconds),
     ("max_pending_tasks", Kind::Count),
     ("max_retained_finished", Kind::Count),
@@ -26,6 +26,8 @@ const KEYS: [(&str, Kind); 10] = [
     ("max_segments_per_task", Kind::Count),
     ("max_errors_per_task", Kind::Count),
     ("event_buffer_capacity", Kind::Positive),
+    ("store", Kind::Store),
+    ("max_attempts", Kind::Attempts),
 ];
 
 #[derive(Clone, Copy)]
@@ -36,6 +38,10 @@ enum Kind {
     Count,
     /// An integer >= 1.
     Positive,
+    /// `"memory"` or `"sqlite:<path>"` with a path (opened only at first use, never here).
+    Store,
+    /// An integer from 1 to 2^32-1.
+    Attempts,
 }
 
 fn valid(kind: Kind, value: &Value) -> bool {
@@ -43,6 +49,8 @@ fn valid(kind: Kind, value: &Value) -> bool {
         Kind::Seconds => value.as_f64().is_some_and(|v| v.is_finite() && v >= 0.0),
         Kind::Count => value.as_u64().is_some(),
         Kind::Positive => value.as_u64().is_some_and(|v| v >= 1),
+        Kind::Store => value.as_str().is_some_and(|v| v == "memory" || v.strip_prefix("sqlite:").is_some_and(|path| !path.is_empty())),
+        Kind::Attempts => value.as_u64().is_some_and(|v| (1..=u64::from(u32::MAX)).contains(&v)),
     }
 }
 
@@ -70,7 +78,8 @@ fn same_setting(kind: Kind, a: &Value, b: &Value) -> bool {
             (Some(a), Some(b)) => a.to_bits() == b.to_bits(),
             _ => false,
         },
-        Kind::Count | Kind::Positive => a.as_u64() == b.as_u64(),
+        Kind::Count | Kind::Positive | Kind::Attempts => a.as_u64() == b.as_u64(),
+        Kind::Store => a == b,
     }
 }
 
