@@ -22,6 +22,11 @@
 #include <stdint.h>
 
 /**
+ * The schema this code writes and reads, kept in the file's `user_version`.
+ */
+#define SCHEMA_VERSION 1
+
+/**
  * Pass as `timeout_ms` to wait without a time limit.
  */
 #define SFT_WAIT_FOREVER -1
@@ -105,6 +110,19 @@ typedef void (*SftFreeFn)(void *user_data);
  * Called on the thread that made the change, with no library lock held; it may call the library.
  */
 typedef void (*SftEventFn)(const char *event_json, void *user_data);
+
+/**
+ * A named handler: runs each named task of its name on the worker thread as
+ * `handler(task_id, payload_json, handler_data)`.
+ *
+ * `task_id` and `payload_json` (the task's payload as JSON text, `null` when
+ * none was given) are valid for the duration of the call. Return 0 for
+ * success (`COMPLETED`); any other value fails the task (`FAILED`, never
+ * retried) with the text given to `sft_set_task_error`, or a generic one
+ * naming the code. It must not unwind (throw a C++ exception or `longjmp`)
+ * out of the call.
+ */
+typedef int32_t (*SftHandlerFn)(const char *task_id, const char *payload_json, void *handler_data);
 
 
 
@@ -418,6 +436,70 @@ char *sft_get_config(void);
  * call again; from inside a task it does everything but wait.
  */
 SftResult sft_shutdown(int64_t timeout_ms);
+
+/**
+ * Registers a C handler for the named tasks of `name`: each runs on the
+ * worker thread as `handler(task_id, payload_json, handler_data)`, one at a
+ * time in the one FIFO; 0 completes it, anything else fails it (never
+ * retried). A panic inside the library during the call is contained like a
+ * task function's. Registering makes this process a worker for named tasks:
+ * its worker starts now, and every task of `name` waiting for a handler is put
+ * back at the head of the queue, in submission order. `handler_data` must
+ * live as long as the process. Errors: `SFT_ERR_DUPLICATE_ID` (`name` already
+ * registered in this process, by a C handler or a runner),
+ * `SFT_ERR_INVALID_ARGUMENT` (NULL handler, empty or over-long name, invalid
+ * UTF-8).
+ *
+ * # Safety
+ * `name` is NULL or NUL-terminated; `handler` is safe to call on the worker
+ * thread with `handler_data` for as long as the process lives.
+ */
+SftResult sft_register_handler(const char *name, SftHandlerFn handler, void *handler_data);
+
+/**
+ * Makes `runner` serve the named tasks of `name`: `sft_runner_next` hands
+ * each over with `"handler"`, `"payload"`, `"attempt"` and `"checkpoint"`
+ * filled, and the runner finishes it with `sft_runner_finish`. Registering
+ * starts the worker and puts the tasks of `name` waiting for a handler back at
+ * the head of the queue; `sft_runner_close` unregisters the name. Errors as
+ * `sft_register_handler`, `SFT_ERR_NOT_FOUND` (unknown runner),
+ * `SFT_ERR_SHUT_DOWN` (a closing runner).
+ *
+ * # Safety
+ * `name` is NULL or NUL-terminated.
+ */
+SftResult sft_runner_add_handler(uint64_t runner, const char *name);
+
+/**
+ * Queues a named task for the handler `handler`, with `payload_json` (any JSON
+ * text, at most `max_extra_json_bytes`; NULL is `null`) as its input.
+ * `task_id` NULL makes a new UUIDv4; `*out_task_id` as in `sft_submit_task`.
+ * A task whose handler no process registered stays `PENDING` with
+ * `"queue_position": null` until one is registered, without holding up the
+ * tasks behind it. Errors as `sft_submit_task`, and
+ * `SFT_ERR_INVALID_ARGUMENT` for a bad handler name or payload (malformed, a
+ * lone surrogate escape, a number that is not a finite double, too long).
+ *
+ * # Safety
+ * The strings are NULL or NUL-terminated; `out_task_id` is NULL or writable.
+ */
+SftResult sft_submit_named(const char *handler,
+                           const char *payload_json,
+                           const char *task_id,
+                           char **out_task_id);
+
+/**
+ * Records the task's checkpoint (any JSON text, at most
+ * `max_extra_json_bytes`), shown as `"checkpoint"` in its status and handed
+ * back to a resumed attempt; the latest call wins. It counts as a progress
+ * change (revision and a `progress` event). Errors: `SFT_ERR_NOT_FOUND`,
+ * `SFT_ERR_INVALID_STATE` (the task is finished: its status is final),
+ * `SFT_ERR_INVALID_ARGUMENT` (NULL, malformed, lone surrogate, too long).
+ *
+ * # Safety
+ * The strings are NULL or NUL-terminated.
+ */
+SftResult sft_set_checkpoint(const char *task_id, const char *checkpoint_json);
 
 /**
  * Registers a runner: a binding's thread or event loop that runs the tasks

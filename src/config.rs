@@ -150,6 +150,11 @@ impl Config {
         Self::check_len("checkpoint_json", text, self.max_extra_json_bytes)
     }
 
+    /// The JSON text of a named task's payload: at most `max_extra_json_bytes`.
+    pub(crate) fn check_payload_json(&self, text: &str) -> Result<()> {
+        Self::check_len("payload_json", text, self.max_extra_json_bytes)
+    }
+
     /// The text of a progress update's extras: at most `max_extra_json_bytes`.
     pub(crate) fn check_extra_json(&self, text: &str) -> Result<()> {
         Self::check_len("extra_json", text, self.max_extra_json_bytes)

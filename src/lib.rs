@@ -30,7 +30,7 @@ pub type TaskId = std::sync::Arc<str>;
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use events::{EventKind, TaskEvent};
-pub use manager::{Listener, Rejected, TaskBody, TaskContext, TaskFailure, TaskManager};
+pub use manager::{HandlerFn, Listener, Rejected, TaskBody, TaskContext, TaskFailure, TaskManager};
 pub use runner::{Assignment, RunnerId};
 pub use stats::{StateCounts, Stats};
 pub use status::{parse_extra_json, percentage, CompletedSegment, SegmentError, SegmentId, TaskState, TaskStatus};

@@ -55,6 +55,11 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// The assignment of a named task to run: its handler, payload, attempt and checkpoint.
+    pub fn named(task_id: TaskId, handler: String, payload: Box<RawValue>, attempt: u32, checkpoint: Option<Box<RawValue>>) -> Self {
+        Self { task_id, run: true, handler: Some(handler), payload: Some(payload), attempt, checkpoint }
+    }
+
     fn new(task_id: TaskId, run: bool) -> Self {
         Self { task_id, run, handler: None, payload: None, attempt: u32::from(run), checkpoint: None }
     }
@@ -62,7 +67,7 @@ impl Assignment {
 
 /// One entry of a runner's mailbox.
 enum Delivery {
-    Run(Arc<Task>),
+    Run(Arc<Task>, Assignment),
     Released(TaskId),
 }
 
@@ -109,8 +114,21 @@ impl Runner {
         }
         mailbox.queued.remove(&job.task_id);
         mailbox.running = Some(task.clone());
-        mailbox.deliveries.push_back(Delivery::Run(task.clone()));
+        mailbox.deliveries.push_back(Delivery::Run(task.clone(), Assignment::new(task.id.clone(), true)));
         job.handed_over = true;
+        self.delivered.notify_one();
+        true
+    }
+
+    /// Hands a named task over to run, called by the worker under the task's lock; false
+    /// if the runner closed meanwhile.
+    pub fn hand_over_named(&self, task: &Arc<Task>, assignment: Assignment) -> bool {
+        let mut mailbox = lock(&self.mailbox);
+        if mailbox.closed {
+            return false;
+        }
+        mailbox.running = Some(task.clone());
+        mailbox.deliveries.push_back(Delivery::Run(task.clone(), assignment));
         self.delivered.notify_one();
         true
     }
@@ -258,8 +276,7 @@ impl Runners {
     pub fn next(&self, id: RunnerId, deadline: Option<Instant>) -> Result<Assignment> {
         let runner = self.get(id)?;
         Ok(match runner.next(deadline, &self.shut_down)? {
-            Delivery::Run(task) => {
-                let assignment = Assignment::new(task.id.clone(), true);
+            Delivery::Run(task, assignment) => {
                 INSIDE.with(|inside| *inside.borrow_mut() = Some((self as *const Self as usize, task)));
                 assignment
             }

@@ -199,6 +199,12 @@ pub struct TaskStatus {
     pub queue_position: Option<u64>,
     /// Whether cancellation was requested.
     pub cancel_requested: bool,
+    /// The name of the handler that runs a named task; `None` for a function task.
+    pub handler: Option<String>,
+    /// How many times the task was started: 0 before the first start.
+    pub attempt: u32,
+    /// The last value given to `set_checkpoint`, if any.
+    pub checkpoint: Option<Value>,
 }
 
 /// The serialisable view of one task, borrowed from its state under the task's lock.
@@ -220,6 +226,9 @@ pub(crate) struct StatusView<'a> {
     pub revision: u64,
     pub queue_position: Option<u64>,
     pub cancel_requested: bool,
+    pub handler: Option<&'a str>,
+    pub attempt: u32,
+    pub checkpoint: Option<&'a RawValue>,
 }
 
 /// The integer percentage of `current` out of `total`: floored, clamped to 100, 0 when `total` is 0.

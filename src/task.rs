@@ -1,6 +1,6 @@
 //! One task: its mutable state behind its own lock, and its status JSON.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Condvar, Mutex};
 
 use serde_json::value::RawValue;
@@ -32,6 +32,10 @@ pub(crate) struct TaskData {
     /// The failure text the task set for itself, then the final `error`.
     pub message: Option<Box<str>>,
     pub cancel_requested: bool,
+    /// How many times the worker started it.
+    pub attempt: u32,
+    /// The last checkpoint a named task recorded.
+    pub checkpoint: Option<Box<RawValue>>,
     pub deferral: Deferral,
     /// Threads blocked on `Task::changed`; notifying is skipped when there are none.
     pub waiters: u32,
@@ -42,6 +46,11 @@ pub(crate) struct Task {
     pub id: TaskId,
     /// Its place in the queue; set once, under the queue lock, before the task is published.
     pub queue_seq: AtomicU64,
+    /// The handler of a named task; `None` for every other task.
+    pub handler: Option<TaskId>,
+    /// A named task set aside because no handler of its name is registered: it is not in
+    /// the queue, so it has no queue position. Written under the handlers' lock.
+    pub awaiting_handler: AtomicBool,
     pub data: Mutex<TaskData>,
     pub changed: Condvar,
 }
@@ -58,10 +67,13 @@ fn empty_progress() -> &'static RawValue {
 impl Task {
     /// A pending task; `finished_from_outside`: its completion is handed off from the
     /// start (a task driven from outside, or by a runner), so the worker waits for `finish`.
-    pub fn new(id: TaskId, created_at: f64, finished_from_outside: bool) -> Self {
+    /// `handler`: the handler of a named task.
+    pub fn new(id: TaskId, created_at: f64, finished_from_outside: bool, handler: Option<TaskId>) -> Self {
         Self {
             id,
             queue_seq: AtomicU64::new(0),
+            handler,
+            awaiting_handler: AtomicBool::new(false),
             data: Mutex::new(TaskData {
                 status: TaskState::Pending,
                 revision: 1,
@@ -73,6 +85,8 @@ impl Task {
                 errors: Vec::new(),
                 message: None,
                 cancel_requested: false,
+                attempt: 0,
+                checkpoint: None,
                 deferral: if finished_from_outside { Deferral::Awaiting } else { Deferral::NotDeferred },
                 waiters: 0,
             }),
@@ -83,7 +97,7 @@ impl Task {
 
 impl TaskData {
     /// Serialises the status JSON; `queue_position` is looked up by the caller for pending tasks.
-    pub fn to_raw(&self, task_id: &str, queue_position: Option<u64>) -> Box<RawValue> {
+    pub fn to_raw(&self, task_id: &str, handler: Option<&str>, queue_position: Option<u64>) -> Box<RawValue> {
         let error = match self.status {
             TaskState::Failed | TaskState::Cancelled => self.message.as_deref(),
             _ => None,
@@ -104,6 +118,9 @@ impl TaskData {
             revision: self.revision,
             queue_position: queue_position.filter(|_| self.status == TaskState::Pending),
             cancel_requested: self.cancel_requested,
+            handler,
+            attempt: self.attempt,
+            checkpoint: self.checkpoint.as_deref(),
         };
         serde_json::value::to_raw_value(&view).expect("a status view always serialises")
     }

@@ -3,6 +3,7 @@
 //!
 //! Generic over the job so that this module knows tasks but not what they run.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ pub(crate) struct Queued<J> {
 
 struct QueueState<J> {
     pending: PendingQueue<Queued<J>>,
+    /// Tasks put back ahead of every pending one (named tasks whose handler was just
+    /// registered), by their original numbers; usually empty.
+    front: VecDeque<Queued<J>>,
     /// The task the worker took last, until it asks for the next one.
     running: Option<Arc<Task>>,
     shut_down: bool,
@@ -50,7 +54,7 @@ impl<J> Submission<'_, J> {
 
     /// How many tasks are pending.
     pub fn pending_len(&self) -> usize {
-        self.state.pending.len()
+        self.state.pending.len() + self.state.front.len()
     }
 
     /// Gives `task` its place in the queue, before it is published.
@@ -73,6 +77,7 @@ impl<J> WorkQueue<J> {
         Self {
             state: Mutex::new(QueueState {
                 pending: PendingQueue::default(),
+                front: VecDeque::new(),
                 running: None,
                 shut_down: false,
                 worker_waiting: false,
@@ -111,17 +116,42 @@ impl<J> WorkQueue<J> {
 
     /// How many pending tasks are ahead of the one numbered `seq`; `None` if it left the queue.
     pub fn position(&self, seq: u64) -> Option<u64> {
-        lock(&self.state).pending.position(seq)
+        let state = lock(&self.state);
+        match state.pending.position(seq) {
+            Some(position) => Some(position + state.front.len() as u64),
+            None => state.front.iter().position(|queued| queued.task.queue_seq.load(Ordering::Relaxed) == seq).map(|index| index as u64),
+        }
     }
 
     /// Takes the task numbered `seq` out of the queue, if it is still there, and returns its job.
     pub fn remove(&self, seq: u64) -> Option<J> {
-        lock(&self.state).pending.remove(seq).map(|queued| queued.job)
+        let mut state = lock(&self.state);
+        if let Some(queued) = state.pending.remove(seq) {
+            return Some(queued.job);
+        }
+        let index = state.front.iter().position(|queued| queued.task.queue_seq.load(Ordering::Relaxed) == seq)?;
+        state.front.remove(index).map(|queued| queued.job)
+    }
+
+    /// Puts tasks back at the head of the queue, ahead of every pending task, in the order
+    /// of their numbers. Once shut down nothing changes and they come back in `Err`.
+    pub fn requeue_at_head(&self, tasks: Vec<Queued<J>>) -> Result<(), Vec<Queued<J>>> {
+        let mut state = lock(&self.state);
+        if state.shut_down {
+            return Err(tasks);
+        }
+        state.front.extend(tasks);
+        state.front.make_contiguous().sort_by_key(|queued| queued.task.queue_seq.load(Ordering::Relaxed));
+        if state.worker_waiting {
+            self.work_available.notify_one();
+        }
+        Ok(())
     }
 
     /// How many tasks are pending.
     pub fn depth(&self) -> usize {
-        lock(&self.state).pending.len()
+        let state = lock(&self.state);
+        state.pending.len() + state.front.len()
     }
 
     /// Takes nothing more; returns every pending task, oldest first, and the worker's task.
@@ -129,7 +159,9 @@ impl<J> WorkQueue<J> {
         let mut state = lock(&self.state);
         state.shut_down = true;
         self.work_available.notify_all();
-        (state.pending.drain(), state.running.clone())
+        let mut drained: Vec<Queued<J>> = state.front.drain(..).collect();
+        drained.extend(state.pending.drain());
+        (drained, state.running.clone())
     }
 
     /// Waits until the worker has exited after a shutdown, or `deadline`; false if it had not.
@@ -146,7 +178,7 @@ impl<J> WorkQueue<J> {
         state.running = None;
         let mut spun = false;
         loop {
-            if let Some(queued) = state.pending.pop_front() {
+            if let Some(queued) = state.front.pop_front().or_else(|| state.pending.pop_front()) {
                 state.running = Some(queued.task.clone());
                 return Some(queued);
             }
@@ -176,7 +208,7 @@ impl<J> WorkQueue<J> {
                 std::hint::spin_loop();
             }
             if let Ok(state) = self.state.try_lock() {
-                if state.pending.len() > 0 || state.shut_down {
+                if state.pending.len() > 0 || !state.front.is_empty() || state.shut_down {
                     return;
                 }
             }

@@ -830,7 +830,10 @@ impl Machine {
                 "error",
                 "revision",
                 "queue_position",
-                "cancel_requested"
+                "cancel_requested",
+                "handler",
+                "attempt",
+                "checkpoint"
             ]
         );
         let context = || format!("task {index} ({:?}): {json}", task.id);

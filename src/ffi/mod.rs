@@ -9,6 +9,7 @@ mod boundary;
 mod core_api;
 mod global;
 mod lifecycle;
+mod named_api;
 mod runner_api;
 #[cfg(feature = "testing")]
 mod testing;
@@ -16,6 +17,7 @@ mod testing;
 pub use core_api::*;
 pub use global::process_manager;
 pub use lifecycle::*;
+pub use named_api::*;
 pub use runner_api::*;
 #[cfg(feature = "testing")]
 pub use testing::*;
@@ -55,6 +57,17 @@ pub enum SftResult {
 /// earlier to `sft_set_task_error`, or a generic one naming the code. It must
 /// not unwind (throw a C++ exception or `longjmp`) out of the call.
 pub type SftTaskFn = Option<unsafe extern "C" fn(task_id: *const c_char, user_data: *mut c_void) -> i32>;
+
+/// A named handler: runs each named task of its name on the worker thread as
+/// `handler(task_id, payload_json, handler_data)`.
+///
+/// `task_id` and `payload_json` (the task's payload as JSON text, `null` when
+/// none was given) are valid for the duration of the call. Return 0 for
+/// success (`COMPLETED`); any other value fails the task (`FAILED`, never
+/// retried) with the text given to `sft_set_task_error`, or a generic one
+/// naming the code. It must not unwind (throw a C++ exception or `longjmp`)
+/// out of the call.
+pub type SftHandlerFn = Option<unsafe extern "C" fn(task_id: *const c_char, payload_json: *const c_char, handler_data: *mut c_void) -> i32>;
 
 /// Frees a task's `user_data`; called exactly once, with no library lock held.
 pub type SftFreeFn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;

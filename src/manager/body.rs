@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
+
 use super::TaskManager;
 use crate::error::Result;
 use crate::runner::RunnerJob;
 use crate::task::Task;
+use crate::TaskId;
 
 /// Why a task function did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +46,19 @@ pub(super) enum Job {
     External,
     /// Handed to a runner, which runs it and finishes it; the worker waits meanwhile.
     Runner(RunnerJob),
+    /// A named task: run by whatever handler of that name is registered when the worker
+    /// reaches it, or set aside until one is.
+    Named {
+        /// The handler's name (also the task's `handler`).
+        handler: TaskId,
+        /// Its input, as JSON.
+        payload: Box<RawValue>,
+    },
 }
+
+/// A handler run in-process for named tasks of its name, on the worker thread, given the
+/// task's payload. Called once per task; it may be called again for the next one.
+pub type HandlerFn = Arc<dyn Fn(&TaskContext<'_>, &RawValue) -> Result<(), TaskFailure> + Send + Sync>;
 
 /// What a running task sees of itself and of the manager.
 pub struct TaskContext<'a> {

@@ -5,12 +5,13 @@
 //! ([`Retention`]) are types of their own; the worker thread's loop is in
 //! `worker.rs`, what a task runs in `body.rs`.
 //!
-//! Lock order, outermost first: a task's `data` -> the work queue -> a registry
+//! Lock order, outermost first: a task's `data` -> the handlers -> the work queue -> a registry
 //! shard -> a runner's mailbox / retention / the event log. No lock is held
 //! while user code runs (task bodies, job destructors that free user data,
 //! listeners).
 
 mod body;
+mod named;
 mod worker;
 
 use std::cell::Cell;
@@ -35,7 +36,8 @@ use crate::task::{Deferral, Task, TaskData};
 use crate::work_queue::{Queued, WorkQueue};
 use crate::TaskId;
 use body::Job;
-pub use body::{TaskBody, TaskContext, TaskFailure};
+pub use body::{HandlerFn, TaskBody, TaskContext, TaskFailure};
+use named::Handlers;
 
 /// A callback told of every event, on the thread that made the change, with no lock held.
 pub type Listener = Arc<dyn Fn(&TaskEvent) + Send + Sync>;
@@ -73,6 +75,7 @@ pub struct TaskManager {
     has_listener: AtomicBool,
     counters: Counters,
     runners: Runners,
+    handlers: Mutex<Handlers>,
     /// Fixed at first use; `staged_config` collects settings until then.
     config: OnceLock<Config>,
     staged_config: Mutex<Config>,
@@ -95,6 +98,7 @@ impl TaskManager {
             has_listener: AtomicBool::new(false),
             counters: Counters::default(),
             runners: Runners::new(),
+            handlers: Mutex::new(Handlers::default()),
             config: OnceLock::new(),
             staged_config: Mutex::new(config),
         })
@@ -145,7 +149,7 @@ impl TaskManager {
     pub fn submit<B: TaskBody>(self: &Arc<Self>, task_id: Option<&str>, body: B) -> Result<TaskId, Rejected<B>> {
         // Boxed before the queue lock is taken; under it the box only changes type.
         let mut body = Some(Box::new(body));
-        self.submit_job(task_id, false, |_| Job::Body(body.take().expect("the job is made once")))
+        self.submit_job(task_id, false, None, |_| Job::Body(body.take().expect("the job is made once")))
             .map_err(|error| Rejected { error, body: *body.take().expect("a refused submission keeps its body") })
     }
 
@@ -153,15 +157,16 @@ impl TaskManager {
     /// PROCESSING and holds the worker until [`TaskManager::finish`] is called.
     /// This is how an event loop (a JS Promise, an asyncio coroutine) runs a task.
     pub fn submit_external(self: &Arc<Self>, task_id: Option<&str>) -> Result<TaskId> {
-        self.submit_job(task_id, true, |_| Job::External)
+        self.submit_job(task_id, true, None, |_| Job::External)
     }
 
     /// Queues a task with the job `make_job` makes, once the task is accepted (a runner's job
-    /// tells its runner when it is dropped unrun). `finished_from_outside`: see [`Task::new`].
+    /// tells its runner when it is dropped unrun). `finished_from_outside`, `handler`: see [`Task::new`].
     fn submit_job(
         self: &Arc<Self>,
         task_id: Option<&str>,
         finished_from_outside: bool,
+        handler: Option<TaskId>,
         make_job: impl FnOnce(&TaskId) -> Job,
     ) -> Result<TaskId> {
         let config = self.frozen_config();
@@ -175,7 +180,7 @@ impl TaskManager {
         self.ensure_worker()?;
         // Allocated before the queue lock: malloc now and then consolidates for milliseconds,
         // which under the lock would stall every submitter and every reader of a queue position.
-        let task = Arc::new(Task::new(task_id.clone(), unix_now(), finished_from_outside));
+        let task = Arc::new(Task::new(task_id.clone(), unix_now(), finished_from_outside, handler));
         let mut queue = self.queue.submission();
         if queue.is_shut_down() {
             return Err(Error::new(ErrorKind::ShutDown, "the task manager was shut down"));
@@ -221,7 +226,7 @@ impl TaskManager {
     pub fn submit_to_runner(self: &Arc<Self>, runner: RunnerId, task_id: Option<&str>) -> Result<TaskId> {
         // A runner that closes after this check gets the task back unrun from the worker.
         let runner = self.runners.get_open(runner)?;
-        self.submit_job(task_id, true, |task_id| Job::Runner(runner.enqueue(task_id)))
+        self.submit_job(task_id, true, None, |task_id| Job::Runner(runner.enqueue(task_id)))
     }
 
     /// Blocks until the worker hands `runner` a task, or `timeout` passes.
@@ -269,6 +274,7 @@ impl TaskManager {
     pub fn close_runner(&self, runner_id: RunnerId, timeout: Option<Duration>) -> Result<()> {
         let deadline = deadline_after(timeout);
         let (runner, closed) = self.runners.close(runner_id)?;
+        self.remove_runner_handlers(&runner);
         for task_id in closed.queued {
             if let Some(task) = self.registry.get(&task_id) {
                 let data = lock(&task.data);
@@ -334,10 +340,10 @@ impl TaskManager {
 
     /// Renders a task's status under its lock.
     fn render(&self, task: &Task, data: &TaskData) -> Box<RawValue> {
-        let position = (data.status == TaskState::Pending)
+        let position = (data.status == TaskState::Pending && !task.awaiting_handler.load(Ordering::Acquire))
             // A task the worker already dequeued but not yet started is next: 0.
             .then(|| self.queue.position(task.queue_seq.load(Ordering::Relaxed)).unwrap_or(0));
-        data.to_raw(&task.id, position)
+        data.to_raw(&task.id, task.handler.as_deref(), position)
     }
 
     /// The status JSON of a task, or `None` if the id is unknown.
@@ -372,7 +378,7 @@ impl TaskManager {
 
     /// Counts by state, queue depth, totals and run times.
     pub fn stats(&self) -> Stats {
-        let depth = self.queue.depth();
+        let depth = self.queue.depth() + lock(&self.handlers).parked_len();
         self.counters.snapshot(depth)
     }
 
@@ -535,7 +541,7 @@ impl TaskManager {
         data.status = TaskState::Cancelled;
         data.message = Some(reason.into());
         data.completed_at = Some(unix_now());
-        let job = job.or_else(|| self.queue.remove(task.queue_seq.load(Ordering::Relaxed)));
+        let job = job.or_else(|| self.queue.remove(task.queue_seq.load(Ordering::Relaxed))).or_else(|| self.take_parked(task));
         self.counters.transition(TaskState::Pending, TaskState::Cancelled);
         let event = self.bump(task, &mut data, EventKind::Finished);
         self.retire(task, &data);
@@ -584,6 +590,7 @@ impl TaskManager {
     fn start(&self, task: &Task, data: &mut TaskData) -> Option<TaskEvent> {
         data.status = TaskState::Processing;
         data.started_at = Some(unix_now());
+        data.attempt += 1;
         self.counters.transition(TaskState::Pending, TaskState::Processing);
         self.bump(task, data, EventKind::Started)
     }
@@ -765,6 +772,7 @@ impl TaskManager {
                 _ => {}
             }
         }
+        self.cancel_parked();
         self.runners.shut_down();
         if !self.queue.worker_started() || self.on_own_worker() || self.runners.task_inside().is_some() {
             return Ok(());
@@ -823,3 +831,6 @@ fn new_task_id() -> TaskId {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod named_tests;

@@ -5,7 +5,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::body::{Job, TaskContext, TaskFailure};
+use super::named::Handler;
 use super::{drop_job, TaskManager};
+use crate::runner::Assignment;
 use crate::status::TaskState;
 use crate::sync::{lock, wait_while_until};
 use crate::task::{Deferral, Task};
@@ -30,6 +32,25 @@ fn run(manager: &Arc<TaskManager>, task: &Arc<Task>, mut job: Job) {
         drop_job(Some(job)); // cancelled while queued
         return;
     }
+    let mut handler = None;
+    while let Job::Named { .. } = job {
+        let Some((found, named_job)) = manager.handler_or_park(task, job) else { return };
+        job = named_job;
+        if let (Handler::Runner(runner), Job::Named { handler: name, payload }) = (&found, &job) {
+            let assignment =
+                Assignment::named(task.id.clone(), name.to_string(), payload.clone(), data.attempt + 1, data.checkpoint.clone());
+            // Handed over under the task's lock, as runner tasks are.
+            if !runner.hand_over_named(task, assignment) {
+                // The runner closed after the lookup, and its close is about to unregister
+                // the name: look again (the task parks once the name is gone).
+                std::thread::yield_now();
+                continue;
+            }
+            data.deferral = Deferral::Awaiting;
+        }
+        handler = Some(found);
+        break;
+    }
     if let Job::Runner(runner_job) = &mut job {
         // Handed over under the task's lock: the runner sees it PROCESSING once it can look.
         let runner = runner_job.runner().clone();
@@ -50,6 +71,16 @@ fn run(manager: &Arc<TaskManager>, task: &Arc<Task>, mut job: Job) {
                 Err(panic) => (Err(TaskFailure::Message(format!("task panicked: {}", panic_text(&*panic)))), true),
             }
         }
+        Job::Named { payload, .. } => match handler {
+            Some(Handler::Function(handler)) => {
+                let context = TaskContext { manager, task };
+                match catch_unwind(AssertUnwindSafe(|| handler(&context, &payload))) {
+                    Ok(outcome) => (outcome, false),
+                    Err(panic) => (Err(TaskFailure::Message(format!("handler panicked: {}", panic_text(&*panic)))), true),
+                }
+            }
+            _ => (Ok(()), false),
+        },
         Job::External | Job::Runner(_) => (Ok(()), false),
     };
 

@@ -60,7 +60,7 @@ pub fn last_error() -> String {
 }
 
 /// The status keys the wire format fixes, in order.
-pub const STATUS_KEYS: [&str; 12] = [
+pub const STATUS_KEYS: [&str; 15] = [
     "task_id",
     "status",
     "progress",
@@ -73,6 +73,9 @@ pub const STATUS_KEYS: [&str; 12] = [
     "revision",
     "queue_position",
     "cancel_requested",
+    "handler",
+    "attempt",
+    "checkpoint",
 ];
 
 /// Checks the shape of a status object.
