@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import traceback
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from ._errors import StoryflowTasksError, TaskTimeoutError
 from ._manager import TaskManager
@@ -35,7 +35,8 @@ EXIT_ABANDONED = 1
 EXIT_USAGE = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> Tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command line's parser, and its ``worker`` command's (whose usage a wrong worker command line shows)."""
     parser = argparse.ArgumentParser(prog=PROGRAM, description="The storyflow-tasks command line.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     worker = commands.add_parser(
@@ -73,17 +74,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"how long a stop waits for the running task (default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
     )
-    return parser
+    return parser, worker
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status."""
-    parser = _parser()
+    parser, worker = _parser()
     arguments = parser.parse_args(argv)
     if arguments.command != "worker":
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return _serve(parser, arguments.store, arguments.modules, arguments.shutdown_timeout)
+    return _serve(worker, arguments.store, arguments.modules, arguments.shutdown_timeout)
 
 
 def _fail(message: str) -> None:
@@ -95,9 +96,9 @@ def _serve(parser: argparse.ArgumentParser, store: Optional[str], modules: List[
         parser.error(f"--shutdown-timeout must be a finite number of seconds >= 0, not {shutdown_timeout!r}")
     tm = TaskManager()
     try:
-        if store is not None:
+        if store is not None and store != "memory":
             tm.configure(store=store)
-        store = str(tm.get_config().get("store", "memory"))
+        store = store or str(tm.get_config().get("store", "memory"))
     except StoryflowTasksError as error:
         parser.error(str(error))
     if store == "memory":

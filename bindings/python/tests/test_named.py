@@ -140,7 +140,7 @@ def test_a_payload_json_cannot_write_is_refused_and_queues_nothing(tm):
     submitted = tm.stats()["submitted_total"]
     with pytest.raises(TypeError, match="payload must be JSON-serialisable"):
         tm.submit_named(name, {"when": object()})
-    with pytest.raises(InvalidArgumentError, match=r"not a finite number|NaN"):
+    with pytest.raises(InvalidArgumentError, match="payload_json is not valid JSON"):
         tm.submit_named(name, float("nan"))  # json.dumps writes NaN; the library refuses it, in every language
     circular: List[Any] = []
     circular.append(circular)
