@@ -413,8 +413,14 @@ char *sft_get_stats(void);
  * submit): `cleanup_threshold_secs`, `max_pending_tasks`,
  * `max_retained_finished`, `max_task_id_bytes`, `max_message_bytes`,
  * `max_url_bytes`, `max_extra_json_bytes`, `max_segments_per_task`,
- * `max_errors_per_task`, `event_buffer_capacity`. Keys left out keep their
- * values. Errors: `SFT_ERR_INVALID_ARGUMENT` (malformed, unknown key, bad
+ * `max_errors_per_task`, `event_buffer_capacity`, `store` (`"memory"`, the
+ * default, or `"sqlite:<path>"`; when no configuration names one, the
+ * environment variable `STORYFLOW_TASKS_STORE` does), `max_attempts` (>= 1,
+ * default 3: how many starts a named task may have before an interruption
+ * fails it). Keys left out keep their values. An unknown store kind is
+ * `SFT_ERR_INVALID_ARGUMENT`; a store this build cannot run the manager on
+ * yet is refused by the first submit or registration with
+ * `SFT_ERR_INVALID_STATE`, leaving the configuration changeable. Errors: `SFT_ERR_INVALID_ARGUMENT` (malformed, unknown key, bad
  * value), `SFT_ERR_INVALID_STATE` (a change after the first submit).
  *
  * # Safety

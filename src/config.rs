@@ -32,6 +32,41 @@ pub struct Config {
     pub max_errors_per_task: usize,
     /// How many recent events the change feed keeps for slow readers.
     pub event_buffer_capacity: usize,
+    /// Where the registry and the queue live: `"memory"` or `"sqlite:<path>"`.
+    pub store: String,
+    /// How many times a named task may be started before an interruption makes it FAILED.
+    pub max_attempts: u32,
+}
+
+/// The environment variable naming the store when the configuration does not.
+pub const STORE_ENV_VAR: &str = "STORYFLOW_TASKS_STORE";
+
+/// A store kind, parsed from the `store` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// This process's memory: the default.
+    Memory,
+    /// One SQLite file shared by the processes of one machine.
+    Sqlite(std::path::PathBuf),
+}
+
+impl StoreChoice {
+    /// Parses a `store` value; anything but `memory` and `sqlite:<path>` is refused, saying so.
+    pub fn parse(value: &str) -> Result<Self> {
+        if value == "memory" {
+            return Ok(Self::Memory);
+        }
+        if let Some(path) = value.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err(Error::invalid("store \"sqlite:\" names no file: use \"sqlite:<path>\""));
+            }
+            return Ok(Self::Sqlite(path.into()));
+        }
+        if value.starts_with("redis://") {
+            return Err(Error::invalid(format!("store {value:?}: this build has no Redis store; use \"memory\" or \"sqlite:<path>\"")));
+        }
+        Err(Error::invalid(format!("unknown store {value:?}: use \"memory\" or \"sqlite:<path>\"")))
+    }
 }
 
 impl Default for Config {
@@ -47,11 +82,28 @@ impl Default for Config {
             max_segments_per_task: 100_000,
             max_errors_per_task: 100_000,
             event_buffer_capacity: 65_536,
+            store: "memory".into(),
+            max_attempts: 3,
         }
     }
 }
 
 impl Config {
+    /// The defaults, with the store named by `STORYFLOW_TASKS_STORE` if it is set (an invalid
+    /// value is refused by the first call that needs the configuration).
+    pub fn from_environment() -> Self {
+        let mut config = Self::default();
+        if let Some(store) = std::env::var_os(STORE_ENV_VAR) {
+            config.store = store.to_string_lossy().into_owned();
+        }
+        config
+    }
+
+    /// The store this configuration names.
+    pub fn store_choice(&self) -> Result<StoreChoice> {
+        StoreChoice::parse(&self.store)
+    }
+
     /// Parses a JSON object of settings; keys left out keep their defaults.
     pub fn from_json(text: &str) -> Result<Self> {
         let config: Config = serde_json::from_str(text).map_err(|e| Error::invalid(format!("invalid configuration: {e}")))?;
@@ -80,6 +132,10 @@ impl Config {
 
     /// Checks value ranges that the types alone do not express.
     pub fn validate(&self) -> Result<()> {
+        self.store_choice()?;
+        if self.max_attempts == 0 {
+            return Err(Error::invalid("max_attempts must be at least 1"));
+        }
         if !self.cleanup_threshold_secs.is_finite() || self.cleanup_threshold_secs < 0.0 {
             return Err(Error::invalid("cleanup_threshold_secs must be a finite number >= 0"));
         }
@@ -234,6 +290,25 @@ mod tests {
         assert!(config.check_segment_id(&"ünï".into()).is_err()); // five bytes
         assert!(config.check_segment_id(&SegmentId::from(-999)).is_ok());
         assert!(config.check_segment_id(&SegmentId::from(10000)).is_err());
+    }
+
+    #[test]
+    fn stores_are_memory_or_sqlite_and_others_are_refused_clearly() {
+        let config = Config::default().merged_with_json(r#"{"store": "sqlite:/tmp/t.db", "max_attempts": 2}"#).unwrap();
+        assert_eq!(config.store_choice().unwrap(), StoreChoice::Sqlite("/tmp/t.db".into()));
+        assert_eq!(config.max_attempts, 2);
+        assert!(config.to_json().contains(r#""store":"sqlite:/tmp/t.db","max_attempts":2"#), "{}", config.to_json());
+        assert_eq!(Config::default().store_choice().unwrap(), StoreChoice::Memory);
+        for (bad, says) in [
+            (r#"{"store": "postgres://x"}"#, "unknown store"),
+            (r#"{"store": "sqlite:"}"#, "names no file"),
+            (r#"{"store": "redis://localhost:6379"}"#, "no Redis store"),
+            (r#"{"max_attempts": 0}"#, "max_attempts must be at least 1"),
+            (r#"{"max_attempts": -1}"#, "expected u32"),
+        ] {
+            let error = Config::default().merged_with_json(bad).unwrap_err();
+            assert!(error.message().contains(says), "{bad}: {error}");
+        }
     }
 
     #[test]

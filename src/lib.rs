@@ -27,7 +27,7 @@ pub mod ffi;
 /// A task id, shared between the registry, the queue and the events.
 pub type TaskId = std::sync::Arc<str>;
 
-pub use config::Config;
+pub use config::{Config, StoreChoice, STORE_ENV_VAR};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{EventKind, TaskEvent};
 pub use manager::{HandlerFn, Listener, Rejected, TaskBody, TaskContext, TaskFailure, TaskManager};

@@ -4,7 +4,7 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Arc;
 
-use crate::TaskManager;
+use crate::{Config, TaskManager};
 
 /// The live manager; null until first use and again in a freshly forked child.
 static CURRENT: AtomicPtr<Arc<TaskManager>> = AtomicPtr::new(null_mut());
@@ -35,7 +35,7 @@ fn install() -> &'static Arc<TaskManager> {
         // SAFETY: the child handler only swaps two atomics, which is async-signal-safe.
         unsafe { libc::pthread_atfork(None, None, Some(set_aside_in_child)) };
     }
-    let fresh = Box::into_raw(Box::new(TaskManager::new()));
+    let fresh = Box::into_raw(Box::new(TaskManager::with_config(Config::from_environment())));
     match CURRENT.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: `fresh` was just leaked into CURRENT and is never freed.
         Ok(_) => unsafe { &*fresh },

@@ -137,6 +137,24 @@ impl TaskManager {
         }
     }
 
+    /// Refuses the first use of a manager configured for a store it cannot run on, before
+    /// the configuration is fixed, so that a corrected `configure` can follow.
+    fn check_store_before_first_use(&self) -> Result<()> {
+        if self.config.get().is_some() {
+            return Ok(());
+        }
+        let staged = lock(&self.staged_config);
+        staged.validate()?;
+        match staged.store_choice()? {
+            crate::config::StoreChoice::Memory => Ok(()),
+            crate::config::StoreChoice::Sqlite(_) => Err(Error::invalid_state(format!(
+                "store {:?}: this manager runs on the in-memory store only so far (the SQLite store is not wired into it yet); \
+                 configure \"store\": \"memory\"",
+                staged.store
+            ))),
+        }
+    }
+
     fn frozen_config(&self) -> &Config {
         self.config.get_or_init(|| lock(&self.staged_config).clone())
     }
@@ -169,6 +187,7 @@ impl TaskManager {
         handler: Option<TaskId>,
         make_job: impl FnOnce(&TaskId) -> Job,
     ) -> Result<TaskId> {
+        self.check_store_before_first_use()?;
         let config = self.frozen_config();
         let task_id: TaskId = match task_id {
             Some(id) => {

@@ -68,6 +68,7 @@ impl TaskManager {
     }
 
     fn add_handler(self: &Arc<Self>, name: &str, handler: Handler) -> Result<()> {
+        self.check_store_before_first_use()?;
         self.frozen_config().check_handler_name(name)?;
         self.ensure_worker()?;
         let mut handlers = lock(&self.handlers);
@@ -100,6 +101,7 @@ impl TaskManager {
     /// makes a new UUIDv4. Errors as [`TaskManager::submit_external`], and
     /// [`ErrorKind::InvalidArgument`] for a bad handler name or payload.
     pub fn submit_named(self: &Arc<Self>, handler: &str, payload_json: Option<&str>, task_id: Option<&str>) -> Result<TaskId> {
+        self.check_store_before_first_use()?;
         let config = self.frozen_config();
         config.check_handler_name(handler)?;
         let payload = match payload_json {
