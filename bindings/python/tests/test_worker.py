@@ -151,6 +151,13 @@ def test_a_module_that_cannot_be_imported_or_registers_nothing_is_named(store):
     assert nothing.returncode == 2 and "mp_helpers registered no handler" in nothing.stderr, nothing
 
 
+def test_a_store_that_cannot_be_opened_is_reported_as_the_stores(tmp_path):
+    store = f"sqlite:{tmp_path / 'missing-directory' / 'tasks.db'}"
+    result = worker_command("worker", "--store", store, "--import", "named_handlers")
+    assert result.returncode == 1, result
+    assert f"cannot open the store {store}:" in result.stderr and "named_handlers" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_the_worker_says_what_it_serves_and_stops_on_a_signal(workers, store, stop):
     worker = start_worker(workers, store)
