@@ -22,11 +22,6 @@
 #include <stdint.h>
 
 /**
- * The schema this code writes and reads, kept in the file's `user_version`.
- */
-#define SCHEMA_VERSION 1
-
-/**
  * Pass as `timeout_ms` to wait without a time limit.
  */
 #define SFT_WAIT_FOREVER -1

@@ -245,7 +245,8 @@ pub unsafe extern "C" fn sft_list_tasks(status_filter: *const c_char, out_json: 
                 Error::invalid(format!("unknown status filter {name:?}: use PENDING, PROCESSING, COMPLETED, FAILED or CANCELLED"))
             })?),
         };
-        out.set(|| process_manager().list_json(filter));
+        let listing = process_manager().list(filter)?;
+        out.set(|| listing);
         Ok(())
     })
 }
@@ -256,7 +257,7 @@ pub unsafe extern "C" fn sft_list_tasks(status_filter: *const c_char, out_json: 
 /// Free it with `sft_string_free`.
 #[no_mangle]
 pub extern "C" fn sft_get_stats() -> *mut c_char {
-    call_returning_string(|| Ok(serde_json::to_string(&process_manager().stats()).expect("stats serialise")))
+    call_returning_string(|| Ok(serde_json::to_string(&process_manager().read_stats()?).expect("stats serialise")))
 }
 
 /// Applies a JSON object of settings, before or at first use (before the first
