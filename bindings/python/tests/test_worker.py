@@ -367,3 +367,28 @@ def test_sigterm_with_a_running_handler_stops_within_the_timeout(workers, store,
     assert final["status"] == "COMPLETED" and final["attempt"] == 2, final
     segment_ids = [segment["segment_id"] for segment in final["completed_segments"]]
     assert sorted(segment_ids) == sorted({f"0-{n}" for n in range(400)}), "resumed at the next sentence, none twice"
+
+
+def test_a_named_task_interrupted_max_attempts_times_fails_saying_so(workers, store, tmp_path):
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    once = {"NAMED_HANDLERS_MAX_ATTEMPTS": "1"}
+    task_id = client(
+        store,
+        f"""
+        tm.configure(max_attempts=1)
+        print(json.dumps(tm.submit_named("narrate", {{"dir": {str(evidence)!r}, "chapter": 0, "sentences": 1000}})))
+        """,
+    )
+    worker = start_worker(workers, store, **once)
+    deadline = time.monotonic() + HANG_GUARD
+    while not lines(evidence / "acked"):
+        assert time.monotonic() < deadline and worker.process.poll() is None, "the worker acknowledged nothing"
+        time.sleep(0.005)
+    worker.process.kill()
+    worker.process.wait()
+    start_worker(workers, store, **once)
+    final = client(store, f"print(json.dumps(tm.wait({task_id!r}, timeout=60)))")
+    assert final["status"] == "FAILED" and final["attempt"] == 1, final
+    assert "interrupted" in final["error"], final["error"]
+    assert final["completed_segments"], "what the attempt recorded is kept"
