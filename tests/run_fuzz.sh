@@ -53,7 +53,7 @@ for target in $(cargo fuzz list); do
 
     if [[ -d "regressions/$target" ]]; then
         echo "== $target: replaying regressions/$target"
-        "$binary" "${fuzz_flags[@]}" -runs=0 "regressions/$target" >"$log" 2>&1 \
+        "$binary" "${fuzz_flags[@]}" -runs=0 -artifact_prefix="$artifacts/" "regressions/$target" >"$log" 2>&1 \
             || { tail -40 "$log"; echo "FAILED: a regression input of $target crashes again"; failed=1; continue; }
     fi
 
