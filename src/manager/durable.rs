@@ -90,6 +90,19 @@ impl Durable {
         lock(&self.running).as_ref().filter(|task| &*task.id == task_id).cloned()
     }
 
+    /// Whether this worker's shutdown stopped `task`, a named task, on this process only.
+    fn stopped_here(&self, task: &Task) -> bool {
+        task.handler.is_some() && self.shut_down.load(Ordering::Acquire) && lock(&task.data).cancel_requested
+    }
+
+    /// Whether the task running here was asked to stop, by this worker's shutdown or in the store.
+    pub(super) fn is_cancel_requested(&self, task_id: &str) -> Result<bool> {
+        if self.running(task_id).is_some_and(|task| lock(&task.data).cancel_requested) {
+            return Ok(true);
+        }
+        self.store.is_cancel_requested(task_id)
+    }
+
     /// The state of a task, read from its status (for the deadlock checks only).
     fn state_of(&self, task_id: &str) -> Result<TaskState> {
         #[derive(serde::Deserialize)]
@@ -104,6 +117,14 @@ impl Durable {
     /// Finishes the running task in the store, then marks its stand-in final and wakes
     /// whoever waits for it (the worker holding a deferred task).
     fn finish_running(&self, task: &Task, outcome: std::result::Result<(), TaskFailure>) -> Result<TaskState> {
+        if self.stopped_here(task) {
+            // Left unfinished in the store: closing this handle hands it back to the queue.
+            let mut data = lock(&task.data);
+            data.status = TaskState::Cancelled;
+            data.deferral = Deferral::Finished;
+            task.changed.notify_all();
+            return Ok(TaskState::Pending);
+        }
         let finished = self.store.finish(&task.id, outcome);
         let mut data = lock(&task.data);
         data.status = match &finished {
@@ -319,7 +340,14 @@ impl TaskManager {
         }
         let running = lock(&durable.running).clone();
         if let Some(task) = running {
-            let _ = durable.store.cancel(&task.id);
+            if task.handler.is_some() {
+                // Another worker may run a named task: this worker's shutdown asks it to stop
+                // here only (the stand-in's flag, which is_cancel_requested reads first), and
+                // what it leaves is an interruption, resumed elsewhere, not a cancellation.
+                lock(&task.data).cancel_requested = true;
+            } else {
+                let _ = durable.store.cancel(&task.id);
+            }
         }
         self.runners.shut_down();
         let life = lock(&durable.worker);

@@ -485,7 +485,7 @@ impl TaskManager {
     /// Whether cancellation of a task was requested (polled by running tasks).
     pub fn is_cancel_requested(&self, task_id: &str) -> Result<bool> {
         if let Some(durable) = self.open_store(false)? {
-            return durable.store.is_cancel_requested(task_id);
+            return durable.is_cancel_requested(task_id);
         }
         Ok(lock(&self.find(task_id)?.data).cancel_requested)
     }

@@ -335,11 +335,6 @@ def test_a_function_task_of_a_killed_process_fails_saying_its_process_exited(sto
     assert "exited before it ran" in finals[1]["error"], finals[1]["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the core: the shutdown's cancel request is stored with the task, so the resumed attempt, "
-    "which runs every sentence, ends CANCELLED instead of COMPLETED",
-)
 def test_sigterm_with_a_running_handler_stops_within_the_timeout(workers, store, tmp_path):
     """A handler that ignores cancellation: the worker exits after --shutdown-timeout and another worker resumes the task."""
     evidence = tmp_path / "evidence"
