@@ -211,11 +211,11 @@ export type ResultName =
 
 /** An error the library reported, or a wait that ran out of time. */
 export class StoryflowTasksError extends Error {
-  constructor(message: string, code: ResultName, result: number, options?: { cause?: unknown });
-  /** The result name, e.g. 'SFT_ERR_DUPLICATE_ID'. */
-  readonly code: ResultName;
-  /** The result number, e.g. 3. */
-  readonly result: number;
+  constructor(message: string, code: ResultName | null, result: number | null, options?: { cause?: unknown });
+  /** The result name, e.g. 'SFT_ERR_DUPLICATE_ID'; null when the call gives no result code (a NULL string). */
+  readonly code: ResultName | null;
+  /** The result number, e.g. 3; null with `code`. */
+  readonly result: number | null;
 }
 
 /**

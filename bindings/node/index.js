@@ -447,7 +447,12 @@ class TaskManager {
    * @returns {object}
    */
   statsSync() {
-    return parseJson(this.#native.getStats());
+    const text = this.#native.getStats();
+    if (text === null) {
+      // NULL: the statistics could not be read (the store could not be opened); the library says why.
+      throw new StoryflowTasksError(`stats: ${this.#native.lastErrorMessage() ?? 'the library returned no statistics'}`, null, null);
+    }
+    return parseJson(text);
   }
 
   /**
@@ -503,6 +508,11 @@ class TaskManager {
    */
   async shutdown(options = undefined) {
     const limit = timeoutMs(optionsObject(options, 'shutdown').timeout, 'shutdown');
+    // The library's shutdown asks the running task to stop before it waits; with a durable
+    // store that request stays in this process (the task resumes elsewhere), so no event
+    // brings it: do that part now, here, and abort what it asked to stop, then wait.
+    this.#native.shutdownNow();
+    this.#runner.abortRequested();
     const code = await new Promise((resolve) => this.#native.shutdownAsync(limit ?? WAIT_FOREVER, resolve));
     this.#feed.kick();
     if (code === Result.OK) return;

@@ -27,9 +27,9 @@ Options:
                             current directory ('./tasks.js', a package name);
                             repeatable
   --shutdown-timeout SECS   on SIGINT/SIGTERM, how long the running task has to
-                            end after it is asked to cancel; past that the
-                            process exits and the task, interrupted, resumes in
-                            another worker (default ${DEFAULT_SHUTDOWN_TIMEOUT_SECS})
+                            end after it is asked to stop; either way it is
+                            interrupted, not finished, and resumes in the next
+                            worker (default ${DEFAULT_SHUTDOWN_TIMEOUT_SECS})
   -h, --help                this text
 
 A second SIGINT or SIGTERM exits at once.`;
@@ -121,7 +121,7 @@ async function serve({ store, modules, shutdownTimeoutSecs }) {
         return;
       }
       stopping = true;
-      console.error(`${PROGRAM} worker ${process.pid}: ${signal}: stopping; a running task is asked to cancel ` +
+      console.error(`${PROGRAM} worker ${process.pid}: ${signal}: stopping; a running task is asked to stop ` +
         `and has ${shutdownTimeoutSecs} s to end`);
       tm.shutdown({ timeout: shutdownTimeoutSecs * 1000 }).then(() => {
         console.error(`${PROGRAM} worker ${process.pid}: stopped`);

@@ -9,8 +9,8 @@ const { Result } = require('./native');
 class StoryflowTasksError extends Error {
   /**
    * @param {string} message what went wrong, naming the operation
-   * @param {string} code the SftResult name
-   * @param {number} result the SftResult value
+   * @param {string | null} code the SftResult name; null when the call gives no result code
+   * @param {number | null} result the SftResult value, null with code
    * @param {ErrorOptions} [options]
    */
   constructor(message, code, result, options) {

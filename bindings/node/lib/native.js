@@ -113,6 +113,8 @@ function makeNative(engineName, handle) {
     getStats: () => takeString(fns.sft_get_stats()),
     configure: (configJson) => fns.sft_configure(configJson),
     getConfig: () => takeString(fns.sft_get_config()),
+    /** sft_shutdown without waiting (timeout 0): everything it does but the wait, on this thread. */
+    shutdownNow: () => fns.sft_shutdown(0),
     /** sft_shutdown on a libuv thread: it waits for the running task, which may be a JS task. */
     shutdownAsync(timeoutMs, callback) {
       fns.sft_shutdown.async(timeoutMs, (error, code) => setImmediate(callback, error ? Result.INTERNAL : code));

@@ -135,6 +135,13 @@ class TaskRunner {
     this.#functions.delete(taskId);
   }
 
+  /** Aborts the signals of the running JS tasks and handlers the library asked to stop. */
+  abortRequested() {
+    for (const taskId of this.#running.keys()) {
+      if (this.#native.isCancelRequested(taskId).value) this.abort(taskId);
+    }
+  }
+
   /** Aborts the signal of a running JS task or handler. */
   abort(taskId) {
     this.#running.get(taskId)?.abort(cancellationReason(taskId));

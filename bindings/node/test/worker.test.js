@@ -113,15 +113,22 @@ sqliteTest('a worker process runs the named tasks this process submits; wait and
   assert.match(ended.stderr, /stopped/);
 });
 
-sqliteTest('SIGINT stops a worker gracefully: its running task is asked to cancel and ends CANCELLED', async (t) => {
-  const worker = await startServing(t);
+sqliteTest('SIGINT stops a worker gracefully: its running task stops there and resumes in the next worker', async (t) => {
+  const first = await startServing(t);
   const id = tm.submitNamed('narrate', { sentences: 3, holdAt: 1 });
-  await worker.jsonLine((line) => line.holding === id);
-  const ended = await stop(worker, 'SIGINT');
+  await first.jsonLine((line) => line.holding === id);
+  const ended = await stop(first, 'SIGINT');
   assert.equal(ended.code, 0, ended.stderr);
+  // An interruption, not a cancellation: the task waits for the next worker, its segment kept.
+  const left = tm.getTaskStatus(id);
+  assert.equal(left.cancel_requested, false);
+  assert.deepEqual(left.completed_segments.map((s) => s.segment_id), [0]);
+  const second = await startServing(t);
   const final = await tm.wait(id);
-  assert.equal(final.status, sft.TASK_CANCELLED);
-  assert.deepEqual(final.completed_segments.map((s) => s.segment_id), [0]);
+  assert.equal(final.status, sft.TASK_COMPLETED, final.error);
+  assert.equal(final.attempt, 2);
+  assert.deepEqual(final.completed_segments.map((s) => s.segment_id), [0, 1, 2]);
+  assert.equal((await stop(second)).code, 0);
 });
 
 sqliteTest('a worker killed with SIGKILL mid-task: the next worker resumes it with attempt 2, its segments and checkpoint', async (t) => {
