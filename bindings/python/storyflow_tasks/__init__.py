@@ -27,7 +27,7 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
-from ._manager import FINISHED_STATES, TaskFunction, TaskManager, current_task_id, get_task_manager
+from ._manager import FINISHED_STATES, HandlerFunction, TaskFunction, TaskManager, current_task_id, get_task_manager
 from ._native import LIBRARY_ENV, candidate_paths
 from ._status import (
     TASK_CANCELLED,
@@ -80,6 +80,7 @@ __all__ = [
     "SegmentError",
     "SegmentId",
     "TaskFunction",
+    "HandlerFunction",
     "StoryflowTasksError",
     "TaskNotFoundError",
     "InvalidArgumentError",

@@ -14,7 +14,7 @@ import math
 import os
 import threading
 import types
-from typing import Any, AsyncIterator, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from ._errors import InvalidArgumentError, InvalidStateError, TaskNotFoundError, TaskTimeoutError
 from ._events import EventHub
@@ -28,10 +28,12 @@ from ._native import (
     encode_text,
     native,
 )
-from ._runner import TaskFunction, current_task_id, event_hub, on_runner_thread, runner
+from ._runner import HandlerFunction, TaskFunction, current_task_id, event_hub, on_runner_thread, runner
 from ._status import TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED, TASK_PENDING, TASK_PROCESSING, TaskStatus
 
-__all__ = ["FINISHED_STATES", "TaskFunction", "TaskManager", "current_task_id", "get_task_manager"]
+__all__ = ["FINISHED_STATES", "HandlerFunction", "TaskFunction", "TaskManager", "current_task_id", "get_task_manager"]
+
+_Handler = TypeVar("_Handler", bound=HandlerFunction)
 
 #: The states a task never leaves.
 FINISHED_STATES: FrozenSet[str] = frozenset({TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED})
@@ -67,7 +69,7 @@ def _count(value: object, what: str) -> int:
     return value
 
 
-def _wire_json(value: Dict[str, Any], what: str) -> bytes:
+def _wire_json(value: Any, what: str) -> bytes:
     """A wire object as JSON text for the library: every string escaped to ASCII, so NUL and every character arrive.
 
     A lone surrogate goes as its escape, which the library refuses naming it;
@@ -91,6 +93,26 @@ def _is_async_function(function: Callable[..., Any]) -> bool:
     # An instance whose class defines `async def __call__`.
     call = getattr(type(function), "__call__", None)  # noqa: B004 - the method itself: is it async?
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _coroutine_loop(
+    function: Callable[..., Any], loop: Optional[asyncio.AbstractEventLoop], call: str
+) -> Optional[asyncio.AbstractEventLoop]:
+    """The loop a function runs on: ``loop`` or the caller's running loop for an async one, ``None`` for a plain one."""
+    if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
+        raise TypeError(f"loop must be an asyncio event loop, not {type(loop).__name__}")
+    if _is_async_function(function):
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    f"{call} got an async function but no event loop runs here: call it from a coroutine, or pass loop="
+                ) from None
+        return loop
+    if loop is not None:
+        raise TypeError("loop= is only for async functions; this one is a plain function")
+    return None
 
 
 def _on_main_thread() -> bool:
@@ -181,19 +203,67 @@ class TaskManager:
         if not callable(task_fn):
             raise TypeError(f"task_fn must be callable, not {type(task_fn).__name__}")
         encoded_id = None if task_id is None else encode_text(task_id, "task_id")
-        if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
-            raise TypeError(f"loop must be an asyncio event loop, not {type(loop).__name__}")
-        if _is_async_function(task_fn):
-            if loop is None:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    raise RuntimeError(
-                        "submit_task() got an async function but no event loop runs here: call it from a coroutine, or pass loop="
-                    ) from None
-        elif loop is not None:
-            raise TypeError("loop= is only for async task functions; this one is a plain function")
+        loop = _coroutine_loop(task_fn, loop, "submit_task()")
         return runner(self._native, self._exit_timeout_ms).submit(encoded_id, task_fn, loop)
+
+    # ----- named handlers ---------------------------------------------------------------------
+
+    def register_handler(self, name: str, fn: HandlerFunction, *, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        """Makes this process run the named tasks of ``name``: ``fn(payload)`` with the decoded JSON payload.
+
+        Registering makes the process a worker for the store's shared queue:
+        in a shared store (``sqlite:``), a task submitted by any process may
+        run here. ``fn`` runs on the package's runner thread and finds its
+        task's id with ``current_task_id()``; returning makes the task
+        ``COMPLETED``, raising makes it ``FAILED`` with ``"ExcType: message"``
+        (never retried). An ``async def`` handler runs on ``loop``, or on the
+        loop running in the caller. A name registered twice in one process
+        raises ``DuplicateTaskIdError``.
+        """
+        encode_text(name, "name")
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        loop = _coroutine_loop(fn, loop, "register_handler()")
+        runner(self._native, self._exit_timeout_ms).add_handler(name, fn, loop)
+
+    def handler(self, name: str, *, loop: Optional[asyncio.AbstractEventLoop] = None) -> Callable[[_Handler], _Handler]:
+        """``@tm.handler("narrate")``: ``register_handler`` as a decorator, which returns the function unchanged."""
+        encode_text(name, "name")
+
+        def register(fn: _Handler) -> _Handler:
+            self.register_handler(name, fn, loop=loop)
+            return fn
+
+        return register
+
+    def submit_named(self, name: str, payload: Any = None, task_id: Optional[str] = None) -> str:
+        """Queues a task for the handler ``name`` with ``payload`` (any JSON-able value); returns its id.
+
+        Any process that registered ``name`` may run it; until one has, it
+        waits (``PENDING``) without holding up the tasks behind it. Errors as
+        ``submit_task``, and ``TypeError`` for a payload ``json.dumps`` cannot
+        write.
+        """
+        lib = self._native
+        encoded_name = encode_text(name, "name")
+        encoded_id = None if task_id is None else encode_text(task_id, "task_id")
+        payload_json = _wire_json(payload, "payload")
+        code, new_id = lib.call_with_out_string(lib.sft_submit_named, encoded_name, payload_json, encoded_id)
+        if code != SFT_OK or new_id is None:
+            lib.raise_for(code, f"submit_named({name!r})")
+        return new_id
+
+    def set_checkpoint(self, task_id: str, value: Any) -> bool:
+        """Records the running task's checkpoint (any JSON-able value), handed back if an interruption restarts it.
+
+        In a durable store it is committed before the call returns. The status
+        shows it as ``"checkpoint"``. Like the other mutations, an unknown or
+        finished task is ignored: ``False`` then, ``True`` when recorded.
+        """
+        task = encode_text(task_id, "task_id")
+        checkpoint_json = _wire_json(value, "the checkpoint")
+        lib = self._native
+        return self._mutation_outcome(lib.sft_set_checkpoint(task, checkpoint_json), "set_checkpoint")
 
     def get_task_status(self, task_id: str) -> Optional[TaskStatus]:
         """A fresh dict of the task's status (the wire format), or ``None`` for an unknown id."""

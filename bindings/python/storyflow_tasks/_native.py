@@ -73,6 +73,10 @@ _SIGNATURES = {
     "sft_shutdown": (ctypes.c_int32, [ctypes.c_int64], True),
     "sft_runner_next": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_int64, _c_char_pp], True),
     "sft_runner_close": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_int64], True),
+    "sft_runner_add_handler": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_char_p], True),
+    # A durable store commits these before they return: a disk wait, with the GIL released.
+    "sft_submit_named": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, _c_char_pp], True),
+    "sft_set_checkpoint": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p], True),
 }
 
 

@@ -22,16 +22,28 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from ._errors import ShutDownError
 from ._events import EventHub
 from ._native import SFT_ERR_NOT_FOUND, SFT_ERR_SHUT_DOWN, SFT_ERR_TIMEOUT, SFT_OK, SFT_WAIT_FOREVER, Native
 
-__all__ = ["TaskFunction", "current_task_id", "Runner", "runner", "event_hub", "on_runner_thread"]
+__all__ = [
+    "TaskFunction",
+    "HandlerFunction",
+    "current_task_id",
+    "Runner",
+    "runner",
+    "event_hub",
+    "on_runner_thread",
+    "registered_handler_names",
+]
 
 #: What ``submit_task`` runs: a function of no arguments, or an async one.
 TaskFunction = Callable[[], Any]
+
+#: What ``register_handler`` runs for each named task: a function of the decoded payload, or an async one.
+HandlerFunction = Callable[[Any], Any]
 
 _logger = logging.getLogger("storyflow_tasks")
 
@@ -58,6 +70,16 @@ class _Job:
         self.loop = loop
 
 
+class _Handler:
+    """A registered handler: its function of the payload, and the loop of an async one."""
+
+    __slots__ = ("function", "loop")
+
+    def __init__(self, function: HandlerFunction, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        self.function = function
+        self.loop = loop
+
+
 def _describe(error: BaseException) -> str:
     """``"ExcType: message"``, the text a failed task's ``error`` carries."""
     name = type(error).__name__
@@ -75,7 +97,9 @@ class Runner:
         self._lib = lib
         self._exit_timeout_ms = exit_timeout
         self._jobs: Dict[str, _Job] = {}
-        #: Held while a task is submitted and its function stored, so the thread never looks for it too early.
+        self._handlers: Dict[str, _Handler] = {}
+        #: Held while a task is submitted (or a handler registered) and its function stored,
+        #: so the thread never looks for it too early.
         self.lock = threading.Lock()
         self.exiting = False
         self.id = self._register()
@@ -99,6 +123,22 @@ class Runner:
             self._jobs[new_id] = _Job(function, loop)
         return new_id
 
+    def add_handler(self, name: str, function: HandlerFunction, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        """Makes this runner serve the named tasks of ``name`` (the library refuses a name registered twice)."""
+        lib = self._lib
+        with self.lock:
+            if self.exiting:
+                raise ShutDownError("the Python interpreter is exiting: no new handlers")
+            code = lib.sft_runner_add_handler(self.id, name.encode("utf-8"))
+            if code != SFT_OK:
+                lib.raise_for(code, f"register_handler({name!r})")
+            self._handlers[name] = _Handler(function, loop)
+
+    def handler_names(self) -> List[str]:
+        """The names this runner serves, in registration order."""
+        with self.lock:
+            return list(self._handlers)
+
     def is_this_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
@@ -117,21 +157,45 @@ class Runner:
                 continue
             assignment = json.loads(text)
             task_id: str = assignment["task_id"]
-            with self.lock:
-                job = self._jobs.pop(task_id, None)
-            if not assignment["run"]:
-                continue  # released without running (cancelled, shut down): the function goes with it
-            if job is None:
-                self.finish(task_id, 1, "InternalError: the Python runner holds no function for this task")
-                continue
+            name: Optional[str] = assignment.get("handler")
             try:
-                if job.loop is None:
-                    self._run_function(task_id, job.function)
-                else:
-                    self._start_coroutine(task_id, job.function, job.loop)
+                if name is None:
+                    self._run_task(task_id, assignment["run"])
+                elif assignment["run"]:
+                    self._run_named(task_id, name, assignment.get("payload"))
             except BaseException:  # the runner must outlive any one task
                 _logger.exception("storyflow_tasks: the runner failed on task %r", task_id)
                 self.finish(task_id, 1, "InternalError: the Python task runner failed; see the log")
+
+    def _run_task(self, task_id: str, run: bool) -> None:
+        """A function task: the function stored at submission, taken out here whether it runs or not."""
+        with self.lock:
+            job = self._jobs.pop(task_id, None)
+        if not run:
+            return  # released without running (cancelled, shut down): the function goes with it
+        if job is None:
+            self.finish(task_id, 1, "InternalError: the Python runner holds no function for this task")
+        elif job.loop is None:
+            self._run_function(task_id, job.function, "task function")
+        else:
+            self._start_coroutine(task_id, job.function, job.loop)
+
+    def _run_named(self, task_id: str, name: str, payload: Any) -> None:
+        """A named task: its handler called with the payload the library decoded from the queue."""
+        with self.lock:
+            handler = self._handlers.get(name)
+        if handler is None:  # the library hands a runner only the names it added
+            self.finish(task_id, 1, f"InternalError: the Python runner holds no handler named {name!r}")
+            return
+        function = handler.function
+
+        def call() -> Any:
+            return function(payload)
+
+        if handler.loop is None:
+            self._run_function(task_id, call, "handler")
+        else:
+            self._start_coroutine(task_id, call, handler.loop)
 
     def finish(self, task_id: str, code: int, message: Optional[str]) -> None:
         """Reports a task's outcome, from any thread; never raises (it runs on the runner and in loop callbacks).
@@ -145,7 +209,7 @@ class Runner:
         if result not in (SFT_OK, SFT_ERR_NOT_FOUND):  # NOT_FOUND: closed at exit, the task already failed there
             _logger.error("storyflow_tasks: could not finish task %r: %s", task_id, self._lib.last_error_message())
 
-    def _run_function(self, task_id: str, function: TaskFunction) -> None:
+    def _run_function(self, task_id: str, function: TaskFunction, what: str) -> None:
         token = _current_task.set(task_id)
         try:
             result = function()
@@ -158,7 +222,7 @@ class Runner:
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited on purpose: no "never awaited" warning
-            self.finish(task_id, 1, "TypeError: the task function returned an awaitable; submit the async function itself")
+            self.finish(task_id, 1, f"TypeError: the {what} returned an awaitable; give the async function itself")
             return
         self.finish(task_id, 0, None)
 
@@ -260,6 +324,12 @@ def runner(lib: Native, exit_timeout: Callable[[], int]) -> Runner:
             state.runner = Runner(lib, exit_timeout)
             atexit.register(state.runner.close)
         return state.runner
+
+
+def registered_handler_names() -> List[str]:
+    """The handler names this process serves, in registration order."""
+    current = _state.runner
+    return [] if current is None else current.handler_names()
 
 
 def on_runner_thread() -> bool:

@@ -50,7 +50,12 @@ class SegmentError(TypedDict):
     error: str
 
 
-class _TaskStatusKeys(TypedDict):
+class TaskStatus(TypedDict):
+    """A task's status as ``get_task_status``, ``wait`` and ``watch`` return it (a fresh ``dict``).
+
+    Every key of the wire format is always there, in every store.
+    """
+
     task_id: str
     status: TaskState
     #: ``{}`` until the first update; then ``current``, ``total``, ``percentage`` and the extras given.
@@ -64,17 +69,9 @@ class _TaskStatusKeys(TypedDict):
     revision: int
     queue_position: Optional[int]
     cancel_requested: bool
-
-
-class TaskStatus(_TaskStatusKeys, total=False):
-    """A task's status as ``get_task_status``, ``wait`` and ``watch`` return it (a fresh ``dict``).
-
-    Every key of the wire format is always there. ``handler``, ``attempt`` and
-    ``checkpoint`` are present only for tasks run by a named handler, so they
-    are declared optional (``total=False``: the ``NotRequired`` of Python 3.11,
-    spelt so that Python 3.9 needs no ``typing_extensions``).
-    """
-
+    #: The handler's name for a named task, ``None`` for a function task.
     handler: Optional[str]
+    #: 0 before the first start, then 1, 2, ... (one more after each interruption).
     attempt: int
+    #: The last value given to ``set_checkpoint``, or ``None``.
     checkpoint: Any
