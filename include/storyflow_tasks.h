@@ -22,11 +22,6 @@
 #include <stdint.h>
 
 /**
- * The schema this code writes and reads, kept in the file's `user_version`.
- */
-#define SCHEMA_VERSION 1
-
-/**
  * Pass as `timeout_ms` to wait without a time limit.
  */
 #define SFT_WAIT_FOREVER -1
@@ -383,6 +378,9 @@ uint64_t sft_last_event_seq(void);
  * library lock held: it may call any `sft_` function. Calls made on different
  * threads can arrive out of order; each event's `seq` gives the order. A call
  * already under way when the listener is replaced may still finish with the old one.
+ * On the SQLite store a thread of the library follows the store's change feed
+ * instead: the listener is called on that thread, in `seq` order, shortly after
+ * each change, for the changes of every process sharing the file.
  *
  * # Safety
  * `listener` must be safe to call from any thread with `user_data` until replaced.

@@ -94,7 +94,7 @@ pub unsafe extern "C" fn sft_get_task_status(task_id: *const c_char) -> *mut c_c
     call_returning_string(|| {
         // SAFETY: the caller guarantees `task_id` is NULL or NUL-terminated.
         let task_id = unsafe { borrow_str(task_id, "task_id") }?;
-        process_manager().status_json(task_id).ok_or_else(|| Error::not_found(task_id))
+        process_manager().read_status(task_id)
     })
 }
 

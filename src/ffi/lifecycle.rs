@@ -208,6 +208,9 @@ impl ForeignListener {
 /// library lock held: it may call any `sft_` function. Calls made on different
 /// threads can arrive out of order; each event's `seq` gives the order. A call
 /// already under way when the listener is replaced may still finish with the old one.
+/// On the SQLite store a thread of the library follows the store's change feed
+/// instead: the listener is called on that thread, in `seq` order, shortly after
+/// each change, for the changes of every process sharing the file.
 ///
 /// # Safety
 /// `listener` must be safe to call from any thread with `user_data` until replaced.
@@ -245,7 +248,8 @@ pub unsafe extern "C" fn sft_list_tasks(status_filter: *const c_char, out_json: 
                 Error::invalid(format!("unknown status filter {name:?}: use PENDING, PROCESSING, COMPLETED, FAILED or CANCELLED"))
             })?),
         };
-        out.set(|| process_manager().list_json(filter));
+        let listing = process_manager().list(filter)?;
+        out.set(|| listing);
         Ok(())
     })
 }
@@ -256,7 +260,7 @@ pub unsafe extern "C" fn sft_list_tasks(status_filter: *const c_char, out_json: 
 /// Free it with `sft_string_free`.
 #[no_mangle]
 pub extern "C" fn sft_get_stats() -> *mut c_char {
-    call_returning_string(|| Ok(serde_json::to_string(&process_manager().stats()).expect("stats serialise")))
+    call_returning_string(|| Ok(serde_json::to_string(&process_manager().read_stats()?).expect("stats serialise")))
 }
 
 /// Applies a JSON object of settings, before or at first use (before the first

@@ -79,6 +79,9 @@ impl<'a> TaskContext<'a> {
 
     /// Whether cancellation of this task was requested; cheap enough to poll per segment.
     pub fn is_cancel_requested(&self) -> bool {
+        if let Some(durable) = self.manager.durable() {
+            return durable.store.is_cancel_requested(&self.task.id).unwrap_or(false);
+        }
         crate::sync::lock(&self.task.data).cancel_requested
     }
 

@@ -11,6 +11,7 @@
 //! listeners).
 
 mod body;
+mod durable;
 mod named;
 mod worker;
 
@@ -37,6 +38,7 @@ use crate::work_queue::{Queued, WorkQueue};
 use crate::TaskId;
 use body::Job;
 pub use body::{HandlerFn, TaskBody, TaskContext, TaskFailure};
+use durable::Durable;
 use named::Handlers;
 
 /// A callback told of every event, on the thread that made the change, with no lock held.
@@ -79,6 +81,8 @@ pub struct TaskManager {
     /// Fixed at first use; `staged_config` collects settings until then.
     config: OnceLock<Config>,
     staged_config: Mutex<Config>,
+    /// The durable store, once opened (set before `config` is fixed); never set for the memory store.
+    durable: OnceLock<Arc<Durable>>,
 }
 
 impl TaskManager {
@@ -101,6 +105,7 @@ impl TaskManager {
             handlers: Mutex::new(Handlers::default()),
             config: OnceLock::new(),
             staged_config: Mutex::new(config),
+            durable: OnceLock::new(),
         })
     }
 
@@ -137,21 +142,44 @@ impl TaskManager {
         }
     }
 
-    /// Refuses the first use of a manager configured for a store it cannot run on, before
-    /// the configuration is fixed, so that a corrected `configure` can follow.
-    fn check_store_before_first_use(&self) -> Result<()> {
+    /// The durable store this manager runs on (`None`: the memory store), opened by the
+    /// first call that needs it, which fixes the configuration. An open that fails
+    /// returns the store's error and fixes nothing, so that a corrected `configure` can
+    /// follow. `freeze`: the caller fixes the configuration for the memory store too (a
+    /// submission, a registration); reads do not.
+    fn open_store(&self, freeze: bool) -> Result<Option<&Arc<Durable>>> {
         if self.config.get().is_some() {
-            return Ok(());
+            return Ok(self.durable.get());
         }
+        self.open_store_first(freeze)
+    }
+
+    #[cold]
+    fn open_store_first(&self, freeze: bool) -> Result<Option<&Arc<Durable>>> {
         let staged = lock(&self.staged_config);
+        if self.config.get().is_some() {
+            return Ok(self.durable.get());
+        }
         staged.validate()?;
         match staged.store_choice()? {
-            crate::config::StoreChoice::Memory => Ok(()),
-            crate::config::StoreChoice::Sqlite(_) => Err(Error::invalid_state(format!(
-                "store {:?}: this manager runs on the in-memory store only so far (the SQLite store is not wired into it yet); \
-                 configure \"store\": \"memory\"",
-                staged.store
-            ))),
+            crate::config::StoreChoice::Memory => {
+                if freeze {
+                    let _ = self.config.set(staged.clone());
+                }
+                Ok(None)
+            }
+            crate::config::StoreChoice::Sqlite(path) => {
+                let durable = Durable::open_sqlite(&path, &staged)?;
+                let listener = self.listener.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let _ = self.durable.set(durable);
+                let _ = self.config.set(staged.clone());
+                drop(staged);
+                let durable = self.durable.get().expect("just set");
+                if listener.is_some() {
+                    self.set_durable_listener(durable, listener);
+                }
+                Ok(Some(durable))
+            }
         }
     }
 
@@ -187,7 +215,9 @@ impl TaskManager {
         handler: Option<TaskId>,
         make_job: impl FnOnce(&TaskId) -> Job,
     ) -> Result<TaskId> {
-        self.check_store_before_first_use()?;
+        if let Some(durable) = self.open_store(true)? {
+            return self.submit_durable(durable, task_id, make_job);
+        }
         let config = self.frozen_config();
         let task_id: TaskId = match task_id {
             Some(id) => {
@@ -266,7 +296,7 @@ impl TaskManager {
     pub fn finish_runner_task(&self, runner: RunnerId, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<()> {
         let runner = self.runners.get(runner)?;
         let Some(task) = runner.take_running(task_id) else {
-            if !self.registry.contains(task_id) {
+            if !self.contains(task_id) {
                 return Err(Error::not_found(task_id));
             }
             return Err(Error::invalid_state(format!("task {task_id:?} is not the task this runner is running")));
@@ -275,6 +305,9 @@ impl TaskManager {
             TaskFailure::Message(message) => TaskFailure::Message(self.frozen_config().shorten_message(message)),
             code => code,
         });
+        if let Some(durable) = self.durable() {
+            return self.finish_runner_durable(durable, &task, outcome);
+        }
         let mut data = lock(&task.data);
         if data.status != TaskState::Processing || data.deferral != Deferral::Awaiting {
             return Err(Error::invalid_state(format!("task {task_id:?} is {} already", data.status.as_str())));
@@ -294,6 +327,11 @@ impl TaskManager {
         let deadline = deadline_after(timeout);
         let (runner, closed) = self.runners.close(runner_id)?;
         self.remove_runner_handlers(&runner);
+        if let Some(durable) = self.durable() {
+            self.close_runner_durable(durable, &runner, closed.queued, closed.running, deadline);
+            self.runners.unregister(runner_id);
+            return Ok(());
+        }
         for task_id in closed.queued {
             if let Some(task) = self.registry.get(&task_id) {
                 let data = lock(&task.data);
@@ -354,7 +392,11 @@ impl TaskManager {
 
     /// Whether a task with this id is in the registry.
     pub fn contains(&self, task_id: &str) -> bool {
-        self.registry.contains(task_id)
+        match self.open_store(false) {
+            Ok(Some(durable)) => durable.store.status_json(task_id).is_ok(),
+            Ok(None) => self.registry.contains(task_id),
+            Err(_) => false,
+        }
     }
 
     /// Renders a task's status under its lock.
@@ -365,8 +407,21 @@ impl TaskManager {
         data.to_raw(&task.id, task.handler.as_deref(), position)
     }
 
-    /// The status JSON of a task, or `None` if the id is unknown.
+    /// The status JSON of a task, or `None` if the id is unknown (or the store cannot be read).
     pub fn status_json(&self, task_id: &str) -> Option<String> {
+        self.read_status(task_id).ok()
+    }
+
+    /// The status JSON of a task: [`ErrorKind::NotFound`] if the id is unknown, or the
+    /// store's error (one that cannot be opened, or read).
+    pub fn read_status(&self, task_id: &str) -> Result<String> {
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.status_json(task_id);
+        }
+        self.memory_status_json(task_id).ok_or_else(|| Error::not_found(task_id))
+    }
+
+    fn memory_status_json(&self, task_id: &str) -> Option<String> {
         let task = self.registry.get(task_id)?;
         let data = lock(&task.data);
         Some(raw_into_string(self.render(&task, &data)))
@@ -378,8 +433,21 @@ impl TaskManager {
         Some(serde_json::from_str(&json).expect("the status JSON matches TaskStatus"))
     }
 
-    /// Statuses of every task (or those in `filter`), in submission order, as a JSON array.
+    /// Statuses of every task (or those in `filter`), in submission order, as a JSON array
+    /// (`[]` if the store cannot be read: [`TaskManager::list`] says why).
     pub fn list_json(&self, filter: Option<TaskState>) -> String {
+        self.list(filter).unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    /// As [`TaskManager::list_json`], with the store's error if it cannot be opened or read.
+    pub fn list(&self, filter: Option<TaskState>) -> Result<String> {
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.list_json(filter);
+        }
+        Ok(self.memory_list_json(filter))
+    }
+
+    fn memory_list_json(&self, filter: Option<TaskState>) -> String {
         let mut rendered: Vec<(u64, Box<RawValue>)> = self
             .registry
             .snapshot()
@@ -395,14 +463,30 @@ impl TaskManager {
         serde_json::to_string(&statuses).expect("raw statuses serialise")
     }
 
-    /// Counts by state, queue depth, totals and run times.
+    /// Counts by state, queue depth, totals and run times (zeros if the store cannot be
+    /// read: [`TaskManager::read_stats`] says why).
     pub fn stats(&self) -> Stats {
+        self.read_stats().unwrap_or_else(|_| Counters::default().snapshot(0))
+    }
+
+    /// As [`TaskManager::stats`], with the store's error if it cannot be opened or read.
+    pub fn read_stats(&self) -> Result<Stats> {
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.stats();
+        }
+        Ok(self.memory_stats())
+    }
+
+    fn memory_stats(&self) -> Stats {
         let depth = self.queue.depth() + lock(&self.handlers).parked_len();
         self.counters.snapshot(depth)
     }
 
     /// Whether cancellation of a task was requested (polled by running tasks).
     pub fn is_cancel_requested(&self, task_id: &str) -> Result<bool> {
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.is_cancel_requested(task_id);
+        }
         Ok(lock(&self.find(task_id)?.data).cancel_requested)
     }
 
@@ -423,16 +507,19 @@ impl TaskManager {
     ///
     /// Integers in `extra` are kept exactly; other numbers must be finite doubles.
     pub fn update_progress(&self, task_id: &str, current: u64, total: u64, extra: Option<&Map<String, Value>>) -> Result<()> {
-        let progress = match extra {
+        let extra = match extra {
             Some(extra) => {
                 let mut extra = Value::Object(extra.clone());
                 crate::json::canonicalize("extra", &mut extra)?;
                 let Value::Object(extra) = extra else { unreachable!("an object stays an object") };
-                status::progress_json(current, total, Some(&extra))?
+                Some(extra)
             }
-            None => status::progress_json(current, total, None)?,
+            None => None,
         };
-        self.set_progress(task_id, progress)
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.update_progress(task_id, current, total, extra.as_ref());
+        }
+        self.set_progress(task_id, status::progress_json(current, total, extra.as_ref())?)
     }
 
     /// As [`TaskManager::update_progress`], with the extras as the text of a JSON object.
@@ -444,6 +531,9 @@ impl TaskManager {
             }
             None => None,
         };
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.update_progress(task_id, current, total, extra.as_ref());
+        }
         self.set_progress(task_id, status::progress_json(current, total, extra.as_ref())?)
     }
 
@@ -462,6 +552,9 @@ impl TaskManager {
         let limits = self.config();
         limits.check_segment_id(&segment.segment_id)?;
         limits.check_url(&segment.audio_url)?;
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.add_segment(task_id, segment);
+        }
         self.append_report(task_id, status::to_raw(segment)?, EventKind::Segment)
     }
 
@@ -476,6 +569,9 @@ impl TaskManager {
         let limits = self.config();
         limits.check_segment_id(&error.segment_id)?;
         limits.check_message("error message", &error.error)?;
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.add_error(task_id, error);
+        }
         self.append_report(task_id, status::to_raw(error)?, EventKind::Error)
     }
 
@@ -514,6 +610,9 @@ impl TaskManager {
     /// Sets the text the status `error` shows if the task fails; the latest call wins.
     pub fn set_failure_message(&self, task_id: &str, message: &str) -> Result<()> {
         self.config().check_message("failure message", message)?;
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.set_failure_message(task_id, message);
+        }
         let task = self.find(task_id)?;
         let mut data = lock(&task.data);
         if data.status.is_finished() {
@@ -529,6 +628,9 @@ impl TaskManager {
     /// (returns `Cancelled`); a running one is asked to stop (returns `Processing`).
     /// Never waits for the worker.
     pub fn cancel(&self, task_id: &str) -> Result<TaskState> {
+        if let Some(durable) = self.open_store(false)? {
+            return self.cancel_durable(durable, task_id);
+        }
         let task = self.find(task_id)?;
         let mut data = lock(&task.data);
         match data.status {
@@ -573,6 +675,9 @@ impl TaskManager {
 
     /// Marks the running task as completing later: the worker waits for [`TaskManager::finish`].
     pub fn defer(&self, task_id: &str) -> Result<()> {
+        if let Some(durable) = self.open_store(false)? {
+            return self.defer_durable(durable, task_id);
+        }
         let task = self.find(task_id)?;
         let mut data = lock(&task.data);
         match (data.status, data.deferral) {
@@ -592,6 +697,9 @@ impl TaskManager {
     pub fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<()> {
         if let Err(TaskFailure::Message(message)) = &outcome {
             self.config().check_message("failure message", message)?;
+        }
+        if let Some(durable) = self.open_store(false)? {
+            return self.finish_durable(durable, task_id, outcome);
         }
         let task = self.find(task_id)?;
         let mut data = lock(&task.data);
@@ -647,12 +755,20 @@ impl TaskManager {
 
     /// Blocks until the task is finished or `timeout` passes (`None`: no limit); returns its final status.
     pub fn wait(&self, task_id: &str, timeout: Option<Duration>) -> Result<String> {
+        if let Some(durable) = self.open_store(false)? {
+            self.check_durable_wait(durable, task_id, "finish")?;
+            return durable.store.wait(task_id, timeout);
+        }
         self.wait_until(task_id, timeout, "finish", |data| data.status.is_finished())
     }
 
     /// Blocks until the task's revision exceeds `after_revision` or it is finished
     /// (long-poll); returns the new status.
     pub fn wait_for_change(&self, task_id: &str, after_revision: u64, timeout: Option<Duration>) -> Result<String> {
+        if let Some(durable) = self.open_store(false)? {
+            self.check_durable_wait(durable, task_id, "change")?;
+            return durable.store.wait_for_change(task_id, after_revision, timeout);
+        }
         self.wait_until(task_id, timeout, "change", |data| data.revision > after_revision || data.status.is_finished())
     }
 
@@ -694,6 +810,9 @@ impl TaskManager {
         if max == 0 {
             return Err(Error::invalid("max_events must be at least 1"));
         }
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.wait_events(after_seq, max, timeout);
+        }
         let events = self.events.wait_after(after_seq, max, deadline_after(timeout));
         if events.is_empty() {
             return Err(Error::new(ErrorKind::Timeout, format!("no event after {after_seq} in time")));
@@ -701,17 +820,33 @@ impl TaskManager {
         Ok(events)
     }
 
-    /// The sequence number of the newest event (0 before the first).
+    /// The sequence number of the newest event (0 before the first, or if the store cannot be read).
     pub fn last_event_seq(&self) -> u64 {
-        self.events.last_seq()
+        self.read_last_event_seq().unwrap_or(0)
+    }
+
+    /// As [`TaskManager::last_event_seq`], with the store's error if it cannot be opened or read.
+    pub fn read_last_event_seq(&self) -> Result<u64> {
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.last_event_seq();
+        }
+        Ok(self.events.last_seq())
     }
 
     /// Installs (or with `None` removes) the listener called for every event, on the thread
     /// that made the change; calls on different threads can arrive out of `seq` order.
+    ///
+    /// On a durable store the listener is called by a thread of its own that follows the
+    /// store's change feed: for every event of every process sharing the store, in `seq`
+    /// order, shortly after the change.
     pub fn set_listener(&self, listener: Option<Listener>) {
         let mut slot = self.listener.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.has_listener.store(listener.is_some(), Ordering::Release);
-        *slot = listener;
+        *slot = listener.clone();
+        drop(slot);
+        if let Some(durable) = self.durable() {
+            self.set_durable_listener(durable, listener);
+        }
     }
 
     /// Bumps the revision, wakes waiters and records the event; returns it if a listener wants it.
@@ -767,6 +902,9 @@ impl TaskManager {
     /// thread itself, it does everything but wait.
     pub fn shutdown(&self, timeout: Option<Duration>) -> Result<()> {
         let deadline = deadline_after(timeout);
+        if let Some(durable) = self.durable() {
+            return self.shutdown_durable(durable, deadline);
+        }
         let (cancelled, running) = self.queue.shut_down();
         for Queued { task, job } in cancelled {
             let data = lock(&task.data);

@@ -68,14 +68,26 @@ impl TaskManager {
     }
 
     fn add_handler(self: &Arc<Self>, name: &str, handler: Handler) -> Result<()> {
-        self.check_store_before_first_use()?;
+        let durable = self.open_store(true)?;
         self.frozen_config().check_handler_name(name)?;
-        self.ensure_worker()?;
+        if durable.is_none() {
+            self.ensure_worker()?;
+        }
         let mut handlers = lock(&self.handlers);
         if handlers.by_name.contains_key(name) {
             return Err(Error::new(ErrorKind::DuplicateId, format!("a handler named {name:?} is registered already in this process")));
         }
         handlers.by_name.insert(Arc::from(name), handler);
+        if let Some(durable) = durable {
+            // The store hands this process the tasks of `name` from now on: the handler is
+            // in place before it can, and is withdrawn again if the store refuses.
+            drop(handlers);
+            let registered = durable.store.register_handler(name).and_then(|()| self.ensure_durable_worker(durable));
+            if registered.is_err() {
+                lock(&self.handlers).by_name.remove(name);
+            }
+            return registered;
+        }
         let (ready, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(&mut handlers.parked).into_iter().partition(|queued| queued.task.handler.as_deref() == Some(name));
         handlers.parked = waiting;
@@ -101,7 +113,7 @@ impl TaskManager {
     /// makes a new UUIDv4. Errors as [`TaskManager::submit_external`], and
     /// [`ErrorKind::InvalidArgument`] for a bad handler name or payload.
     pub fn submit_named(self: &Arc<Self>, handler: &str, payload_json: Option<&str>, task_id: Option<&str>) -> Result<TaskId> {
-        self.check_store_before_first_use()?;
+        let durable = self.open_store(true)?;
         let config = self.frozen_config();
         config.check_handler_name(handler)?;
         let payload = match payload_json {
@@ -111,6 +123,9 @@ impl TaskManager {
             }
             None => status::to_raw(&serde_json::Value::Null)?,
         };
+        if let Some(durable) = durable {
+            return self.submit_named_durable(durable, handler, &payload, task_id);
+        }
         let handler: TaskId = Arc::from(handler);
         self.submit_job(task_id, false, Some(handler.clone()), |_| Job::Named { handler, payload })
     }
@@ -120,11 +135,19 @@ impl TaskManager {
     pub fn set_checkpoint(&self, task_id: &str, checkpoint_json: &str) -> Result<()> {
         self.config().check_checkpoint_json(checkpoint_json)?;
         let checkpoint: Box<RawValue> = status::to_raw(&json::parse("checkpoint_json", checkpoint_json)?)?;
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.set_checkpoint(task_id, &checkpoint);
+        }
         self.change_unfinished_task(task_id, |data, _| {
             data.checkpoint = Some(checkpoint);
             // The change feed has no kind of its own for a checkpoint: it is the task's progress.
             Ok(crate::events::EventKind::Progress)
         })
+    }
+
+    /// The handler registered under `name` in this process.
+    pub(super) fn handler_named(&self, name: &str) -> Option<Handler> {
+        lock(&self.handlers).by_name.get(name).cloned()
     }
 
     /// The worker's lookup for a named task it reached, under the task's lock: its handler

@@ -104,7 +104,7 @@ fn run(manager: &Arc<TaskManager>, task: &Arc<Task>, mut job: Job) {
     manager.deliver(event);
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {

@@ -359,7 +359,20 @@ fn connect(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection>
     // WAL lets readers of every process go on while one writes. NORMAL syncs the WAL
     // only at checkpoints: a committed transaction survives the death of any process
     // (the WAL is in the page cache), though not a power cut.
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    // Switching a new file to WAL takes an exclusive lock for which SQLite does not call
+    // the busy handler: processes opening a new file at once (an API server's workers
+    // starting together) get SQLITE_BUSY here, so the switch is retried within the busy timeout.
+    let started = std::time::Instant::now();
+    let mode: String = loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < options.busy_timeout =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => break other?,
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),

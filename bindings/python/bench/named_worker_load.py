@@ -5,7 +5,8 @@
 For each placement of the handlers ("api": registered in the process that
 serves the polls, "worker": `python -m storyflow_tasks worker` beside it), a
 fresh API process on a fresh SQLite file runs 8 threads that poll a task's
-status without pause (what a status endpoint under `ab` costs), and measures:
+status without pause (what a status endpoint under `ab` costs), and measures (the memory store, with the handlers in the API process, is the
+reference):
 
 - tasks/s of 8 submitter threads: `--tasks` named no-op tasks submitted, from
   the first submit until the last one is final;
@@ -39,7 +40,8 @@ API_PROCESS = textwrap.dedent(
     store, placement, pollers, tasks, sentences = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     from storyflow_tasks import get_task_manager
     tm = get_task_manager()
-    tm.configure(store=store)
+    if store != "memory":
+        tm.configure(store=store)
     if placement == "api":
         import bench_handlers  # registers noop and narrate here
     else:
@@ -99,9 +101,9 @@ def environment() -> Dict[str, str]:
     return env
 
 
-def one_run(placement: str, pollers: int, tasks: int, sentences: int) -> Dict[str, float]:
+def one_run(kind: str, placement: str, pollers: int, tasks: int, sentences: int) -> Dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="sft-bench-") as directory:
-        store = f"sqlite:{directory}/tasks.db"
+        store = "memory" if kind == "memory" else f"sqlite:{directory}/tasks.db"
         worker = None
         if placement == "worker":
             worker = subprocess.Popen(
@@ -136,19 +138,27 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--stores", nargs="+", default=["memory", "sqlite"], choices=["memory", "sqlite"])
     arguments = parser.parse_args()
     rows: List[Dict[str, Any]] = []
+    # The memory store cannot have a worker process: it is the in-process reference.
+    placements = [
+        (kind, placement) for kind in arguments.stores for placement in ("api", "worker") if (kind, placement) != ("memory", "worker")
+    ]
     for pollers in (0, 8):
-        for placement in ("api", "worker"):
-            runs = [one_run(placement, pollers, arguments.tasks, arguments.sentences) for _ in range(arguments.repeat)]
-            row: Dict[str, Any] = {"placement": placement, "pollers": pollers}
+        for kind, placement in placements:
+            runs = [one_run(kind, placement, pollers, arguments.tasks, arguments.sentences) for _ in range(arguments.repeat)]
+            row: Dict[str, Any] = {"store": kind, "placement": placement, "pollers": pollers}
             for key in runs[0]:
                 row[key] = statistics.median(run[key] for run in runs)
             rows.append(row)
-    print(f"{'handlers in':<12}{'pollers':>8}{'tasks/s (8 submitters)':>24}{'submits/s':>12}{'narration s':>13}{'status reads/s':>16}")
+    print(
+        f"{'store':<8}{'handlers in':<12}{'pollers':>8}{'tasks/s (8 submitters)':>24}"
+        f"{'submits/s':>12}{'narration s':>13}{'status reads/s':>16}"
+    )
     for row in rows:
         print(
-            f"{row['placement']:<12}{row['pollers']:>8}{row['tasks_per_s']:>24.0f}{row['submits_per_s']:>12.0f}"
+            f"{row['store']:<8}{row['placement']:<12}{row['pollers']:>8}{row['tasks_per_s']:>24.0f}{row['submits_per_s']:>12.0f}"
             f"{row['narration_s']:>13.3f}{row['status_reads_per_s']:>16.0f}"
         )
     print(json.dumps({"sentences": arguments.sentences, "tasks": arguments.tasks, "medians": rows}))

@@ -16,7 +16,7 @@ import threading
 import types
 from typing import Any, AsyncIterator, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
 
-from ._errors import InvalidArgumentError, InvalidStateError, TaskNotFoundError, TaskTimeoutError
+from ._errors import InvalidArgumentError, InvalidStateError, StoryflowTasksError, TaskNotFoundError, TaskTimeoutError
 from ._events import EventHub
 from ._native import (
     SFT_ERR_INVALID_STATE,
@@ -516,7 +516,9 @@ class TaskManager:
     def stats(self) -> Dict[str, Any]:
         """Counts by state, queue depth, totals submitted/completed/failed/cancelled and run times."""
         lib = self._native
-        stats: Dict[str, Any] = lib.take_json(lib.sft_get_stats())
+        stats: Optional[Dict[str, Any]] = lib.take_json(lib.sft_get_stats())
+        if stats is None:  # NULL: the store could not be read (e.g. opened); the library says why
+            raise StoryflowTasksError(f"stats: {lib.last_error_message() or 'the library returned no statistics'}")
         return stats
 
     def configure(self, **settings: Any) -> None:

@@ -30,7 +30,7 @@ STORE_ENV = "STORYFLOW_TASKS_STORE"
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
 #: Exit statuses: 0 after a graceful stop; 1 when the running task had to be abandoned
-#: (it is resumed elsewhere), the store could not be opened or a module not imported;
+#: (it is resumed elsewhere), or a module could not be imported (or its store opened);
 #: 2 for a wrong command line.
 EXIT_ABANDONED = 1
 EXIT_USAGE = 2
@@ -107,12 +107,6 @@ def _serve(parser: argparse.ArgumentParser, store: Optional[str], modules: List[
             f"the worker needs a shared store: give --store sqlite:<path> (or set ${STORE_ENV}); "
             "no other process can submit to the memory store"
         )
-
-    try:
-        tm.stats()  # opens the store now, so that its error is reported as the store's, not as the first module's
-    except StoryflowTasksError as error:
-        _fail(f"cannot open the store {store}: {error}")
-        return EXIT_ABANDONED
 
     # Modules are named as the application imports them, from its directory, as rq and celery do.
     if os.getcwd() not in sys.path and "" not in sys.path:
