@@ -862,7 +862,8 @@ def supervise(arguments: List[str], workers: int, worker_process: bool, sock: so
 
     signal.signal(signal.SIGINT, pass_on)
     signal.signal(signal.SIGTERM, pass_on)
-    codes = [child.wait() for child in children]
+    # uvicorn ends a server it stopped on a signal by raising that signal again: that is a clean stop.
+    codes = [0 if code in (-signal.SIGTERM, -signal.SIGINT) else code for code in (child.wait() for child in children)]
     if worker is not None:
         # Killed, not stopped: the worker command's SIGTERM cancels the running narration, where a
         # restart should resume it. An interrupted narration starts again at its next sentence.
