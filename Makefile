@@ -171,17 +171,21 @@ test-python: lint-python python-package
 	env -u STORYFLOW_TASKS_LIB $(VENV)/bin/pytest -q -p no:cacheprovider bindings/python/tests
 
 ## serve: the narration page and its API on http://127.0.0.1:8000/ (examples/web): make serve PORT=8080 HOST=127.0.0.1
+## over an SQLite task store, target/web/tasks.db (STORE=memory, STORE=sqlite:PATH, or $$STORYFLOW_TASKS_STORE);
+## WORKERS=2 serves from two processes sharing that store's one worker
 # HOST only from the command line: tcsh exports HOST as the machine's name.
 serve: build
-	examples/web/serve.sh $(if $(PORT),--port '$(PORT)') $(if $(filter command line,$(origin HOST)),--host '$(HOST)')
+	examples/web/serve.sh $(if $(PORT),--port '$(PORT)') $(if $(filter command line,$(origin HOST)),--host '$(HOST)') \
+	  $(if $(STORE),--store '$(STORE)') $(if $(WORKERS),--workers '$(WORKERS)')
 
 ## test-web: the web example's API tests (httpx) and browser test (Debian's Chromium + playwright-core)
 test-web: build
 	examples/web/run_tests.sh
 
 ## demo: narrate examples/story.txt with espeak-ng; WAV files under out/
+## (STORE=sqlite:out/tasks.db: a killed run is taken up by the next one)
 demo: build
-	examples/demo.sh
+	examples/demo.sh $(if $(STORE),--store '$(STORE)')
 
 ## test-examples: the Python demo and the C example narrate a two-chapter text; pytest checks the audio
 test-examples: build deps

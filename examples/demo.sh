@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: narrates examples/story.txt with espeak-ng, a storyflow-tasks task
 # per chapter and a WAV file per sentence under out/.
-#   examples/demo.sh [narrate.py options, e.g. --pace 0.5] [STORY]
+#   examples/demo.sh [narrate.py options, e.g. --pace 0.5 or --store sqlite:out/tasks.db] [STORY]
 # The library must be built (`make build`; `make demo` does it first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,20 @@ if [ ! -f "$STORYFLOW_TASKS_LIB" ]; then
 fi
 examples/venv.sh
 
-# Chapters left by an earlier run would mix with this one's.
-rm -rf out/[0-9][0-9]-*/
+# Chapters left by an earlier run would mix with this one's; but a durable store
+# (--store sqlite:...) remembers them, and this run takes them up where they stopped.
+store=memory
+previous=
+for argument in "$@"; do
+  case "$previous:$argument" in
+    --store:*) store=$argument ;;
+    *:--store=*) store=${argument#--store=} ;;
+  esac
+  previous=$argument
+done
+if [ "$store" = memory ]; then
+  rm -rf out/[0-9][0-9]-*/
+fi
 status=0
 "$VENV"/bin/python examples/narrate.py --out out "$@" || status=$?
 

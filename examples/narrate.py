@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
 """Narrates a story with espeak-ng: one storyflow-tasks task per chapter, one WAV per sentence.
 
-    python examples/narrate.py [--out DIR] [--report FILE] [--pace SECONDS] [STORY]
+    python examples/narrate.py [--out DIR] [--report FILE] [--pace SECONDS] [--store STORE] [STORY]
 
-The tasks run one at a time on the library's worker thread; this (main)
-thread only polls their status to draw a live progress bar per task, then
-prints a summary table. A sentence espeak-ng cannot speak (a ``[voice:NAME]``
-it does not have) becomes a segment error and its chapter goes on.
+Each chapter is a task of the named handler ``narrate-chapter``, which this
+process registers; the tasks run one at a time on the library's worker
+thread, and this (main) thread only polls their status to draw a live
+progress bar per task, then prints a summary table. A sentence espeak-ng
+cannot speak (a ``[voice:NAME]`` it does not have) becomes a segment error
+and its chapter goes on.
+
+``--store sqlite:out/tasks.db`` keeps the tasks in that file: a run killed
+midway (SIGKILL, a crash) is taken up by the next run with the same store,
+each chapter at its next sentence, and chapters already finished are shown
+as they ended (delete the file to start afresh).
 
 Ctrl-C cancels: the pending chapters never run, the running one stops after
 its current sentence (it polls ``is_cancel_requested`` between sentences).
@@ -30,7 +37,8 @@ from espeak_engine import EspeakEngine, SynthesisError
 from story import Chapter, StoryFormatError, load_story, slug
 
 from storyflow_tasks import (TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED, TASK_PROCESSING,
-                             InvalidStateError, StoryflowTasksError, get_task_manager)
+                             DuplicateTaskIdError, InvalidStateError, StoryflowTasksError, current_task_id,
+                             get_task_manager)
 
 FINAL_STATES = (TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED)
 POLL_SECONDS = 0.1
@@ -38,6 +46,8 @@ NAME_WIDTH = 30  # the task id column, in the bars and the summary
 WIDE_BAR, NARROW_BAR = 20, 10  # the bar's cells: the narrow one below WIDE_TERMINAL columns
 WIDE_TERMINAL = 100
 DEFAULT_STORY = Path(__file__).resolve().parent / "story.txt"
+#: The named handler each chapter's task is submitted to.
+HANDLER_NAME = "narrate-chapter"
 
 
 def pace(tm, task_id: str, seconds: float) -> None:
@@ -47,20 +57,40 @@ def pace(tm, task_id: str, seconds: float) -> None:
         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
-def chapter_task(tm, engine: EspeakEngine, task_id: str, chapter: Chapter, directory: Path,
-                 pace_seconds: float):
-    """The function one task runs on the worker thread: the chapter, sentence by sentence."""
+def chapter_payload(chapter: Chapter, directory: Path) -> dict:
+    """What a chapter's task carries: its sentences and where their WAVs go, so any run can speak it."""
+    return {"sentences": [{"text": sentence.text, "voice": sentence.voice} for sentence in chapter.sentences],
+            "directory": str(directory)}
 
-    def narrate_chapter() -> None:
-        total = len(chapter.sentences)
-        spoken = 0
-        for number, sentence in enumerate(chapter.sentences, start=1):
+
+def register_chapter_handler(tm, engine: EspeakEngine, pace_seconds: float) -> None:
+    """The handler one chapter's task runs on the worker thread: the chapter, sentence by sentence.
+
+    Sentences the task already has (as a completed segment or an error) are
+    skipped: in a durable store, a chapter interrupted by the end of its
+    process goes on at its next sentence in the next run. The pause is this
+    run's ``--pace``, whichever run submitted the chapter.
+    """
+
+    def narrate_chapter(payload: dict) -> None:
+        task_id = current_task_id()
+        sentences = payload["sentences"]
+        directory = Path(payload["directory"])
+        directory.mkdir(parents=True, exist_ok=True)
+        status = tm.get_task_status(task_id)
+        done = ({segment["segment_id"] for segment in status["completed_segments"]}
+                | {error["segment_id"] for error in status["errors"]})
+        total = len(sentences)
+        spoken = len(status["completed_segments"])
+        for number, sentence in enumerate(sentences, start=1):
+            if number in done:
+                continue
             if tm.is_cancel_requested(task_id):
                 return  # the task ends CANCELLED: its cancellation was requested
             tm.update_task_progress(task_id, number - 1, total, current_segment_id=number)
             path = directory / f"{number:03d}.wav"
             try:
-                utterance = engine.synthesize(sentence.text, path, sentence.voice)
+                utterance = engine.synthesize(sentence["text"], path, sentence["voice"])
             except SynthesisError as error:
                 tm.add_error(task_id, number, str(error))
             else:
@@ -72,7 +102,7 @@ def chapter_task(tm, engine: EspeakEngine, task_id: str, chapter: Chapter, direc
         if spoken == 0:
             raise RuntimeError("no sentence of the chapter could be synthesised")
 
-    return narrate_chapter
+    tm.register_handler(HANDLER_NAME, narrate_chapter)
 
 
 def fit(text: str, width: int) -> str:
@@ -212,6 +242,9 @@ def parse_args(argv):
                         help="write the final status of every task there, as JSON")
     parser.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
                         help="pause after each sentence (to watch, or to try Ctrl-C)")
+    parser.add_argument("--store", default="memory", metavar="STORE",
+                        help="where the tasks live: memory (default), or sqlite:PATH, which a later run "
+                             "with the same file takes up where a killed one stopped")
     args = parser.parse_args(argv)
     if not 0 <= args.pace <= 3600:
         parser.error(f"--pace takes seconds between 0 and 3600, got {args.pace}")
@@ -240,9 +273,20 @@ def main(argv=None) -> int:
     wall_start = time.monotonic()
     try:
         tm = get_task_manager()
+        if args.store.startswith("sqlite:"):
+            # The store's folder (out/, by default) may not exist yet on a first run.
+            Path(args.store[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
+        tm.configure(store=args.store)
+        register_chapter_handler(tm, engine, args.pace)
+    except StoryflowTasksError as error:
+        print(f"narrate: cannot use the task store {args.store}: {error}", file=sys.stderr)
+        return 1
+    try:
         for task_id, chapter in zip(task_ids, chapters):
-            task = chapter_task(tm, engine, task_id, chapter, args.out / task_id, args.pace)
-            tm.submit_task(task, task_id=task_id)
+            try:
+                tm.submit_named(HANDLER_NAME, chapter_payload(chapter, args.out / task_id), task_id=task_id)
+            except DuplicateTaskIdError:
+                pass  # a durable store has it from an earlier run: it is followed as it is
     except StoryflowTasksError as error:
         print(f"narrate: cannot submit the chapters: {error}", file=sys.stderr)
         return 1

@@ -479,6 +479,27 @@ static int32_t fail_task(const char *task_id, const char *call, SftResult result
     return 1;
 }
 
+/* Reports sentence `number` as its wire object, encoded by cJSON so that any path or message
+ * round-trips: {"segment_id": N, key: text, "duration": D} for audio (duration >= 0),
+ * {"segment_id": N, "error": text} for an error (duration < 0). The id stays a JSON number. */
+static SftResult report_segment(const char *task_id, size_t number, const char *key, const char *text,
+                                double duration)
+{
+    cJSON *segment = cJSON_CreateObject();
+    char *json = NULL;
+    if (segment && cJSON_AddNumberToObject(segment, "segment_id", (double)number)
+        && cJSON_AddStringToObject(segment, key, text)
+        && (duration < 0 || cJSON_AddNumberToObject(segment, "duration", duration)))
+        json = cJSON_PrintUnformatted(segment);
+    cJSON_Delete(segment);
+    if (!json)
+        return SFT_ERR_INTERNAL; /* out of memory */
+    SftResult result = duration < 0 ? sft_add_error_from_json(task_id, json)
+                                    : sft_add_completed_segment_from_json(task_id, json);
+    cJSON_free(json);
+    return result;
+}
+
 /* The task function: runs on the worker thread, one sentence after another. */
 static int32_t narrate_chapter(const char *task_id, void *user_data)
 {
@@ -494,23 +515,22 @@ static int32_t narrate_chapter(const char *task_id, void *user_data)
     for (size_t i = 0; i < total; i++) {
         if (cancel_requested(task_id))
             return 0; /* ends CANCELLED: cancellation was requested */
-        char extra[64], segment_id[32], path[PATH_BYTES], error[ERROR_BYTES];
+        char extra[64], path[PATH_BYTES], error[ERROR_BYTES];
         double duration = 0;
         snprintf(extra, sizeof extra, "{\"current_segment_id\": %zu}", i + 1);
-        snprintf(segment_id, sizeof segment_id, "%zu", i + 1);
         snprintf(path, sizeof path, "%s/%03zu.wav", job->directory, i + 1);
         SftResult result = sft_update_task_progress(task_id, i, total, extra);
         if (result != SFT_OK)
             return fail_task(task_id, "sft_update_task_progress", result);
         if (synthesize(&job->chapter->sentences[i], path, &duration, error, sizeof error) == 0) {
-            result = sft_add_completed_segment_json(task_id, segment_id, path, duration);
+            result = report_segment(task_id, i + 1, "audio_url", path, duration);
             if (result != SFT_OK)
-                return fail_task(task_id, "sft_add_completed_segment_json", result);
+                return fail_task(task_id, "sft_add_completed_segment_from_json", result);
             spoken++;
         } else {
-            result = sft_add_error_json(task_id, segment_id, error);
+            result = report_segment(task_id, i + 1, "error", error, -1);
             if (result != SFT_OK)
-                return fail_task(task_id, "sft_add_error_json", result);
+                return fail_task(task_id, "sft_add_error_from_json", result);
         }
         pace(task_id, job->pace_seconds);
     }

@@ -182,6 +182,56 @@ def test_ctrl_c_cancels_pending_chapters_and_stops_the_running_one(narrator, tmp
     assert not (tmp_path / "wav" / "02-the-broken-voice").exists()
 
 
+def _status_in_the_store(store: str, task_id: str) -> dict:
+    """A task's status as read by another process that opens the store (and runs nothing)."""
+    script = ("import json, sys\n"
+              "from storyflow_tasks import get_task_manager\n"
+              "tm = get_task_manager()\n"
+              "tm.configure(store=sys.argv[1])\n"
+              "print(json.dumps(tm.get_task_status(sys.argv[2])))\n")
+    result = subprocess.run([sys.executable, "-c", script, store, task_id], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT, check=True)
+    return json.loads(result.stdout)
+
+
+def test_a_killed_run_is_taken_up_by_the_next_run_over_the_same_store(tmp_path):
+    store = f"sqlite:{tmp_path / 'tasks.db'}"
+    command = [sys.executable, str(EXAMPLES / "narrate.py"), "--out", str(tmp_path / "wav"), "--store", store]
+    # --pace 600: the first chapter waits after its first sentence until the kill.
+    first = subprocess.Popen([*command, "--pace", "600", str(TWO_CHAPTERS)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is None
+        while True:
+            status = _status_in_the_store(store, "01-the-short-one")
+            if status is not None and status["completed_segments"]:
+                break
+            assert first.poll() is None, first.stderr.read()
+            threading.Event().wait(0.1)  # polling the store, no assertion on how long it takes
+    finally:
+        first.kill()
+        first.wait()
+    first_wav = tmp_path / "wav" / "01-the-short-one" / "001.wav"
+    spoken_once = (first_wav.stat().st_ino, first_wav.stat().st_mtime_ns)
+
+    report = tmp_path / "report.json"
+    second = subprocess.run([*command, "--report", str(report), str(TWO_CHAPTERS)], capture_output=True,
+                            text=True, timeout=RUN_TIMEOUT)
+    assert second.returncode == 0, f"{second.stdout}\n{second.stderr}"
+    statuses = {status["task_id"]: status for status in json.loads(report.read_text())}
+    resumed, after = statuses["01-the-short-one"], statuses["02-the-broken-voice"]
+    assert resumed["status"] == after["status"] == "COMPLETED"
+    assert resumed["attempt"] == 2 and after["attempt"] == 1
+    assert [segment["segment_id"] for segment in resumed["completed_segments"]] == [1, 2, 3]
+    assert (first_wav.stat().st_ino, first_wav.stat().st_mtime_ns) == spoken_once, "sentence 1 was spoken again"
+
+    third = subprocess.run([*command, "--report", str(report), str(TWO_CHAPTERS)], capture_output=True,
+                           text=True, timeout=RUN_TIMEOUT)
+    assert third.returncode == 0, f"{third.stdout}\n{third.stderr}"
+    assert {status["task_id"]: status for status in json.loads(report.read_text())} == statuses, \
+        "a finished chapter is shown as it ended, not narrated again"
+
+
 @pytest.mark.parametrize("story, message", [
     ("## One\n[speed:3] Fast words.\n", "markup must be [voice:NAME]"),
     ("## One\n[voice:en Unclosed.\n", "markup must be [voice:NAME]"),

@@ -1,16 +1,25 @@
 #!/usr/bin/env python3
 """StoryFlow's audio-generation API over storyflow-tasks: a FastAPI app and its page.
 
-    python examples/web/app.py [--host 127.0.0.1] [--port 8000] [--pace 0.3] [--media-dir DIR] [limits...]
+    python examples/web/app.py [--host 127.0.0.1] [--port 8000] [--pace 0.3] [--media-dir DIR]
+                               [--store memory|sqlite:PATH] [--workers N] [--worker-process] [limits...]
 
 ``POST /api/stories/{story_id}/narrate`` queues a narration (one task, one WAV
 per sentence, spoken by the demo's espeak-ng engine); ``GET /api/tasks/{id}``
 is its status in the library's wire format; ``GET /api/tasks/{id}/events``
 streams one Server-Sent Event per change until it finishes;
 ``DELETE /api/tasks/{id}`` cancels it; ``/media/audio/...`` serves the WAVs and
-``/`` the page. It listens on 127.0.0.1 by default, in ONE process: the task
-registry lives in the process, so several uvicorn workers would each see only
-their own tasks.
+``/`` the page. It listens on 127.0.0.1 by default.
+
+Each narration is a task of the library's named handler ``narrate``
+(``narration.py``). The task store decides what outlives the process: in
+``memory`` (the library's default) the statuses end with it; over
+``sqlite:PATH`` (``make serve``'s default) they survive a restart, a narration
+the process was speaking starts again at its next sentence, and several
+processes (``--workers N``, or servers started apart on one file) share one
+queue and one running narration, each answering for every task. The
+narrations are spoken in the API process, or with ``--worker-process`` in a
+worker process of their own, so the API's GIL serves requests only.
 
 Only the page it serves can drive it: every request must name an allowed
 Host, a request from a browser must come from an allowed Origin, and a POST
@@ -29,7 +38,9 @@ import math
 import os
 import re
 import secrets
+import signal
 import socket
+import subprocess
 import sys
 import threading
 from contextlib import asynccontextmanager
@@ -45,15 +56,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from media import NARRATION_DIR, WAV_NAME, Limits, MediaStore, UnwritableMediaDir
-from narration import (DEFAULT_VOICE, VOICE_NAME, EspeakEngine, StoryFormatError, SynthesisError, narration_task,
-                       segments_of)
+from narration import (AUDIO_URL_PREFIX, DEFAULT_VOICE, HANDLER_NAME, MEDIA_DIR_ENV, MEDIA_LIMITS_ENV, RETENTION_ENV,
+                       VOICE_NAME, EspeakEngine, Pause, StoryFormatError, SynthesisError, narration_payload,
+                       register_narration, segments_of)
 
 from storyflow_tasks import (
     FINISHED_STATES,
+    TASK_PENDING,
+    TASK_PROCESSING,
     InvalidArgumentError,
     InvalidStateError,
     QueueFullError,
     ShutDownError,
+    StoryflowTasksError,
     TaskManager,
     TaskNotFoundError,
     TaskTimeoutError,
@@ -63,7 +78,6 @@ from storyflow_tasks import (
 WEB_DIR = Path(__file__).resolve().parent
 REPO_DIR = WEB_DIR.parent.parent
 STATIC_DIR = WEB_DIR / "static"
-AUDIO_URL_PREFIX = "/media/audio"
 STORY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 #: The longest pause between sentences a request may ask for.
 MAX_PACE_SECONDS = 5.0
@@ -76,6 +90,8 @@ CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_REVISION_DIGITS = 18
 ALLOWED_HOSTS_ENV = "STORYFLOW_WEB_ALLOWED_HOSTS"
 ALLOWED_ORIGINS_ENV = "STORYFLOW_WEB_ALLOWED_ORIGINS"
+#: The library's own variable for the store, read when neither --store nor the configuration names one.
+STORE_ENV = "STORYFLOW_TASKS_STORE"
 #: What the page needs and nothing more: its own script, style, audio and API; no frames, no plugins.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -125,6 +141,8 @@ class Settings:
     keepalive_seconds: float = 15.0
     #: Printed (with the URL) once the app is ready, for scripts that start it.
     ready_url: Optional[str] = None
+    #: Whether this process registers the narration handler (else a worker process speaks).
+    speak: bool = True
 
     @property
     def max_body_bytes(self) -> int:
@@ -184,54 +202,58 @@ def _sse(status: dict) -> str:
 
 
 class Narrator:
-    """The app's side of the narrations: which story runs which task, and submitting them."""
+    """The app's side of the narrations: admitting and submitting them, finding a story's, cleaning up files.
 
-    def __init__(self, tm: TaskManager, engine: EspeakEngine, settings: Settings, store: MediaStore) -> None:
+    It keeps no state of its own: every answer comes from the task store, so
+    any process over one durable store answers for any narration.
+    """
+
+    def __init__(self, tm: TaskManager, settings: Settings, store: MediaStore, durable: bool) -> None:
         self.tm = tm
-        self.engine = engine
         self.settings = settings
         self.store = store
-        #: story id -> its latest narration's task id
-        self.latest: Dict[str, str] = {}
-        #: task id -> its number of sentences, for every narration whose files may be on disk
-        self.narrations: Dict[str, int] = {}
+        #: Whether the task store outlives this process (``sqlite:``): then stopping pauses, never cancels.
+        self.durable = durable
+        #: Set by ``speak_here`` when this process registers the handler.
+        self.engine: Optional[EspeakEngine] = None
+        self.pause = Pause()
         # sweep() runs on the event loop and on the worker (as a narration starts).
         self._lock = threading.Lock()
+
+    def speak_here(self, engine: EspeakEngine) -> None:
+        """Registers the narration handler: this process speaks narrations (any process's, in a shared store)."""
+        self.engine = engine
+        register_narration(self.tm, engine, self.store, before_each=self.sweep, pause=self.pause)
 
     def sweep(self) -> None:
         """Deletes the files of the narrations the library has cleaned up (retention cap or age).
 
-        Run before each narration is admitted and as each starts, so the
-        finished narrations on disk are never more than the library retains.
+        Run before each narration is admitted, as each starts, and now and
+        then, so the finished narrations on disk are never more than the
+        library retains; then counts what the disk holds.
         """
         with self._lock:
-            gone = [task_id for task_id in self.narrations if self.tm.get_task_status(task_id) is None]
-            for task_id in gone:
-                del self.narrations[task_id]
-            for story_id in [story for story, task_id in self.latest.items() if task_id in gone]:
-                del self.latest[story_id]
-        for task_id in gone:
-            self.store.delete(task_id)
+            self.store.sweep(lambda task_id: self.tm.get_task_status(task_id) is not None)
 
-    def sentence_count(self, task_id: str) -> Optional[int]:
-        with self._lock:
-            return self.narrations.get(task_id)
+    def narrations(self) -> List[dict]:
+        """The statuses of the narrations pending or running, in any process of the store."""
+        unfinished = [*self.tm.list_tasks(TASK_PROCESSING), *self.tm.list_tasks(TASK_PENDING)]
+        return [status for status in unfinished if status.get("handler") == HANDLER_NAME]
 
     def running_task(self, story_id: str) -> Optional[dict]:
-        """The status of the story's narration if it is still pending or running."""
-        task_id = self.latest.get(story_id)
-        if task_id is None:
-            return None
-        status = self.tm.get_task_status(task_id)
-        if status is None:
-            return None  # removed from the registry by the library's cleanup; sweep() forgets it
-        return None if status["status"] in FINISHED_STATES else status
+        """The status of the story's narration if one is still pending or running."""
+        for status in self.narrations():
+            if story_of(status["task_id"]) == story_id:
+                return status
+        return None
 
     def start(self, story_id: str, request: NarrateRequest) -> dict:
         """Queues a narration of ``request.text`` for ``story_id``; returns the POST's answer.
 
         Runs on the event loop with no await between the duplicate check and
-        the submission, so two requests for one story cannot both pass it.
+        the submission, so two requests for one story to one process cannot
+        both pass it. (Two processes of one store can, within the same
+        millisecond or so: the narrations then both run, one after the other.)
         """
         if len(request.text) > self.settings.max_text_chars:
             raise ApiError(413, f"the text is {len(request.text)} characters long; "
@@ -262,25 +284,14 @@ class Narrator:
                            task_id=running["task_id"])
         task_id = f"{story_id}-{secrets.token_hex(6)}"
         pace = self.settings.pace_seconds if request.pace_seconds is None else request.pace_seconds
-        speak = narration_task(self.tm, self.engine, task_id, segments, request.voice or DEFAULT_VOICE,
-                               self.store, f"{AUDIO_URL_PREFIX}/{task_id}", pace)
-
-        def task() -> None:
-            self.sweep()  # narrations that finished while this one waited may have been cleaned up
-            speak()
-
-        with self._lock:
-            self.narrations[task_id] = len(segments)
+        payload = narration_payload(story_id, segments, request.voice or DEFAULT_VOICE, pace)
         try:
-            self.tm.submit_task(task, task_id=task_id)
+            self.tm.submit_named(HANDLER_NAME, payload, task_id=task_id)
         except QueueFullError:
-            self.forget(task_id)
             raise ApiError(503, f"{self.settings.max_pending} narrations are already waiting: try again later",
                            headers={"Retry-After": "5"}) from None
         except ShutDownError:
-            self.forget(task_id)
             raise ApiError(503, "the server is shutting down") from None
-        self.latest[story_id] = task_id
         return {
             "task_id": task_id,
             "story_id": story_id,
@@ -289,47 +300,67 @@ class Narrator:
             "segments": [segment.to_json() for segment in segments],
         }
 
-    def forget(self, task_id: str) -> None:
-        with self._lock:
-            self.narrations.pop(task_id, None)
+    @staticmethod
+    def fully_spoken(status: dict) -> bool:
+        """Whether every sentence of a running narration has its audio or its error: only the finish is left.
 
-    def fully_spoken(self, status: dict) -> bool:
-        """Whether every sentence of a running narration has its audio or its error: only the finish is left."""
-        count = self.sentence_count(status["task_id"])
-        return (status["status"] == "PROCESSING" and count is not None
-                and len(status["completed_segments"]) + len(status["errors"]) >= count)
+        The handler sets the progress's total to the number of sentences before it speaks the first.
+        """
+        total = status["progress"].get("total", 0)
+        return (status["status"] == TASK_PROCESSING and total > 0
+                and len(status["completed_segments"]) + len(status["errors"]) >= total)
 
     def cancel_all(self) -> None:
-        """Cancels every narration still pending or running (the process is about to end).
+        """In a store that ends with this process: cancels every narration still pending or running.
 
         One that has spoken its every sentence is left to finish COMPLETED:
-        only its last status update is left to do.
+        only its last status update is left to do. A durable store keeps them
+        instead: they go on when the service is back.
         """
-        for task_id in list(self.latest.values()):
-            status = self.tm.get_task_status(task_id)
-            if status is None or status["status"] in FINISHED_STATES or self.fully_spoken(status):
+        if self.durable:
+            return
+        for status in self.narrations():
+            if self.fully_spoken(status):
                 continue
             try:
-                self.tm.cancel(task_id)
+                self.tm.cancel(status["task_id"])
             except (InvalidStateError, TaskNotFoundError):
                 pass  # finished already
 
-    def stop(self, timeout: float) -> None:
-        """At shutdown: cancels the app's narrations, waits for the running one, releases the engine."""
+    def stop(self, timeout: float) -> bool:
+        """At shutdown. Returns True when the process must end at once (``os._exit``), leaving its narration.
+
+        Memory store: cancels the narrations, waits for the running one, shuts
+        the manager down, releases the engine. Durable store: the narration
+        this process speaks pauses after its sentence and the process ends
+        without finishing it, so that the store starts it again (at the next
+        sentence) once the service is back; the pending ones stay pending.
+        """
+        if self.durable:
+            if not self.pause.wait_paused(timeout):
+                _logger.warning("a sentence took more than %s s to speak; the process ends in the middle of it",
+                                timeout)
+            return self.engine is not None
         self.cancel_all()
-        for task_id in list(self.latest.values()):
-            status = self.tm.get_task_status(task_id)
-            if status is not None and self.fully_spoken(status):
+        for status in self.narrations():
+            if self.fully_spoken(status):
                 try:
-                    self.tm.wait(task_id, timeout=timeout)  # before shutdown would ask it to cancel
+                    self.tm.wait(status["task_id"], timeout=timeout)  # before shutdown would ask it to cancel
                 except (TaskTimeoutError, TaskNotFoundError):
                     pass
         try:
             self.tm.shutdown(timeout=timeout)
         except TaskTimeoutError:
             _logger.warning("a narration did not stop within %s s; the engine is left open", timeout)
-            return
-        self.engine.close()
+            return False
+        if self.engine is not None:
+            self.engine.close()
+        return False
+
+
+def story_of(task_id: str) -> str:
+    """The story a narration's task id names: ``<story id>-<12 hex digits>``."""
+    return task_id[:-13]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -458,15 +489,18 @@ def create_app(settings: Settings, store: Optional[MediaStore] = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tm = get_task_manager()
-        tm.configure(max_pending_tasks=settings.max_pending, max_retained_finished=settings.max_retained_finished,
-                     cleanup_threshold_secs=settings.keep_finished_seconds)
-        try:
-            engine = EspeakEngine()
-        except SynthesisError as error:
-            print(f"app.py: cannot start the espeak-ng engine: {error}", file=sys.stderr, flush=True)
-            raise
-        narrator = Narrator(tm, engine, settings, store)
+        durable = tm.get_config().get("store", "memory") != "memory"
+        narrator = Narrator(tm, settings, store, durable)
         app.state.narrator = narrator
+        app.state.exit_at_once = False
+        narrator.sweep()  # the files of narrations no status names any more: an earlier run's, in memory
+        if settings.speak:
+            try:
+                engine = EspeakEngine()
+            except SynthesisError as error:
+                print(f"app.py: cannot start the espeak-ng engine: {error}", file=sys.stderr, flush=True)
+                raise
+            narrator.speak_here(engine)
 
         async def sweep_now_and_then() -> None:
             while True:
@@ -478,7 +512,7 @@ def create_app(settings: Settings, store: Optional[MediaStore] = None) -> FastAP
             print(f"storyflow-web: ready on {settings.ready_url}", flush=True)
         yield
         sweeper.cancel()
-        narrator.stop(timeout=5.0)
+        app.state.exit_at_once = narrator.stop(timeout=5.0)
 
     app = FastAPI(title="StoryFlow narration (storyflow-tasks)", lifespan=lifespan, redoc_url=None)
     app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
@@ -686,7 +720,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-header-bytes", type=_size, default=16 * 1024, metavar="SIZE",
                         help="the request line and headers together; a larger request is refused (400); default 16K")
     parser.add_argument("--access-log", action="store_true", help="log every request")
-    args = parser.parse_args(argv)
+    parser.add_argument("--store", metavar="STORE",
+                        help=f"the task store: memory, or sqlite:PATH (statuses survive a restart, and every "
+                             f"process of the file shares one queue); default ${STORE_ENV}, else memory")
+    parser.add_argument("--workers", type=_positive, default=1, metavar="N",
+                        help="serve from N processes on one port (needs an sqlite: store); default 1")
+    parser.add_argument("--worker-process", action=argparse.BooleanOptionalAction, default=False,
+                        help="speak the narrations in a worker process of their own (python -m storyflow_tasks "
+                             "worker), not in the API process (needs an sqlite: store)")
+    # What a supervising app.py passes to the processes it starts.
+    parser.add_argument("--socket-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-speak", action="store_true", help=argparse.SUPPRESS)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
+    store_spec = _store_spec(args.store or os.environ.get(STORE_ENV) or "memory")
+    if store_spec == "memory" and (args.workers > 1 or args.worker_process):
+        parser.error("--workers and --worker-process need a task store the processes share: --store sqlite:PATH")
     if args.max_media < 2 * args.max_narration_audio:
         parser.error("--max-media must be at least twice --max-narration-audio "
                      "(the running narration and one finished one)")
@@ -701,7 +750,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UnwritableMediaDir as error:
         raise SystemExit(f"app.py: {error} (pass --media-dir DIR)") from None
 
-    sock = _listening_socket(args.host, args.port)
+    if args.socket_fd is None:
+        sock = _listening_socket(args.host, args.port)
+    else:
+        sock = socket.socket(fileno=args.socket_fd)
     port = sock.getsockname()[1]
     hosts = args.allowed_host or _listed(os.environ.get(ALLOWED_HOSTS_ENV)) or default_allowed_hosts(args.host, port)
     origins = args.allowed_origin or _listed(os.environ.get(ALLOWED_ORIGINS_ENV)) or origins_of(hosts)
@@ -711,7 +763,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         pace_seconds=args.pace, max_text_chars=args.max_text_chars, max_segments=args.max_sentences,
                         max_pending=args.max_pending, max_media_bytes=args.max_media,
                         max_narration_audio_bytes=args.max_narration_audio, min_free_bytes=args.min_free,
-                        ready_url=url)
+                        ready_url=url, speak=not args.no_speak)
+    if args.socket_fd is None and (args.workers > 1 or args.worker_process):
+        return supervise(arguments, args.workers, args.worker_process, sock, store_spec, settings)
+    open_tasks(settings, store_spec)
     app = create_app(settings, store)
 
     class Server(uvicorn.Server):
@@ -731,7 +786,90 @@ def main(argv: Optional[List[str]] = None) -> int:
                             server_header=False, timeout_graceful_shutdown=5)
     server = Server(config)
     server.run(sockets=[sock])  # uvloop when installed, else asyncio
+    if getattr(app.state, "exit_at_once", False):
+        # The paused narration must stay unfinished: interpreter exit would close the
+        # library's runner, which fails a task still running. The store starts it again.
+        sys.stdout.flush()
+        os._exit(0 if server.started else 1)
     return 0 if server.started else 1
+
+
+def _store_spec(text: str) -> str:
+    """The store as every process must name it: an sqlite: path made absolute (the worker runs elsewhere)."""
+    if text.startswith("sqlite:"):
+        return "sqlite:" + str(Path(text[len("sqlite:"):]).expanduser().resolve())
+    return text
+
+
+def open_tasks(settings: Settings, store_spec: str) -> TaskManager:
+    """Configures the process's task manager and opens its store now, so a bad store stops the start with one line."""
+    tm = get_task_manager()
+    try:
+        tm.configure(store=store_spec, max_pending_tasks=settings.max_pending,
+                     max_retained_finished=settings.max_retained_finished,
+                     cleanup_threshold_secs=settings.keep_finished_seconds)
+        tm.stats()  # the first call that needs the store opens it
+    except StoryflowTasksError as error:
+        raise SystemExit(f"app.py: cannot use the task store {store_spec}: {error} (pass --store memory "
+                         f"or --store sqlite:PATH)") from None
+    return tm
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: a supervisor killed with SIGKILL leaves no server behind.
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def supervise(arguments: List[str], workers: int, worker_process: bool, sock: socket.socket, store_spec: str,
+              settings: Settings) -> int:
+    """Serves from ``workers`` processes on one listening socket, as ``uvicorn --workers`` does.
+
+    Each is this app, run again with the socket's descriptor; with
+    ``worker_process`` they register no handler and one more process, the
+    library's worker command, speaks the narrations. Every process opens the
+    one task store. SIGINT and SIGTERM are passed on; the supervisor ends when
+    the servers have.
+    """
+    env = {**os.environ, STORE_ENV: store_spec}
+    children: List[subprocess.Popen] = []
+    worker: Optional[subprocess.Popen] = None
+    if worker_process:
+        limits = settings.media_limits
+        worker_env = {**env, MEDIA_DIR_ENV: str(settings.media_dir),
+                      MEDIA_LIMITS_ENV: f"{limits.max_bytes},{limits.max_narration_bytes},{limits.min_free_bytes}",
+                      RETENTION_ENV: f"{settings.max_retained_finished},{settings.keep_finished_seconds}"}
+        # Its own session: a Ctrl-C in the terminal must not reach it, since the worker command's
+        # graceful stop cancels the running narration; the supervisor stops it last.
+        worker = subprocess.Popen([sys.executable, "-m", "storyflow_tasks", "worker", "--store", store_spec,
+                                   "--import", "narration_worker"], cwd=WEB_DIR, env=worker_env,
+                                  start_new_session=True, preexec_fn=_die_with_parent)
+    fd = sock.fileno()
+    for _ in range(workers):
+        command = [sys.executable, str(Path(__file__).resolve()), *arguments, "--workers", "1",
+                   "--no-worker-process", "--store", store_spec, "--socket-fd", str(fd)]
+        if worker_process:
+            command.append("--no-speak")
+        children.append(subprocess.Popen(command, env=env, pass_fds=(fd,), preexec_fn=_die_with_parent))
+    sock.close()
+
+    def pass_on(signal_number: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, pass_on)
+    signal.signal(signal.SIGTERM, pass_on)
+    # uvicorn ends a server it stopped on a signal by raising that signal again: that is a clean stop.
+    codes = [0 if code in (-signal.SIGTERM, -signal.SIGINT) else code for code in (child.wait() for child in children)]
+    if worker is not None:
+        # Killed, not stopped: the worker command's SIGTERM cancels the running narration, where a
+        # restart should resume it. An interrupted narration starts again at its next sentence.
+        worker.kill()
+        worker.wait()
+    return max(codes)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 """Latency of ``GET /api/tasks/{id}`` under concurrent pollers while a narration runs (loopback only).
 
     python examples/web/load_test.py [--pollers 50] [--requests 200] [--max-seconds 60] [--url URL]
+    python examples/web/load_test.py --narration-time [--pollers 8] [--sentences 100]
 
 Without ``--url`` it starts the app itself (app.py on a free 127.0.0.1 port).
 It queues one long narration (espeak-ng really speaking, a sentence every
@@ -13,6 +14,16 @@ a small machine the figure would be the client's. It prints the latency
 percentiles and writes them to target/web/load_test.json. A measurement, not a test: it asserts nothing
 about time; it fails only if a request fails or the narration was not running
 throughout.
+
+``--narration-time`` measures the other side: how long one narration of
+``--sentences`` sentences (no pause between them) takes from its start to its
+end, by the task's own ``started_at``/``completed_at``, with no load and
+while ``--pollers`` poll its status back to back, in three set-ups of the app:
+the memory store with the handler in the API process, an SQLite store with the
+handler in the API process, and an SQLite store with the handler in a worker
+process of its own (``--worker-process``). Python pollers' requests hold the
+API process's GIL, which a handler in that process needs too. It writes
+target/web/load_test_narration.json.
 """
 
 from __future__ import annotations
@@ -143,14 +154,89 @@ async def _events(http: httpx.AsyncClient, path: str):
                 yield json.loads(line[5:])
 
 
+#: The app set-ups --narration-time compares: a name, and app.py's options (the store file in a temporary folder).
+SETUPS = [
+    ("memory store, handler in the API process", lambda scratch: []),
+    ("sqlite store, handler in the API process", lambda scratch: ["--store", f"sqlite:{scratch}/tasks.db"]),
+    ("sqlite store, handler in a worker process",
+     lambda scratch: ["--store", f"sqlite:{scratch}/tasks.db", "--worker-process"]),
+]
+
+
+async def timed_narration(base_url: str, pollers: int, sentences: int) -> dict:
+    """One narration's run time while ``pollers`` poll its status back to back (none: no load)."""
+    text = " ".join(f"Timed sentence number {n}." for n in range(1, sentences + 1))
+    async with httpx.AsyncClient(base_url=base_url, timeout=60.0) as http:
+        started = await http.post(f"/api/stories/timed-{os.urandom(4).hex()}/narrate",
+                                  json={"text": text, "pace_seconds": 0})
+        started.raise_for_status()
+        path = started.json()["status_url"]
+        connections = [await KeepAliveConnection.open(base_url) for _ in range(pollers)]
+        finished = asyncio.Event()
+        counts = [0] * pollers
+
+        async def poll_until_finished(index: int) -> None:
+            while not finished.is_set():
+                code, body = await connections[index].get(path)
+                counts[index] += 1
+                if code != 200:
+                    raise RuntimeError(f"GET {path}: {code} {body[:200]!r}")
+
+        load = [asyncio.create_task(poll_until_finished(index)) for index in range(pollers)]
+        try:
+            async with aclosing(_events(http, started.json()["events_url"])) as statuses:
+                async for status in statuses:
+                    if status["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+                        break
+        finally:
+            finished.set()
+            await asyncio.gather(*load, return_exceptions=True)
+            for connection in connections:
+                await connection.close()
+    if status["status"] != "COMPLETED" or len(status["completed_segments"]) != sentences:
+        raise RuntimeError(f"the timed narration ended {status['status']}: {status.get('error')}")
+    seconds = status["completed_at"] - status["started_at"]
+    return {"pollers": pollers, "narration_seconds": round(seconds, 3), "status_requests": sum(counts),
+            "status_requests_per_second": round(sum(counts) / seconds, 1) if seconds > 0 else None}
+
+
+def narration_time(pollers: int, sentences: int, json_path: Path) -> int:
+    results = []
+    for name, options in SETUPS:
+        with tempfile.TemporaryDirectory(prefix="storyflow-load-") as scratch:
+            with running_app(Path(scratch) / "media", options(scratch)) as base_url:
+                asyncio.run(timed_narration(base_url, 0, 3))  # warm-up: the engine's first voice load
+                quiet = asyncio.run(timed_narration(base_url, 0, sentences))
+                loaded = asyncio.run(timed_narration(base_url, pollers, sentences))
+        results.append({"setup": name, "no_load": quiet, "under_load": loaded})
+        print(f"{name}: {sentences} sentences in {quiet['narration_seconds']} s alone, "
+              f"{loaded['narration_seconds']} s under {pollers} pollers "
+              f"({loaded['status_requests_per_second']} status req/s)", flush=True)
+    report = {"sentences": sentences, "pollers": pollers, "cpus": os.cpu_count(),
+              "load_average_before": [round(value, 2) for value in os.getloadavg()], "results": results}
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written to {json_path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--requests", type=int, default=200, help="GETs per poller (default 200)")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="stop polling after this long")
     parser.add_argument("--url", help="a running app (loopback only); default: start one")
-    parser.add_argument("--json", type=Path, default=REPO_DIR / "target" / "web" / "load_test.json")
+    parser.add_argument("--json", type=Path, help="where the figures go (default target/web/load_test*.json)")
+    parser.add_argument("--narration-time", action="store_true",
+                        help="time one narration under the load instead, in the three app set-ups")
+    parser.add_argument("--sentences", type=int, default=100, help="the timed narration's sentences (default 100)")
     args = parser.parse_args(argv)
+    if args.narration_time:
+        if not (0 <= args.pollers <= 200 and 1 <= args.sentences <= 500):
+            parser.error("keep the load bounded: 0..200 pollers, 1..500 sentences")
+        return narration_time(args.pollers, args.sentences,
+                              args.json or REPO_DIR / "target" / "web" / "load_test_narration.json")
+    args.json = args.json or REPO_DIR / "target" / "web" / "load_test.json"
     if not (1 <= args.pollers <= 200 and 1 <= args.requests <= 10_000 and 0 < args.max_seconds <= 300):
         parser.error("keep the load bounded: 1..200 pollers, 1..10000 requests each, at most 300 s")
     if args.url and not args.url.startswith(LOOPBACK_PREFIXES):

@@ -7,6 +7,11 @@ ever finds whole files: a failed write (a full or read-only disk) leaves
 nothing behind. The store counts the bytes it holds so that the total stays
 under ``max_bytes``, and deletes a narration's folder when its task leaves the
 library's registry: a file is kept exactly as long as a status names it.
+
+The directory may be shared by several processes over one durable task store
+(``sqlite:``): a narration may be spoken by any of them, and read by all. So
+the byte count is what the disk holds, counted again (``recount``) whenever
+the app sweeps, rather than what this process wrote.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 Written = TypeVar("Written")
 
@@ -74,12 +79,12 @@ class MediaStore:
 
     # ----- startup ------------------------------------------------------------------
 
-    def open(self) -> int:
-        """Makes the directory, checks that a file can be written there, deletes what an earlier run left.
+    def open(self) -> None:
+        """Makes the directory and checks that a file can be written there.
 
-        Returns how many leftover narration folders were deleted: their tasks
-        lived in the process that wrote them, so no status names them now.
-        Raises UnwritableMediaDir with a one-line reason.
+        Raises UnwritableMediaDir with a one-line reason. What an earlier run
+        left is counted by the first ``recount`` and deleted by the app's first
+        sweep if no status names it any more.
         """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -92,12 +97,22 @@ class MediaStore:
         except OSError as error:
             raise UnwritableMediaDir(f"the media directory {self.root} is not writable: "
                                      f"{error.strerror or error}") from None
-        leftovers = 0
-        for entry in self.root.iterdir():
-            if entry.is_dir() and NARRATION_DIR.match(entry.name):
-                self._delete_folder(entry)
-                leftovers += 1
-        return leftovers
+        self.recount()
+
+    def narration_folders(self) -> List[str]:
+        """The task ids that have a folder here (only names this store makes)."""
+        try:
+            return sorted(entry.name for entry in os.scandir(self.root)
+                          if NARRATION_DIR.match(entry.name) and entry.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+
+    def recount(self) -> None:
+        """Counts the bytes every narration folder holds on the disk now, whichever process wrote them."""
+        counts = {task_id: _folder_bytes(self.folder(task_id)) for task_id in self.narration_folders()}
+        with self._lock:
+            self._narrations = counts
+            self._used = sum(counts.values())
 
     # ----- admission ----------------------------------------------------------------
 
@@ -162,15 +177,16 @@ class MediaStore:
             with open(temporary, "rb+") as handle:
                 os.fsync(handle.fileno())
             size = temporary.stat().st_size
-            self._reserve(task_id, size)
-            try:
-                os.replace(temporary, folder / name)
-                _fsync_directory(folder)
-            except BaseException:
-                self._release(task_id, size)
-                raise
+            # Reserved and renamed under one lock: a recount in between would count the file twice or not at all.
             with self._lock:
+                self._reserve(task_id, size)
+                try:
+                    os.replace(temporary, folder / name)
+                except BaseException:
+                    self._release(task_id, size)
+                    raise
                 self._needed_free = None  # a whole WAV fitted
+            _fsync_directory(folder)
             return size, written
         except OSError as error:
             _remove_quietly(temporary)
@@ -184,23 +200,32 @@ class MediaStore:
             raise
 
     def _reserve(self, task_id: str, size: int) -> None:
-        with self._lock:
-            narration = self._narrations.get(task_id, 0)
-            if narration + size > self.limits.max_narration_bytes:
-                raise StorageError(f"the narration's audio would pass its limit of "
-                                   f"{_megabytes(self.limits.max_narration_bytes)}")
-            if self._used + size > self.limits.max_bytes:
-                raise StorageError(f"the media storage is full: {_megabytes(self._used)} of "
-                                   f"{_megabytes(self.limits.max_bytes)} in use")
-            self._narrations[task_id] = narration + size
-            self._used += size
+        """Counts ``size`` more bytes for the narration, or raises StorageError; the caller holds the lock."""
+        # A file replaced in place (a resumed narration speaking its sentence again) is counted anew:
+        # its old size leaves the count at the next recount.
+        narration = self._narrations.get(task_id, 0)
+        if narration + size > self.limits.max_narration_bytes:
+            raise StorageError(f"the narration's audio would pass its limit of "
+                               f"{_megabytes(self.limits.max_narration_bytes)}")
+        if self._used + size > self.limits.max_bytes:
+            raise StorageError(f"the media storage is full: {_megabytes(self._used)} of "
+                               f"{_megabytes(self.limits.max_bytes)} in use")
+        self._narrations[task_id] = narration + size
+        self._used += size
 
     def _release(self, task_id: str, size: int) -> None:
-        with self._lock:
-            self._narrations[task_id] = self._narrations.get(task_id, 0) - size
-            self._used -= size
+        """Takes back a reservation whose file never arrived; the caller holds the lock."""
+        self._narrations[task_id] = self._narrations.get(task_id, 0) - size
+        self._used -= size
 
     # ----- deleting ---------------------------------------------------------------------
+
+    def sweep(self, is_known: Callable[[str], bool]) -> None:
+        """Deletes the folders of the narrations ``is_known`` no longer knows, then counts what is left."""
+        for task_id in self.narration_folders():
+            if not is_known(task_id):
+                self.delete(task_id)
+        self.recount()
 
     def delete(self, task_id: str) -> None:
         """Deletes a narration's files (its task has left the registry) and forgets its bytes."""
@@ -223,6 +248,13 @@ class MediaStore:
             folder.rmdir()
         except OSError:
             pass  # something else is in it: left alone
+
+
+def _folder_bytes(folder: Path) -> int:
+    try:
+        return sum(entry.stat().st_size for entry in os.scandir(folder) if WAV_NAME.match(entry.name))
+    except FileNotFoundError:
+        return 0  # deleted meanwhile by another process's sweep
 
 
 def _fsync_directory(folder: Path) -> None:
