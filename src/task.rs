@@ -98,35 +98,11 @@ impl Task {
 impl TaskData {
     /// Serialises the status JSON; `queue_position` is looked up by the caller for pending tasks.
     pub fn to_raw(&self, task_id: &str, handler: Option<&str>, queue_position: Option<u64>) -> Box<RawValue> {
-        serde_json::value::to_raw_value(&self.view(task_id, handler, queue_position)).expect("a status view always serialises")
-    }
-
-    /// Writes the status JSON at the end of `out` (as [`TaskData::to_raw`]), with room for
-    /// one more byte reserved: a C string's NUL then needs no new allocation.
-    ///
-    /// The buffer is sized for the whole status up front: grown from serde_json's default
-    /// 128 bytes, a status of a few hundred bytes costs two reallocations and their copies.
-    pub fn write_json(&self, task_id: &str, handler: Option<&str>, queue_position: Option<u64>, out: &mut Vec<u8>) {
-        let reports = |reports: &[Box<RawValue>]| reports.first().map_or(0, |first| (first.get().len() + 1) * reports.len());
-        let estimate = 320
-            + task_id.len()
-            + handler.map_or(0, str::len)
-            + self.progress.as_ref().map_or(0, |p| p.get().len())
-            + self.checkpoint.as_ref().map_or(0, |c| c.get().len())
-            + self.message.as_ref().map_or(0, |m| m.len() + m.len() / 8)
-            + reports(&self.segments)
-            + reports(&self.errors);
-        out.reserve(estimate);
-        serde_json::to_writer(&mut *out, &self.view(task_id, handler, queue_position)).expect("a status view always serialises");
-        out.reserve(1);
-    }
-
-    fn view<'a>(&'a self, task_id: &'a str, handler: Option<&'a str>, queue_position: Option<u64>) -> StatusView<'a> {
         let error = match self.status {
             TaskState::Failed | TaskState::Cancelled => self.message.as_deref(),
             _ => None,
         };
-        StatusView {
+        let view = StatusView {
             task_id,
             status: self.status,
             progress: match &self.progress {
@@ -145,6 +121,7 @@ impl TaskData {
             handler,
             attempt: self.attempt,
             checkpoint: self.checkpoint.as_deref(),
-        }
+        };
+        serde_json::value::to_raw_value(&view).expect("a status view always serialises")
     }
 }

@@ -67,20 +67,6 @@ pub(crate) fn call_returning_string(body: impl FnOnce() -> Result<String>) -> *m
     })
 }
 
-/// As [`call_returning_string`], for text built as bytes (JSON from serde_json, so UTF-8).
-pub(crate) fn call_returning_bytes(body: impl FnOnce() -> Result<Vec<u8>>) -> *mut c_char {
-    guard(std::ptr::null_mut(), || match body() {
-        // SAFETY: the bytes are JSON written by serde_json, which writes a NUL only as the
-        // escape \u0000, never as a byte; skipping CString::new's scan for one matters for a
-        // status of thousands of segments (its scan was a fifth of a status read's time).
-        Ok(bytes) => unsafe { CString::from_vec_unchecked(bytes) }.into_raw(),
-        Err(error) => {
-            fail(error);
-            std::ptr::null_mut()
-        }
-    })
-}
-
 /// Hands `text` to the caller, who frees it with `sft_string_free`.
 pub(crate) fn into_c_string(text: String) -> *mut c_char {
     // JSON and UTF-8 ids never contain NUL (serde_json escapes it), so this cannot fail in practice.

@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_void, CString};
 
-use super::boundary::{borrow_optional_str, borrow_str, call, call_returning_bytes, guard, into_c_string, last_error, OutString};
+use super::boundary::{borrow_optional_str, borrow_str, call, call_returning_string, guard, into_c_string, last_error, OutString};
 use super::global::process_manager;
 use super::{SftFreeFn, SftResult, SftTaskFn};
 use crate::{CompletedSegment, Error, SegmentError, TaskBody, TaskContext, TaskFailure};
@@ -91,10 +91,10 @@ pub unsafe extern "C" fn sft_submit_task(
 /// `task_id` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn sft_get_task_status(task_id: *const c_char) -> *mut c_char {
-    call_returning_bytes(|| {
+    call_returning_string(|| {
         // SAFETY: the caller guarantees `task_id` is NULL or NUL-terminated.
         let task_id = unsafe { borrow_str(task_id, "task_id") }?;
-        process_manager().read_status_bytes(task_id)
+        process_manager().read_status(task_id)
     })
 }
 

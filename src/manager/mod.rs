@@ -401,14 +401,10 @@ impl TaskManager {
 
     /// Renders a task's status under its lock.
     fn render(&self, task: &Task, data: &TaskData) -> Box<RawValue> {
-        data.to_raw(&task.id, task.handler.as_deref(), self.queue_position(task, data))
-    }
-
-    /// A pending task's place in the queue (`None` for the others, and for a named task set aside).
-    fn queue_position(&self, task: &Task, data: &TaskData) -> Option<u64> {
-        (data.status == TaskState::Pending && !task.awaiting_handler.load(Ordering::Acquire))
+        let position = (data.status == TaskState::Pending && !task.awaiting_handler.load(Ordering::Acquire))
             // A task the worker already dequeued but not yet started is next: 0.
-            .then(|| self.queue.position(task.queue_seq.load(Ordering::Relaxed)).unwrap_or(0))
+            .then(|| self.queue.position(task.queue_seq.load(Ordering::Relaxed)).unwrap_or(0));
+        data.to_raw(&task.id, task.handler.as_deref(), position)
     }
 
     /// The status JSON of a task, or `None` if the id is unknown (or the store cannot be read).
@@ -423,19 +419,6 @@ impl TaskManager {
             return durable.store.status_json(task_id);
         }
         self.memory_status_json(task_id).ok_or_else(|| Error::not_found(task_id))
-    }
-
-    /// The status JSON of a task as bytes with room for a C string's NUL: the C API's read.
-    pub(crate) fn read_status_bytes(&self, task_id: &str) -> Result<Vec<u8>> {
-        if let Some(durable) = self.open_store(false)? {
-            return durable.store.status_json(task_id).map(String::into_bytes);
-        }
-        let task = self.find(task_id)?;
-        let data = lock(&task.data);
-        let position = self.queue_position(&task, &data);
-        let mut out = Vec::new();
-        data.write_json(&task.id, task.handler.as_deref(), position, &mut out);
-        Ok(out)
     }
 
     fn memory_status_json(&self, task_id: &str) -> Option<String> {
