@@ -83,8 +83,8 @@ async function useEverything(): Promise<void> {
       const code: 'SFT_ERR_INVALID_ARGUMENT' = error.code;
       console.log(code);
     } else if (error instanceof StoryflowTasksError) {
-      const code: string = error.code;
-      const result: number = error.result;
+      const code: string | null = error.code;
+      const result: number | null = error.result;
       console.log(code, result);
     }
   }
