@@ -84,6 +84,29 @@ TARGETS = [
     ("c_status_p99_us_writer_hot", "<=", None, 50),
 ]
 
+# Rows of the "Stores" table: (what, figure suffix, unit, target text, SQLite limit or None).
+# Each figure is `stores_memory_<suffix>` beside `stores_sqlite_<suffix>` (benches/stores.rs).
+MEMORY_TARGET = "memory: within 10% of the memory store before the stores existed"
+STORE_ROWS = [
+    ("submit, one thread, p50", "submit_us_p50", "us", "SQLite <= 100 us; " + MEMORY_TARGET, 100),
+    ("submit, one thread, p99", "submit_us_p99", "us", "", None),
+    ("submit, 8 threads at once, p50", "submit_8_threads_us_p50", "us", "", None),
+    ("submit, 8 threads at once, p99", "submit_8_threads_us_p99", "us", "", None),
+    ("progress update, the worker's cost, p50", "progress_us_p50", "us", "<= 2 us, never a disk wait", 2),
+    ("progress update, the worker's cost, p99", "progress_us_p99", "us", "", None),
+    ("segment append, the worker's cost, p50", "segment_us_p50", "us", "SQLite <= 200 us", 200),
+    ("segment append, the worker's cost, p99", "segment_us_p99", "us", "", None),
+    ("status read, same process, p50", "status_us_p50", "us", "", None),
+    ("status read, same process, p99", "status_us_p99", "us", "", None),
+    ("status read, another process, p50", "status_other_process_us_p50", "us", "", None),
+    ("status read, another process, p99", "status_other_process_us_p99", "us", "", None),
+    ("long-poll wake across processes, p50", "wake_other_process_us_p50", "us", "SQLite <= 2,000 us", 2000),
+    ("long-poll wake across processes, p99", "wake_other_process_us_p99", "us", "", None),
+    ("no-op tasks per second", "tasks_per_s", "tasks/s", "", None),
+    ("bytes per retained finished task (memory: resident; SQLite: on disk)", "bytes_per_retained_task", "bytes", "", None),
+    ("reopen with 100,000 retained finished tasks", "reopen_100k_ms", "ms", "SQLite <= 1,000 ms", 1000),
+]
+
 # Rows of the main table: each figure beside what it is compared with.
 TABLE_ROWS = [
     "c_throughput_tasks_per_s", "channel_limit_tasks_per_s",
@@ -194,7 +217,8 @@ def target_text(figure, relation, other, factor):
 
 def markdown_tables(results, verdicts):
     lines = ["| figure | median | min | max | unit | what |", "|---|---:|---:|---:|---|---|"]
-    for name in TABLE_ROWS + sorted(n for n in results if n not in TABLE_ROWS and not n.startswith("design_")):
+    others = sorted(n for n in results if n not in TABLE_ROWS and not n.startswith(("design_", "stores_")))
+    for name in TABLE_ROWS + others:
         what = FIGURES.get(name, ("", ""))[1]
         result = results.get(name)
         if result is None:
@@ -210,6 +234,22 @@ def markdown_tables(results, verdicts):
             f"| `{target_text(figure, relation, other, factor)}` | {number(value)} | {number(limit)} | {verdict} |"
         )
     return "\n".join(lines), "\n".join(target_lines)
+
+
+def stores_table(results):
+    """Each store figure with the memory store's beside the SQLite store's, and the target."""
+    if not any(name.startswith("stores_") for name in results):
+        return "(benches/stores.rs did not run)"
+    spread = lambda r: f"{number(r['median'])} ({number(r['min'])}-{number(r['max'])})" if r else "-"  # noqa: E731
+    lines = [
+        "| figure | memory | SQLite | unit | target | SQLite verdict |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for what, suffix, unit, target, limit in STORE_ROWS:
+        memory, sqlite = results.get(f"stores_memory_{suffix}"), results.get(f"stores_sqlite_{suffix}")
+        verdict = "" if limit is None or sqlite is None else ("met" if sqlite["median"] <= limit else "MISSED")
+        lines.append(f"| {what} | {spread(memory)} | {spread(sqlite)} | {unit} | {target} | {verdict} |")
+    return "\n".join(lines)
 
 
 def design_table(results, info):
@@ -318,8 +358,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", required=True)
     parser.add_argument("--results", required=True)
-    parser.add_argument("--markdown", required=True)
-    parser.add_argument("--notes", required=True)
+    parser.add_argument("--markdown")
+    parser.add_argument("--notes")
+    parser.add_argument("--stores-only", action="store_true", help="print the Stores table; write no markdown")
     parser.add_argument("--load-start", default="?")
     parser.add_argument("--load-end", default="?")
     parser.add_argument("--seconds", default="?")
@@ -334,6 +375,14 @@ def main():
         + "\n"
     )
     Path(args.results).with_name("diagnostics.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    if args.stores_only:
+        print(stores_table(results))
+        if failures:
+            print("\nruns that printed nothing usable: " + ", ".join(failures), file=sys.stderr)
+        return
+    if not args.markdown or not args.notes:
+        parser.error("--markdown and --notes are required unless --stores-only")
 
     figures_table, targets_table = markdown_tables(results, verdicts)
     print(figures_table)
@@ -354,6 +403,7 @@ analysis at the end is `benches/NOTES.md`. Do not edit this file by hand: rerun
 ```sh
 make bench                       # release build, every figure, this file and target/bench/results.json
 BENCH_REPS=5 make bench          # more repeated runs per figure (default 3)
+BENCH_ONLY=stores benches/run.sh # only the Stores figures, into target/bench/results.json (BENCH_QUICK=1: small counts)
 ```
 
 `target/bench/results.json` maps each figure to `{{"median", "min", "max", "unit"}}`;
@@ -378,6 +428,21 @@ of thousands of calls, several batches per run).
 ## Targets
 
 {targets_table}
+
+## Stores
+
+The memory store beside the SQLite store (`sqlite:<temporary directory under
+target/>`), both through the same `TaskManager` API (`benches/stores.rs`), one
+process per store, alternating within each run. Median (min-max) over the runs
+of each run's p50 or p99. Submits are timed with the worker held (by a running
+task), so that only the submitting call is measured; progress updates and
+segment appends inside a running task, on the worker thread; the status read
+is of a finished task with no segments; the wake is from just before a segment
+append to the return of `wait_for_change` in a child process on the same file.
+The memory store's bytes are resident memory, the SQLite store's the
+checkpointed file, less an empty store's.
+
+{stores_table(results)}
 
 ## Registry candidates: slowest single insert while growing to 1,000,000 ids, one thread
 

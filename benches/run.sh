@@ -8,7 +8,11 @@
 #
 # Knobs (environment): BENCH_REPS (repeated runs per figure, default 3),
 # BENCH_COUNT (tasks in the million-task runs, default 1000000; smaller only
-# for a quick try, the figures' names keep saying 1m).
+# for a quick try, the figures' names keep saying 1m), BENCH_ONLY=stores (only the
+# memory-against-SQLite figures of benches/stores.rs: they are folded into
+# target/bench/results.json, and BENCHMARKS.md is left as it is), BENCH_QUICK=1
+# (benches/stores.rs with small counts; see its header for BENCH_STORES_CALLS and
+# BENCH_STORES_TASKS).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,6 +23,8 @@ REPS=${BENCH_REPS:-3}
 COUNT=${BENCH_COUNT:-1000000}
 PYTHON=${PYTHON:-python3}
 MAKE=${MAKE:-make}
+ONLY=${BENCH_ONLY:-}
+case "$ONLY" in "" | stores) ;; *) echo "BENCH_ONLY: only 'stores' is known" >&2; exit 2 ;; esac
 export STORYFLOW_TASKS_LIB=$ROOT/target/release/libstoryflow_tasks.so
 
 began=$(date +%s)
@@ -27,16 +33,23 @@ rm -rf "$SAMPLES"
 mkdir -p "$SAMPLES"
 
 echo "== build (release)"
-"$MAKE" --no-print-directory build
-baselines=$(cargo build --release --locked --bench baselines --message-format=json-render-diagnostics \
-    | "$PYTHON" -c 'import json, sys
+[ "$ONLY" = stores ] || "$MAKE" --no-print-directory build
+# bench_executable NAME: builds the `[[bench]]` target NAME and prints its executable's path.
+bench_executable() {
+    cargo build --release --locked --bench "$1" --message-format=json-render-diagnostics \
+        | "$PYTHON" -c 'import json, sys
 for line in sys.stdin:
     message = json.loads(line)
-    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "baselines" and message.get("executable"):
-        print(message["executable"])')
-c_bench=$OUT/c_bench
-${CC:-cc} -O2 -std=c11 -Wall -Wextra -Werror -pthread -I"$ROOT/include" "$ROOT/benches/c/c_bench.c" \
-    -L"$ROOT/target/release" -lstoryflow_tasks -Wl,-rpath,"$ROOT/target/release" -o "$c_bench"
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == sys.argv[1] and message.get("executable"):
+        print(message["executable"])' "$1"
+}
+stores=$(bench_executable stores)
+if [ "$ONLY" != stores ]; then
+    baselines=$(bench_executable baselines)
+    c_bench=$OUT/c_bench
+    ${CC:-cc} -O2 -std=c11 -Wall -Wextra -Werror -pthread -I"$ROOT/include" "$ROOT/benches/c/c_bench.c" \
+        -L"$ROOT/target/release" -lstoryflow_tasks -Wl,-rpath,"$ROOT/target/release" -o "$c_bench"
+fi
 
 # run LABEL COMMAND...: one benchmark process; its JSON goes to samples/, a failure is only noted.
 run() {
@@ -52,6 +65,25 @@ run() {
         : >"$file"
     fi
 }
+
+# The stores alternate within each run, so that both see the same machine load. The
+# SQLite files go to a fresh directory under target/ (a real disk; /tmp may be a tmpfs),
+# which the benchmark removes when it ends.
+run_stores() {
+    run stores_memory "$stores" memory
+    rm -rf "$OUT/stores-sqlite"
+    run stores_sqlite "$stores" sqlite "$OUT/stores-sqlite"
+}
+
+if [ "$ONLY" = stores ]; then
+    for rep in $(seq 1 "$REPS"); do
+        echo "== run $rep of $REPS (stores only)"
+        run_stores
+    done
+    "$PYTHON" benches/report.py --samples "$SAMPLES" --results "$OUT/results.json" --stores-only
+    echo "== wrote $OUT/results.json ($(($(date +%s) - began)) s); BENCHMARKS.md left as it is"
+    exit 0
+fi
 
 for rep in $(seq 1 "$REPS"); do
     echo "== run $rep of $REPS"
@@ -70,6 +102,7 @@ for rep in $(seq 1 "$REPS"); do
     run plain_writer_hot "$baselines" plain_writer_hot
     run c_memory "$c_bench" memory "$COUNT"
     run registry_designs "$baselines" registry_designs "$COUNT"
+    run_stores
 done
 
 # The original design's submit growth, then the Python and Node figures: those come from
