@@ -301,6 +301,20 @@ fn child_overlap(store: &SqliteStore) {
 // ----- one process ------------------------------------------------------------------
 
 #[test]
+fn a_named_task_no_live_worker_serves_waits_with_no_queue_position() {
+    let dir = TempDir::new("unserved");
+    let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
+    let payload = json("null");
+    let waiting = store.submit(Some("unserved"), named("nobody-yet", &payload)).unwrap();
+    let function = store.submit(Some("function"), TaskKind::Function).unwrap();
+    assert_eq!(status(&store, &waiting)["status"], "PENDING");
+    assert!(status(&store, &waiting)["queue_position"].is_null(), "a task no worker serves is not in the line");
+    assert_eq!(status(&store, &function)["queue_position"], 1, "counted behind the named task, which may be served any time");
+    store.register_handler("nobody-yet").unwrap();
+    assert_eq!(status(&store, &waiting)["queue_position"], 0);
+}
+
+#[test]
 fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     let dir = TempDir::new("basic");
     let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
@@ -313,8 +327,9 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     assert_eq!(pending["status"], "PENDING");
     assert_eq!((pending["handler"].as_str(), pending["attempt"].as_u64()), (Some("narrate"), Some(0)));
     assert!(pending["checkpoint"].is_null());
-    assert_eq!(pending["queue_position"], 0);
-    assert_eq!(status(&store, &second)["queue_position"], 1);
+    // No live worker serves "narrate" yet: waiting outside the line, with no position.
+    assert!(pending["queue_position"].is_null());
+    assert!(status(&store, &second)["queue_position"].is_null());
     let keys: Vec<&str> = pending.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -804,10 +819,11 @@ fn an_interrupted_named_task_resumes_and_fails_after_max_attempts() {
     // Found dead by this process's sweep (or by the explicit call, whichever comes first).
     store.recover().unwrap();
     let s = wait_for(&store, &id, |s| s["status"] == "PENDING");
-    assert_eq!((s["status"].as_str(), s["attempt"].as_u64(), s["queue_position"].as_u64()), (Some("PENDING"), Some(1), Some(0)));
+    // Its only worker died: it waits for one, with no queue position.
+    assert_eq!((s["status"].as_str(), s["attempt"].as_u64(), s["queue_position"].as_u64()), (Some("PENDING"), Some(1), None));
     assert_eq!(s["checkpoint"], 1);
     assert_eq!(s["completed_segments"].as_array().unwrap().len(), 1);
-    assert_eq!(status(&store, &blocker)["queue_position"], 1);
+    assert!(status(&store, &blocker)["queue_position"].is_null(), "no live worker serves its handler either");
 
     let (mut child, mut out) = spawn_child("stuck", &child_env);
     let claimed: Value = serde_json::from_str(next_message(&mut out).unwrap().strip_prefix("claimed ").unwrap()).unwrap();

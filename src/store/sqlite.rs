@@ -983,7 +983,19 @@ impl Inner {
         };
         let completed_segments = bodies("segments", n_segments)?;
         let errors = bodies("segment_errors", n_errors)?;
-        let queue_position = if state == TaskState::Pending {
+        // A named task no live worker registered the handler of waits outside the line, as
+        // in the memory store: its status says so with no queue position.
+        let served = |handler: &str| -> Result<bool> {
+            tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM worker_handlers WHERE handler = ?1)")
+                .db()?
+                .query_row([handler], |r| r.get(0))
+                .db()
+        };
+        let waits_for_handler = match (&handler, state) {
+            (Some(handler), TaskState::Pending) => !served(handler)?,
+            _ => false,
+        };
+        let queue_position = if state == TaskState::Pending && !waits_for_handler {
             let ahead: i64 =
                 tx.prepare_cached("SELECT count(*) FROM tasks WHERE state = 0 AND fifo < ?1").db()?.query_row([fifo], |r| r.get(0)).db()?;
             Some(ahead as u64)
