@@ -173,6 +173,17 @@ impl Config {
         Self::check_len("task id", task_id, self.max_task_id_bytes)
     }
 
+    /// `task_id` checked, or a new UUIDv4 when none is given.
+    pub(crate) fn task_id_or_new(&self, task_id: Option<&str>) -> Result<crate::TaskId> {
+        match task_id {
+            Some(id) => {
+                self.check_task_id(id)?;
+                Ok(std::sync::Arc::from(id))
+            }
+            None => Ok(crate::new_task_id()),
+        }
+    }
+
     /// A segment id: a text one not empty and at most `max_task_id_bytes`; an integer one
     /// at most that many characters.
     pub(crate) fn check_segment_id(&self, segment_id: &SegmentId) -> Result<()> {

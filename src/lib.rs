@@ -27,6 +27,12 @@ pub mod ffi;
 /// A task id, shared between the registry, the queue and the events.
 pub type TaskId = std::sync::Arc<str>;
 
+/// A new task id: a UUIDv4, hyphenated, lower case.
+pub(crate) fn new_task_id() -> TaskId {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    std::sync::Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer))
+}
+
 pub use config::{Config, StoreChoice, STORE_ENV_VAR};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{EventKind, TaskEvent};

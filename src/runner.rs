@@ -55,6 +55,11 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// The assignment JSON a runner receives.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an assignment serialises")
+    }
+
     /// The assignment of a named task to run: its handler, payload, attempt and checkpoint.
     pub fn named(task_id: TaskId, handler: String, payload: Box<RawValue>, attempt: u32, checkpoint: Option<Box<RawValue>>) -> Self {
         Self { task_id, run: true, handler: Some(handler), payload: Some(payload), attempt, checkpoint }

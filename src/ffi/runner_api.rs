@@ -80,7 +80,7 @@ pub unsafe extern "C" fn sft_runner_next(runner: u64, timeout_ms: i64, out_assig
             return Err(Error::invalid("out_assignment_json is NULL"));
         }
         let assignment = process_manager().next_assignment(runner, timeout_from_ms(timeout_ms)?)?;
-        out.set(|| serde_json::to_string(&assignment).expect("an assignment serialises"));
+        out.set(|| assignment.to_json());
         Ok(())
     })
 }

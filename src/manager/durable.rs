@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use super::body::{Job, TaskContext, TaskFailure};
 use super::named::Handler;
-use super::{drop_job, new_task_id, TaskManager};
+use super::{drop_job, TaskManager};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::TaskEvent;
@@ -155,13 +155,7 @@ impl TaskManager {
     ) -> Result<TaskId> {
         durable.refuse_after_shutdown()?;
         let config = self.frozen_config();
-        let task_id: TaskId = match task_id {
-            Some(id) => {
-                config.check_task_id(id)?;
-                Arc::from(id)
-            }
-            None => new_task_id(),
-        };
+        let task_id = config.task_id_or_new(task_id)?;
         self.ensure_durable_worker(durable)?;
         // Held across the store's submit: the worker, which may claim the task at once,
         // takes its job under this lock, so it finds it. The job is made only once the

@@ -219,13 +219,7 @@ impl TaskManager {
             return self.submit_durable(durable, task_id, make_job);
         }
         let config = self.frozen_config();
-        let task_id: TaskId = match task_id {
-            Some(id) => {
-                config.check_task_id(id)?;
-                Arc::from(id)
-            }
-            None => new_task_id(),
-        };
+        let task_id = config.task_id_or_new(task_id)?;
         self.ensure_worker()?;
         // Allocated before the queue lock: malloc now and then consolidates for milliseconds,
         // which under the lock would stall every submitter and every reader of a queue position.
@@ -979,11 +973,6 @@ fn duplicate_id(task_id: &str) -> Error {
 
 fn raw_into_string(raw: Box<RawValue>) -> String {
     Box::<str>::from(raw).into_string()
-}
-
-fn new_task_id() -> TaskId {
-    let mut buffer = uuid::Uuid::encode_buffer();
-    Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer))
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -43,32 +42,9 @@ pub enum TaskKind<'a> {
     },
 }
 
-/// A task handed to this process's worker by [`Store::claim_next`].
-///
-/// It is PROCESSING, and this handle holds its lease until [`Store::finish`].
-#[derive(Debug, Clone, Serialize)]
-pub struct Claim {
-    /// The task id.
-    pub task_id: TaskId,
-    /// Always true: a claim is a task to run (the runner protocol's `"run"`).
-    pub run: bool,
-    /// The handler's name, or `None` for a function task.
-    pub handler: Option<String>,
-    /// The named task's payload (`null` for function tasks).
-    pub payload: Option<Box<RawValue>>,
-    /// Which start this is: 1 the first time, one more after each interruption.
-    pub attempt: u32,
-    /// The last value given to [`Store::set_checkpoint`], kept across interruptions.
-    pub checkpoint: Option<Box<RawValue>>,
-}
-
-impl Claim {
-    /// The runner assignment JSON:
-    /// `{"task_id","run","handler","payload","attempt","checkpoint"}`.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a claim always serialises")
-    }
-}
+/// A task handed to this process's worker by [`Store::claim_next`]: PROCESSING, its lease
+/// held by this handle until [`Store::finish`]. The same record a runner is handed.
+pub use crate::runner::Assignment as Claim;
 
 /// What a liveness sweep found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

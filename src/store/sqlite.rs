@@ -280,11 +280,6 @@ fn empty_progress() -> Box<RawValue> {
     RawValue::from_string("{}".to_owned()).expect("{} is JSON")
 }
 
-fn new_task_id() -> TaskId {
-    let mut buffer = uuid::Uuid::encode_buffer();
-    Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer))
-}
-
 fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
 }
@@ -1132,13 +1127,7 @@ impl Inner {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorKind::ShutDown, "the task store was closed"));
         }
-        let task_id: TaskId = match task_id {
-            Some(id) => {
-                self.config.check_task_id(id)?;
-                Arc::from(id)
-            }
-            None => new_task_id(),
-        };
+        let task_id = self.config.task_id_or_new(task_id)?;
         let (handler, payload, owner) = match kind {
             TaskKind::Function => (None, None, Some(self.worker_id.as_str())),
             TaskKind::Named { handler, payload } => {
