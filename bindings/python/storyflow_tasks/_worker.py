@@ -50,9 +50,9 @@ def _parser() -> Tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         ),
         epilog=(
             "Stopping: on SIGINT or SIGTERM the worker takes no new task, asks the running one "
-            "to cancel (a handler sees tm.is_cancel_requested) and waits up to --shutdown-timeout "
+            "to stop here (a handler sees tm.is_cancel_requested) and waits up to --shutdown-timeout "
             "seconds for it; if it has not ended by then, or on a second signal, the process exits "
-            "at once and the task counts as interrupted: a worker of the same store resumes it. "
+            "at once. Either way the task counts as interrupted: a worker of the same store resumes it. "
             f"Example: {PROGRAM} worker --store sqlite:/var/lib/narration/tasks.db --import myapp.tasks"
         ),
     )
