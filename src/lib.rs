@@ -40,4 +40,4 @@ pub use manager::{HandlerFn, Listener, Rejected, TaskBody, TaskContext, TaskFail
 pub use runner::{Assignment, RunnerId};
 pub use stats::{StateCounts, Stats};
 pub use status::{parse_extra_json, percentage, CompletedSegment, SegmentError, SegmentId, TaskState, TaskStatus};
-pub use store::{Claim, Recovery, SqliteOptions, SqliteStore, Store, TaskKind};
+pub use store::{Claim, Recovery, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store, TaskKind, MACHINE_ENV_VAR};

@@ -4,8 +4,8 @@
 //! submitting, reading and changing statuses, claiming the next task for this
 //! process's worker, finishing it, waiting for changes and the change feed. The
 //! in-memory registry can implement it as well as [`SqliteStore`] (one file
-//! shared by every process of one machine) and a networked store (one more
-//! file in this module).
+//! shared by every process of one machine) and [`RedisStore`] (one server shared
+//! by every process of every machine).
 //!
 //! A store handle belongs to one process and carries that process's worker
 //! identity: function tasks it submits are run only by it, named tasks by any
@@ -23,8 +23,11 @@ use crate::status::{CompletedSegment, SegmentError, TaskState};
 use crate::TaskFailure;
 use crate::TaskId;
 
+mod redis;
 mod sqlite;
 
+pub(crate) use self::redis::valid_machine_id;
+pub use self::redis::{RedisOptions, RedisStore, MACHINE_ENV_VAR};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// What a submitted task runs.
