@@ -424,6 +424,8 @@ struct Inner {
     closed: AtomicBool,
     /// Set when another process found this worker dead and recovered its tasks.
     reaped: AtomicBool,
+    /// Ends of runs (the finish script's arguments) not written because the server was away.
+    unwritten_endings: Mutex<Vec<Vec<String>>>,
 }
 
 #[derive(Serialize)]
@@ -498,6 +500,7 @@ impl RedisStore {
             last_empty: Mutex::new(None),
             closed: AtomicBool::new(false),
             reaped: AtomicBool::new(false),
+            unwritten_endings: Mutex::new(Vec::new()),
         });
         let lease_ms = inner.options.lease.as_millis().to_string();
         inner.script(
@@ -654,6 +657,7 @@ impl Store for RedisStore {
             let _ = thread.join();
         }
         let flushed = self.inner.flush_progress();
+        self.inner.retry_unwritten_endings();
         // What this handle still holds is handled as if its process had died, so nothing
         // it owned is left waiting for a worker that will never come.
         let max_attempts = self.inner.options.max_attempts.to_string();
@@ -857,6 +861,7 @@ impl Inner {
             if last_beat.elapsed() >= options.heartbeat_interval {
                 last_beat = Instant::now();
                 self.heartbeat();
+                self.retry_unwritten_endings();
             }
             if last_deadlines.elapsed() >= options.deadline_interval {
                 last_deadlines = Instant::now();
@@ -1101,16 +1106,21 @@ impl Inner {
             Ending::Failed(TaskFailure::Message(text)) => ("f", text.clone(), String::new()),
             Ending::Failed(TaskFailure::Code(code)) => ("f", String::new(), format!("task function returned {code}")),
         };
-        let _gate = self.flush_gate.write().unwrap_or_else(|e| e.into_inner());
-        let latest = lock(&self.live).get(task_id).filter(|live| live.dirty).and_then(|live| live.progress.clone());
-        let latest = latest.as_ref().map_or("", |p| p.get());
-        let args = [task_id, token.as_str(), outcome, &message, &fallback, latest, DEADLINE_RUNNING_TEXT];
+        let mut args: Vec<String> =
+            vec![task_id.to_owned(), token, outcome.to_owned(), message, fallback, String::new(), DEADLINE_RUNNING_TEXT.to_owned()];
         // The worker has nothing else to do until this is written: while the server is
         // away it tries again (the token makes a repeat harmless), up to a limit.
         let give_up = Instant::now() + self.options.finish_retry_for;
         let mut pause = Duration::from_millis(20);
         let result = loop {
-            match self.checked(&scripts().finish, task_id, &args) {
+            let attempt = {
+                // Not held across the pauses: status reads must fail fast meanwhile, not wait.
+                let _gate = self.flush_gate.write().unwrap_or_else(|e| e.into_inner());
+                let latest = lock(&self.live).get(task_id).filter(|live| live.dirty).and_then(|live| live.progress.clone());
+                args[5] = latest.map(|p| p.get().to_owned()).unwrap_or_default();
+                self.end_run(&args)
+            };
+            match attempt {
                 Err(e) if is_unreachable(&e) && Instant::now() < give_up && !self.closed.load(Ordering::SeqCst) => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(MAX_BACKOFF);
@@ -1118,17 +1128,36 @@ impl Inner {
                 other => break other,
             }
         };
-        match result {
-            Ok(rest) => {
+        if matches!(&result, Err(e) if is_unreachable(e)) {
+            // Still leased to this handle: the ticker writes it once the server is back,
+            // so the machine's slot is not held by a run that ended.
+            lock(&self.unwritten_endings).push(args);
+        }
+        result
+    }
+
+    /// Writes the end of a run (the finish script's arguments); forgets the run unless the
+    /// server was unreachable.
+    fn end_run(&self, args: &[String]) -> Result<TaskState> {
+        let task_id = args[0].as_str();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = self.checked(&scripts().finish, task_id, &refs);
+        match &result {
+            Err(e) if is_unreachable(e) => {}
+            _ => {
                 lock(&self.live).remove(task_id);
                 self.bump(true);
-                Ok(rest.first().and_then(int).map_or(TaskState::Failed, state_of))
             }
-            Err(e) => {
-                if !is_unreachable(&e) {
-                    lock(&self.live).remove(task_id);
-                }
-                Err(e)
+        }
+        Ok(result?.first().and_then(int).map_or(TaskState::Failed, state_of))
+    }
+
+    /// Tries again the ends of runs that could not be written while the server was away.
+    fn retry_unwritten_endings(&self) {
+        let pending: Vec<Vec<String>> = std::mem::take(&mut *lock(&self.unwritten_endings));
+        for args in pending {
+            if matches!(self.end_run(&args), Err(e) if is_unreachable(&e)) {
+                lock(&self.unwritten_endings).push(args);
             }
         }
     }
@@ -1151,12 +1180,12 @@ impl Inner {
     }
 
     fn status_json(&self, task_id: &str) -> Result<String> {
-        self.render(&[task_id])?.pop().flatten().ok_or_else(|| Error::not_found(task_id))
+        self.render(&[task_id])?.pop().flatten().map(|(_, json)| json).ok_or_else(|| Error::not_found(task_id))
     }
 
     /// The status JSON of each of `ids` (`None` for an unknown one), with this process's
     /// progress not yet written.
-    fn render(&self, ids: &[&str]) -> Result<Vec<Option<String>>> {
+    fn render(&self, ids: &[&str]) -> Result<Vec<Option<(TaskState, String)>>> {
         let _gate = self.flush_gate.read().unwrap_or_else(|e| e.into_inner());
         let replies = self.script(&scripts().status, ids, |reply| Ok(items(reply)))?;
         let mut out = Vec::with_capacity(ids.len());
@@ -1200,7 +1229,8 @@ impl Inner {
                 attempt: field(9).and_then(|s| s.parse().ok()).unwrap_or(0),
                 checkpoint: field(10).map(raw).transpose()?,
             };
-            out.push(Some(serde_json::to_string(&status).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?));
+            let json = serde_json::to_string(&status).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+            out.push(Some((state, json)));
         }
         Ok(out)
     }
@@ -1211,12 +1241,8 @@ impl Inner {
         for chunk in ids.chunks(STATUS_BATCH) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
             // A task removed by retention between the two reads is simply not listed.
-            for json in self.render(&refs)?.into_iter().flatten() {
-                let keep = match filter {
-                    None => true,
-                    Some(state) => json.contains(&format!("\"status\":\"{}\"", state.as_str())),
-                };
-                if keep {
+            for (state, json) in self.render(&refs)?.into_iter().flatten() {
+                if filter.is_none_or(|wanted| wanted == state) {
                     statuses.push(raw(json)?);
                 }
             }
