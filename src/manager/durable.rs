@@ -33,7 +33,7 @@ use crate::status::TaskState;
 use crate::store::{Claim, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store, TaskKind};
 use crate::sync::{lock, unix_now, wait_while_until};
 use crate::task::{Deferral, Task};
-use crate::{Listener, TaskId};
+use crate::{Listener, Schedule, TaskId};
 
 /// How long one `claim_next` waits, so that the worker sees a shutdown that soon.
 const CLAIM_WAIT: Duration = Duration::from_millis(100);
@@ -134,7 +134,7 @@ impl Durable {
             task.changed.notify_all();
             return Ok(TaskState::Pending);
         }
-        let finished = self.store.finish(&task.id, outcome);
+        let finished = self.store.finish(&task.id, outcome.into());
         let mut data = lock(&task.data);
         data.status = match &finished {
             Ok(state) => *state,
@@ -173,7 +173,7 @@ impl TaskManager {
         if jobs.contains_key(&task_id) {
             return Err(super::duplicate_id(&task_id));
         }
-        let id = durable.store.submit(Some(&task_id), TaskKind::Function)?;
+        let id = durable.store.submit(Some(&task_id), TaskKind::Function, Schedule::default())?;
         jobs.insert(id.clone(), make_job(&id));
         Ok(id)
     }
@@ -190,7 +190,7 @@ impl TaskManager {
         if let Some(id) = task_id {
             self.frozen_config().check_task_id(id)?;
         }
-        durable.store.submit(task_id, TaskKind::Named { handler, payload: Some(payload) })
+        durable.store.submit(task_id, TaskKind::Named { handler, payload: Some(payload) }, Schedule::default())
     }
 
     /// Starts the worker thread that claims this process's tasks from the store.
