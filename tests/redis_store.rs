@@ -20,8 +20,8 @@ use redis_server::RedisServer;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use storyflow_tasks::{
-    CompletedSegment, Config, ErrorKind, EventKind, RedisOptions, RedisStore, SegmentError, SegmentId, Store, TaskFailure, TaskKind,
-    TaskManager, TaskState,
+    CompletedSegment, Config, ErrorKind, EventKind, RedisOptions, RedisStore, Schedule, SegmentError, SegmentId, Store, TaskFailure,
+    TaskKind, TaskManager, TaskOutcome, TaskState,
 };
 
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
@@ -182,8 +182,8 @@ fn child_process() {
             say(&format!("woke {woke}"));
         }
         "owner" => {
-            store.submit(Some(&env("SFT_RUNNING")), TaskKind::Function).unwrap();
-            store.submit(Some(&env("SFT_PENDING")), TaskKind::Function).unwrap();
+            store.submit(Some(&env("SFT_RUNNING")), TaskKind::Function, Schedule::default()).unwrap();
+            store.submit(Some(&env("SFT_PENDING")), TaskKind::Function, Schedule::default()).unwrap();
             let claim = store.claim_next(LONG).unwrap().unwrap();
             say(&format!("claimed {}", claim.task_id));
             std::thread::sleep(Duration::from_secs(3600));
@@ -206,7 +206,7 @@ fn child_process() {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let segment = store.add_segment(&claim.task_id, &segment(1)).unwrap_err().kind();
-            let finish = store.finish(&claim.task_id, Ok(())).unwrap_err().kind();
+            let finish = store.finish(&claim.task_id, TaskOutcome::Completed).unwrap_err().kind();
             // Its heartbeat, renewed once it runs again, finds it recovered.
             std::thread::sleep(Duration::from_millis(300));
             let claim = store.claim_next(Some(Duration::from_millis(10))).unwrap_err();
@@ -253,7 +253,7 @@ fn child_machine(store: &RedisStore) {
         }
         let _ = fs::remove_file(&marker);
         append_line(&log, &format!("end {machine} {pid} {id}"));
-        assert_eq!(store.finish(&id, Ok(())).unwrap(), TaskState::Completed);
+        assert_eq!(store.finish(&id, TaskOutcome::Completed).unwrap(), TaskState::Completed);
     }
 }
 
@@ -284,7 +284,7 @@ fn child_narrate(store: &RedisStore) {
             append_line(&ack, &format!("{id} {sentence}"));
             retrying(&mut errors, || store.set_checkpoint(&id, &json(&(sentence + 1).to_string())));
         }
-        assert_eq!(retrying(&mut errors, || store.finish(&id, Ok(()))), TaskState::Completed);
+        assert_eq!(retrying(&mut errors, || store.finish(&id, TaskOutcome::Completed)), TaskState::Completed);
         append_line(&ack, &format!("{id} finished"));
     }
 }
@@ -332,9 +332,9 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     let server = RedisServer::start();
     let store = open(&server, "m1");
     let payload = json(r#"{"chapter": 3, "text": "Once upon a time"}"#);
-    let first = store.submit(Some("chapter-3"), named("narrate", &payload)).unwrap();
-    let second = store.submit(None, named("narrate", &payload)).unwrap();
-    assert_eq!(store.submit(Some("chapter-3"), TaskKind::Function).unwrap_err().kind(), ErrorKind::DuplicateId);
+    let first = store.submit(Some("chapter-3"), named("narrate", &payload), Schedule::default()).unwrap();
+    let second = store.submit(None, named("narrate", &payload), Schedule::default()).unwrap();
+    assert_eq!(store.submit(Some("chapter-3"), TaskKind::Function, Schedule::default()).unwrap_err().kind(), ErrorKind::DuplicateId);
 
     let pending = status(&store, &first);
     assert_eq!(pending["status"], "PENDING");
@@ -359,7 +359,11 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
             "cancel_requested",
             "handler",
             "attempt",
-            "checkpoint"
+            "checkpoint",
+            "priority",
+            "deadline",
+            "yield_requested",
+            "yields"
         ]
     );
 
@@ -397,14 +401,14 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     assert_eq!(after["status"], "PROCESSING");
     assert!(after["started_at"].as_f64().unwrap() >= after["created_at"].as_f64().unwrap());
 
-    assert_eq!(store.finish(&first, Ok(())).unwrap(), TaskState::Completed);
+    assert_eq!(store.finish(&first, TaskOutcome::Completed).unwrap(), TaskState::Completed);
     let done = status(&store, &first);
     assert_eq!(done["status"], "COMPLETED");
     assert_eq!(done["progress"]["current"], 1, "the coalesced progress is written with the end");
     assert!(done["error"].is_null());
     assert_eq!(store.add_segment(&first, &segment(9)).unwrap_err().kind(), ErrorKind::InvalidState);
     assert_eq!(store.update_progress(&first, 2, 4, None).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(store.finish(&first, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(store.finish(&first, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState);
     assert_eq!(store.status_json("nope").unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(store.cancel("nope").unwrap_err().kind(), ErrorKind::NotFound);
 
@@ -431,8 +435,8 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
 fn a_named_task_no_live_worker_serves_waits_with_no_queue_position() {
     let server = RedisServer::start();
     let store = open(&server, "m1");
-    let waiting = store.submit(Some("unserved"), named("nobody-yet", &json("null"))).unwrap();
-    let function = store.submit(Some("function"), TaskKind::Function).unwrap();
+    let waiting = store.submit(Some("unserved"), named("nobody-yet", &json("null")), Schedule::default()).unwrap();
+    let function = store.submit(Some("function"), TaskKind::Function, Schedule::default()).unwrap();
     assert_eq!(status(&store, &waiting)["status"], "PENDING");
     assert!(status(&store, &waiting)["queue_position"].is_null(), "a task no worker serves is not in the line");
     assert_eq!(status(&store, &function)["queue_position"], 1, "counted behind the named task, which may be served any time");
@@ -451,8 +455,8 @@ fn cancel_failure_and_stale_finish() {
     let a = open(&server, "m1");
     let b = open(&server, "m2");
     assert_ne!(a.worker_id(), b.worker_id());
-    let own = a.submit(Some("a-fn"), TaskKind::Function).unwrap();
-    let later = a.submit(Some("a-later"), TaskKind::Function).unwrap();
+    let own = a.submit(Some("a-fn"), TaskKind::Function, Schedule::default()).unwrap();
+    let later = a.submit(Some("a-later"), TaskKind::Function, Schedule::default()).unwrap();
     // A function task is only ever its submitter's to run, on any machine.
     assert!(b.claim_next(Some(Duration::from_millis(20))).unwrap().is_none());
     assert_eq!(a.cancel(&later).unwrap(), TaskState::Cancelled);
@@ -460,24 +464,24 @@ fn cancel_failure_and_stale_finish() {
     assert_eq!(a.cancel(&later).unwrap_err().kind(), ErrorKind::InvalidState);
     let claim = a.claim_next(LONG).unwrap().unwrap();
     assert_eq!(&*claim.task_id, "a-fn");
-    assert_eq!(b.finish(&own, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState, "another worker cannot finish it");
+    assert_eq!(b.finish(&own, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState, "another worker cannot finish it");
     a.set_failure_message(&own, "the voice model crashed").unwrap();
     assert!(status(&b, &own)["error"].is_null(), "the failure message shows once it failed");
-    assert_eq!(a.finish(&own, Err(TaskFailure::Code(2))).unwrap(), TaskState::Failed);
+    assert_eq!(a.finish(&own, TaskOutcome::Failed(TaskFailure::Code(2))).unwrap(), TaskState::Failed);
     assert_eq!(status(&b, &own)["error"], "the voice model crashed");
 
-    let coded = a.submit(Some("coded"), TaskKind::Function).unwrap();
+    let coded = a.submit(Some("coded"), TaskKind::Function, Schedule::default()).unwrap();
     a.claim_next(LONG).unwrap().unwrap();
-    assert_eq!(a.finish(&coded, Err(TaskFailure::Code(7))).unwrap(), TaskState::Failed);
+    assert_eq!(a.finish(&coded, TaskOutcome::Failed(TaskFailure::Code(7))).unwrap(), TaskState::Failed);
     assert_eq!(status(&b, &coded)["error"], "task function returned 7");
 
-    let c = a.submit(Some("c"), TaskKind::Function).unwrap();
+    let c = a.submit(Some("c"), TaskKind::Function, Schedule::default()).unwrap();
     a.claim_next(LONG).unwrap().unwrap();
     assert!(!a.is_cancel_requested(&c).unwrap());
     assert_eq!(b.cancel(&c).unwrap(), TaskState::Processing);
     assert!(a.is_cancel_requested(&c).unwrap());
     assert_eq!(status(&b, &c)["cancel_requested"], true);
-    assert_eq!(a.finish(&c, Ok(())).unwrap(), TaskState::Cancelled);
+    assert_eq!(a.finish(&c, TaskOutcome::Completed).unwrap(), TaskState::Cancelled);
     assert_eq!(status(&b, &c)["error"], "cancelled while running");
     assert_eq!(b.cancel(&c).unwrap_err().kind(), ErrorKind::InvalidState);
     let stats = b.stats().unwrap();
@@ -495,7 +499,7 @@ fn one_task_runs_per_machine_and_machines_run_at_once() {
         store.register_handler("h").unwrap();
     }
     let payload = json("null");
-    let ids: Vec<_> = (0..4).map(|i| a.submit(Some(&format!("t{i}")), named("h", &payload)).unwrap()).collect();
+    let ids: Vec<_> = (0..4).map(|i| a.submit(Some(&format!("t{i}")), named("h", &payload), Schedule::default()).unwrap()).collect();
     let first = a.claim_next(LONG).unwrap().unwrap();
     assert_eq!(first.task_id, ids[0]);
     assert!(b.claim_next(Some(Duration::from_millis(50))).unwrap().is_none(), "a second task ran at once on machine m1");
@@ -508,7 +512,7 @@ fn one_task_runs_per_machine_and_machines_run_at_once() {
     // Coalesced in `a`, written by its ticker thread, seen by `b` through the server.
     let seen: Value = serde_json::from_str(&b.wait_for_change(&first.task_id, before, LONG).unwrap()).unwrap();
     assert_eq!(seen["progress"]["current"], 3);
-    a.finish(&first.task_id, Ok(())).unwrap();
+    a.finish(&first.task_id, TaskOutcome::Completed).unwrap();
     let next = b.claim_next(LONG).unwrap().unwrap();
     assert_eq!(next.task_id, ids[2], "m1's slot is free again, for any of its processes");
     let finished: Value = serde_json::from_str(&c.wait(&first.task_id, LONG).unwrap()).unwrap();
@@ -522,10 +526,10 @@ fn retention_deletes_finished_tasks_and_caps_the_feed() {
     let store = RedisStore::open_with(&server.url(), &config, quick("m1")).unwrap();
     store.register_handler("h").unwrap();
     for i in 0..40 {
-        let id = store.submit(Some(&format!("r{i}")), named("h", &json("null"))).unwrap();
+        let id = store.submit(Some(&format!("r{i}")), named("h", &json("null")), Schedule::default()).unwrap();
         store.claim_next(LONG).unwrap().unwrap();
         store.add_segment(&id, &segment(i)).unwrap();
-        store.finish(&id, Ok(())).unwrap();
+        store.finish(&id, TaskOutcome::Completed).unwrap();
     }
     let stats = store.stats().unwrap();
     assert_eq!((stats.counts.completed, stats.retained, stats.completed_total), (5, 5, 40));
@@ -554,8 +558,8 @@ fn namespaces_keep_services_apart_and_configuration_is_checked() {
     let server = RedisServer::start();
     let one = RedisStore::open_with(&server.url(), &Config { redis_namespace: "svc-a".into(), ..Config::default() }, quick("m1")).unwrap();
     let two = RedisStore::open_with(&server.url(), &Config { redis_namespace: "svc-b".into(), ..Config::default() }, quick("m1")).unwrap();
-    one.submit(Some("same-id"), TaskKind::Function).unwrap();
-    two.submit(Some("same-id"), TaskKind::Function).unwrap();
+    one.submit(Some("same-id"), TaskKind::Function, Schedule::default()).unwrap();
+    two.submit(Some("same-id"), TaskKind::Function, Schedule::default()).unwrap();
     assert_eq!((one.stats().unwrap().submitted_total, two.stats().unwrap().submitted_total), (1, 1));
     let keys: Vec<String> = server.query(redis::cmd("KEYS").arg("*"));
     assert!(keys.iter().all(|k| k.starts_with("{svc-a}:") || k.starts_with("{svc-b}:")), "{keys:?}");
@@ -580,7 +584,7 @@ fn an_outage_fails_calls_clearly_and_the_store_reconnects_by_itself() {
     let mut server = RedisServer::start();
     let store = open(&server, "m1");
     store.register_handler("h").unwrap();
-    let id = store.submit(Some("kept"), named("h", &json("1"))).unwrap();
+    let id = store.submit(Some("kept"), named("h", &json("1")), Schedule::default()).unwrap();
     store.claim_next(LONG).unwrap().unwrap();
     store.add_segment(&id, &segment(1)).unwrap();
     store.set_checkpoint(&id, &json("1")).unwrap();
@@ -590,7 +594,7 @@ fn an_outage_fails_calls_clearly_and_the_store_reconnects_by_itself() {
     assert!(error.message().starts_with("the Redis server at 127.0.0.1:"), "{error}");
     assert!(error.message().contains("is unreachable"), "{error}");
     assert!(store.add_segment(&id, &segment(2)).unwrap_err().message().contains("is unreachable"));
-    assert!(store.submit(None, named("h", &json("2"))).unwrap_err().message().contains("is unreachable"));
+    assert!(store.submit(None, named("h", &json("2")), Schedule::default()).unwrap_err().message().contains("is unreachable"));
     assert!(store.wait_for_change(&id, 0, Some(Duration::from_millis(10))).unwrap_err().message().contains("is unreachable"));
     server.restart();
     // The same handle, without reopening: what was acknowledged before the crash is there.
@@ -600,7 +604,7 @@ fn an_outage_fails_calls_clearly_and_the_store_reconnects_by_itself() {
     assert_eq!(back["completed_segments"].as_array().unwrap().len(), 1);
     assert_eq!(back["checkpoint"], 1);
     store.add_segment(&id, &segment(2)).unwrap();
-    assert_eq!(store.finish(&id, Ok(())).unwrap(), TaskState::Completed);
+    assert_eq!(store.finish(&id, TaskOutcome::Completed).unwrap(), TaskState::Completed);
     assert_eq!(status(&store, &id)["completed_segments"].as_array().unwrap().len(), 2);
 }
 
@@ -640,7 +644,7 @@ fn a_worker_that_lost_its_lease_is_refused() {
     let go = dir.join("go");
     let b = open(&server, "m2");
     b.register_handler("h").unwrap();
-    let id = b.submit(Some("leased"), named("h", &json("null"))).unwrap();
+    let id = b.submit(Some("leased"), named("h", &json("null")), Schedule::default()).unwrap();
     let (mut child, mut out) = spawn_child("stale", &[("SFT_URL", server.url()), ("SFT_MACHINE", "m1".into()), ("SFT_GO", go.clone())]);
     assert_eq!(next_message(&mut out).as_deref(), Some("claimed"));
     // Stopped (a long pause, a partition): its heartbeat lapses while it still holds the task.
@@ -656,7 +660,7 @@ fn a_worker_that_lost_its_lease_is_refused() {
     assert_eq!(next_message(&mut out).as_deref(), Some("refused InvalidState InvalidState found dead"));
     assert!(child.wait().unwrap().success());
     b.add_segment(&id, &segment(1)).unwrap();
-    assert_eq!(b.finish(&id, Ok(())).unwrap(), TaskState::Completed);
+    assert_eq!(b.finish(&id, TaskOutcome::Completed).unwrap(), TaskState::Completed);
     let done = status(&b, &id);
     assert_eq!(done["completed_segments"].as_array().unwrap().len(), 2, "the stale worker's late segment was refused");
 }
@@ -670,8 +674,10 @@ fn four_machines_drain_two_thousand_tasks_and_a_killed_one_is_resumed_elsewhere(
     let log = dir.join("runs.log");
     let store = open(&server, "parent");
     let payload = json("{}");
-    store.submit(Some("slow"), named("slow", &payload)).unwrap();
-    let ids: Vec<String> = (0..2000).map(|i| store.submit(Some(&format!("w{i}")), named("work", &payload)).unwrap().to_string()).collect();
+    store.submit(Some("slow"), named("slow", &payload), Schedule::default()).unwrap();
+    let ids: Vec<String> = (0..2000)
+        .map(|i| store.submit(Some(&format!("w{i}")), named("work", &payload), Schedule::default()).unwrap().to_string())
+        .collect();
     let child_env = |machine: &str| {
         vec![
             ("SFT_URL", server.url()),
@@ -750,7 +756,10 @@ fn a_server_crash_mid_run_loses_nothing_acknowledged() {
     let sentences = 8;
     let ids: Vec<String> = (0..60)
         .map(|i| {
-            store.submit(Some(&format!("chapter-{i}")), named("narrate", &json(&format!("{{\"chapter\": {i}}}")))).unwrap().to_string()
+            store
+                .submit(Some(&format!("chapter-{i}")), named("narrate", &json(&format!("{{\"chapter\": {i}}}"))), Schedule::default())
+                .unwrap()
+                .to_string()
         })
         .collect();
     let children: Vec<(Child, BufReader<ChildStdout>)> = ["m1", "m2"]
@@ -811,7 +820,7 @@ fn a_process_that_runs_nothing_follows_a_task_with_status_waits_and_the_feed() {
     let server = RedisServer::start();
     let store = open(&server, "worker-box");
     store.register_handler("obs").unwrap();
-    let id = store.submit(Some("observed"), named("obs", &json("null"))).unwrap();
+    let id = store.submit(Some("observed"), named("obs", &json("null")), Schedule::default()).unwrap();
     let after = store.last_event_seq().unwrap();
     let (mut child, mut out) = spawn_child(
         "observer",
@@ -824,7 +833,7 @@ fn a_process_that_runs_nothing_follows_a_task_with_status_waits_and_the_feed() {
         store.add_segment(&id, &segment(i as i64)).unwrap();
         std::thread::sleep(Duration::from_millis(30));
     }
-    store.finish(&id, Ok(())).unwrap();
+    store.finish(&id, TaskOutcome::Completed).unwrap();
     let said = next_message(&mut out).unwrap();
     let words: Vec<&str> = said.splitn(5, ' ').collect();
     assert_eq!(&words[..4], ["saw", "COMPLETED", "3", "true"], "{said}");
@@ -839,7 +848,7 @@ fn a_process_that_runs_nothing_follows_a_task_with_status_waits_and_the_feed() {
 fn a_long_poll_is_woken_by_another_process() {
     let server = RedisServer::start();
     let store = open(&server, "m1");
-    let id = store.submit(Some("polled"), named("nobody-yet", &json("null"))).unwrap();
+    let id = store.submit(Some("polled"), named("nobody-yet", &json("null")), Schedule::default()).unwrap();
     let revision = status(&store, &id)["revision"].as_u64().unwrap();
     let (mut child, mut out) = spawn_child(
         "waiter",
@@ -879,8 +888,8 @@ fn an_interrupted_named_task_resumes_and_fails_after_max_attempts() {
     let server = RedisServer::start();
     let options = RedisOptions { max_attempts: 2, ..quick("m1") };
     let store = RedisStore::open_with(&server.url(), &Config::default(), options).unwrap();
-    let id = store.submit(Some("fragile"), named("stuck", &json(r#"{"chapter": 1}"#))).unwrap();
-    let blocker = store.submit(Some("behind"), named("stuck", &json("2"))).unwrap();
+    let id = store.submit(Some("fragile"), named("stuck", &json(r#"{"chapter": 1}"#)), Schedule::default()).unwrap();
+    let blocker = store.submit(Some("behind"), named("stuck", &json("2")), Schedule::default()).unwrap();
     let child_env = [("SFT_URL", server.url()), ("SFT_MACHINE", "m2".to_owned()), ("SFT_MAX_ATTEMPTS", "2".to_owned())];
 
     let (mut child, mut out) = spawn_child("stuck", &child_env);
@@ -914,11 +923,11 @@ fn a_closed_handle_hands_its_running_task_back() {
     let b = open(&server, "m1");
     a.register_handler("h").unwrap();
     b.register_handler("h").unwrap();
-    let id = a.submit(Some("handed-back"), named("h", &json("null"))).unwrap();
+    let id = a.submit(Some("handed-back"), named("h", &json("null")), Schedule::default()).unwrap();
     a.claim_next(LONG).unwrap().unwrap();
     let started = Instant::now();
     a.close().unwrap();
-    assert!(a.submit(None, TaskKind::Function).unwrap_err().kind() == ErrorKind::ShutDown);
+    assert!(a.submit(None, TaskKind::Function, Schedule::default()).unwrap_err().kind() == ErrorKind::ShutDown);
     let claim = b.claim_next(LONG).unwrap().unwrap();
     assert_eq!((&*claim.task_id, claim.attempt), (&*id, 2));
     eprintln!("handed back in {:?}", started.elapsed());

@@ -212,6 +212,26 @@ local function release_worker(w, max_attempts)
   return {requeued, failed}
 end
 
+-- 1 if the task is PROCESSING and a PENDING task of a higher priority waits that a live
+-- worker of the task's machine can run (a handler one of its workers registered, or a
+-- function task of one of its processes), else 0. Yielding to a task that another, idle
+-- machine would take anyway gains nothing, so only the task's own machine counts.
+local function yield_wanted(id)
+  local f = redis.call('HMGET', tkey(id), 'state', 'prio', 'mid')
+  if f[1] ~= '1' or not f[3] then return 0 end
+  local machine = f[3]
+  local ahead = redis.call('ZRANGEBYSCORE', P .. 'q', '-inf', '(' .. (-tonumber(f[2])), 'LIMIT', 0, 64)
+  for _, member in ipairs(ahead) do
+    local g = redis.call('HMGET', tkey(string.sub(member, 17)), 'handler', 'owner')
+    if g[1] then
+      if tonumber(redis.call('HGET', P .. 'mh:' .. machine, g[1]) or '0') > 0 then return 1 end
+    elseif g[2] and redis.call('HGET', P .. 'w:' .. g[2], 'machine') == machine then
+      return 1
+    end
+  end
+  return 0
+end
+
 --@@ register_worker
 -- ARGV: worker id, lease ms, pid, host, machine
 local w = ARGV[A]
@@ -463,31 +483,21 @@ end
 return #due
 
 --@@ yield_wanted
--- ARGV: (id, machine)... Per task: 1 if it is PROCESSING and a PENDING task of a higher
--- priority waits that a live worker of its machine can run, else 0.
+-- ARGV: ids... Per task: 1 if a higher-priority task waits that its machine could run,
+-- 0 if not, -1 if there is no such task.
 local out = {}
-for i = A, #ARGV, 2 do
-  local f = redis.call('HMGET', tkey(ARGV[i]), 'state', 'prio')
-  local wanted = 0
-  if f[1] == '1' then
-    local machine = ARGV[i + 1]
-    local ahead = redis.call('ZRANGEBYSCORE', P .. 'q', '-inf', '(' .. (-tonumber(f[2])), 'LIMIT', 0, 64)
-    for _, member in ipairs(ahead) do
-      local g = redis.call('HMGET', tkey(string.sub(member, 17)), 'handler', 'owner')
-      if g[1] then
-        if tonumber(redis.call('HGET', P .. 'mh:' .. machine, g[1]) or '0') > 0 then wanted = 1 break end
-      elseif g[2] and redis.call('HGET', P .. 'w:' .. g[2], 'machine') == machine then
-        wanted = 1
-        break
-      end
-    end
+for i = A, #ARGV do
+  if redis.call('EXISTS', tkey(ARGV[i])) == 0 then
+    out[#out + 1] = -1
+  else
+    out[#out + 1] = yield_wanted(ARGV[i])
   end
-  out[#out + 1] = wanted
 end
 return out
 
 --@@ status
--- ARGV: ids... Per id: false if unknown, else {fields, segments, errors, queue position}.
+-- ARGV: ids... Per id: false if unknown, else {fields, segments, errors, queue position,
+-- yield wanted}.
 local out = {}
 for i = A, #ARGV do
   local k = tkey(ARGV[i])
@@ -500,13 +510,15 @@ for i = A, #ARGV do
     if f[16] ~= '0' then segments = redis.call('LRANGE', k .. ':s', 0, -1) end
     if f[17] ~= '0' then errors = redis.call('LRANGE', k .. ':e', 0, -1) end
     local position = false
+    local wanted = 0
+    if f[1] == '1' then wanted = yield_wanted(ARGV[i]) end
     if f[1] == '0' and f[15] then
       -- A named task no live worker serves waits outside the line: no position.
       if (not f[9]) or redis.call('SCARD', P .. 'h:' .. f[9]) > 0 then
         position = redis.call('ZRANK', P .. 'q', f[15])
       end
     end
-    out[#out + 1] = {f, segments, errors, position}
+    out[#out + 1] = {f, segments, errors, position, wanted}
   end
 end
 return out

@@ -35,19 +35,14 @@ use crate::events::{EventKind, TaskEvent};
 use crate::stats::{StateCounts, Stats};
 use crate::status::{self, CompletedSegment, SegmentError, TaskState};
 use crate::sync::{deadline_after, lock};
-use crate::TaskFailure;
 use crate::TaskId;
+use crate::{Schedule, TaskFailure, TaskOutcome, DEADLINE_PASSED_PENDING, DEADLINE_PASSED_RUNNING};
 
 /// The scripts: a prelude shared by all, then one section per script.
 const SCRIPTS: &str = include_str!("redis.lua");
 
 /// The environment variable naming this machine when the configuration does not.
 pub const MACHINE_ENV_VAR: &str = "STORYFLOW_TASKS_MACHINE";
-
-/// Why a pending task failed when its deadline passed before it started.
-const DEADLINE_PENDING_TEXT: &str = "its deadline passed before it started";
-/// Why a running task was cancelled when its deadline passed.
-const DEADLINE_RUNNING_TEXT: &str = "its deadline passed while it was running";
 
 /// Most task statuses one status script renders (a listing is several calls).
 const STATUS_BATCH: usize = 256;
@@ -445,12 +440,10 @@ struct StatusOut<'a> {
     handler: Option<String>,
     attempt: u32,
     checkpoint: Option<Box<RawValue>>,
-}
-
-/// How a run ended, as `finish` writes it.
-enum Ending<'a> {
-    Completed,
-    Failed(&'a TaskFailure),
+    priority: i32,
+    deadline: Option<f64>,
+    yield_requested: bool,
+    yields: u32,
 }
 
 fn new_token() -> String {
@@ -556,8 +549,9 @@ impl Store for RedisStore {
         self.inner.register_handler(handler)
     }
 
-    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>) -> Result<TaskId> {
-        self.inner.submit(task_id, kind, 0, None)
+    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>, schedule: Schedule) -> Result<TaskId> {
+        schedule.validate()?;
+        self.inner.submit(task_id, kind, schedule.priority, schedule.deadline)
     }
 
     fn status_json(&self, task_id: &str) -> Result<String> {
@@ -616,12 +610,12 @@ impl Store for RedisStore {
         self.inner.claim_next(timeout)
     }
 
-    fn finish(&self, task_id: &str, outcome: std::result::Result<(), TaskFailure>) -> Result<TaskState> {
-        let ending = match &outcome {
-            Ok(()) => Ending::Completed,
-            Err(failure) => Ending::Failed(failure),
-        };
-        self.inner.finish(task_id, ending)
+    fn is_yield_requested(&self, task_id: &str) -> Result<bool> {
+        self.inner.is_yield_requested(task_id)
+    }
+
+    fn finish(&self, task_id: &str, outcome: TaskOutcome) -> Result<TaskState> {
+        self.inner.finish(task_id, &outcome)
     }
 
     fn wait(&self, task_id: &str, timeout: Option<Duration>) -> Result<String> {
@@ -865,7 +859,7 @@ impl Inner {
             }
             if last_deadlines.elapsed() >= options.deadline_interval {
                 last_deadlines = Instant::now();
-                let _ = self.script(&scripts().deadlines, &[DEADLINE_PENDING_TEXT, DEADLINE_RUNNING_TEXT], |_| Ok(()));
+                let _ = self.script(&scripts().deadlines, &[DEADLINE_PASSED_PENDING, DEADLINE_PASSED_RUNNING], |_| Ok(()));
             }
             if busy && last_yield.elapsed() >= options.yield_refresh_interval {
                 last_yield = Instant::now();
@@ -961,7 +955,7 @@ impl Inner {
                 &deadline,
                 &self.config.max_pending_tasks.to_string(),
                 &op,
-                DEADLINE_PENDING_TEXT,
+                DEADLINE_PASSED_PENDING,
             ],
         )?;
         Ok(task_id)
@@ -1062,7 +1056,7 @@ impl Inner {
     fn try_claim(&self) -> Result<Option<Claim>> {
         let token = new_token();
         let handlers: Vec<String> = lock(&self.handlers).iter().cloned().collect();
-        let mut args: Vec<&str> = vec![&self.worker_id, &self.machine_id, &token, DEADLINE_PENDING_TEXT];
+        let mut args: Vec<&str> = vec![&self.worker_id, &self.machine_id, &token, DEADLINE_PASSED_PENDING];
         args.extend(handlers.iter().map(String::as_str));
         let reply = self.script(&scripts().claim, &args, Ok)?;
         let mut parts = items(reply).into_iter();
@@ -1086,8 +1080,8 @@ impl Inner {
         Ok(Some(Claim { task_id: Arc::from(task_id), run: true, handler, payload, attempt, checkpoint }))
     }
 
-    fn finish(&self, task_id: &str, ending: Ending<'_>) -> Result<TaskState> {
-        if let Ending::Failed(TaskFailure::Message(message)) = &ending {
+    fn finish(&self, task_id: &str, outcome: &TaskOutcome) -> Result<TaskState> {
+        if let TaskOutcome::Failed(TaskFailure::Message(message)) = outcome {
             self.config.check_message("failure message", message)?;
         }
         let Some(token) = lock(&self.live).get(task_id).map(|live| live.token.clone()) else {
@@ -1101,13 +1095,14 @@ impl Inner {
                 state.as_str()
             )));
         };
-        let (outcome, message, fallback) = match &ending {
-            Ending::Completed => ("c", String::new(), String::new()),
-            Ending::Failed(TaskFailure::Message(text)) => ("f", text.clone(), String::new()),
-            Ending::Failed(TaskFailure::Code(code)) => ("f", String::new(), format!("task function returned {code}")),
+        let (outcome, message, fallback) = match outcome {
+            TaskOutcome::Completed => ("c", String::new(), String::new()),
+            TaskOutcome::Yielded => ("y", String::new(), String::new()),
+            TaskOutcome::Failed(TaskFailure::Message(text)) => ("f", text.clone(), String::new()),
+            TaskOutcome::Failed(TaskFailure::Code(code)) => ("f", String::new(), format!("task function returned {code}")),
         };
         let mut args: Vec<String> =
-            vec![task_id.to_owned(), token, outcome.to_owned(), message, fallback, String::new(), DEADLINE_RUNNING_TEXT.to_owned()];
+            vec![task_id.to_owned(), token, outcome.to_owned(), message, fallback, String::new(), DEADLINE_PASSED_RUNNING.to_owned()];
         // The worker has nothing else to do until this is written: while the server is
         // away it tries again (the token makes a repeat harmless), up to a limit.
         let give_up = Instant::now() + self.options.finish_retry_for;
@@ -1204,6 +1199,7 @@ impl Inner {
             let completed_segments = bodies(parts.next())?;
             let errors = bodies(parts.next())?;
             let queue_position = parts.next().as_ref().and_then(int).map(|p| p as u64);
+            let yield_requested = parts.next().as_ref().and_then(int) == Some(1);
             let mut progress = field(1).map(raw).transpose()?.unwrap_or_else(empty_progress);
             let mut revision = field(6).and_then(|s| s.parse::<u64>().ok()).unwrap_or(1);
             if state == TaskState::Processing {
@@ -1228,6 +1224,10 @@ impl Inner {
                 handler: field(8),
                 attempt: field(9).and_then(|s| s.parse().ok()).unwrap_or(0),
                 checkpoint: field(10).map(raw).transpose()?,
+                priority: field(11).and_then(|s| s.parse().ok()).unwrap_or(0),
+                deadline: f.get(12).and_then(float),
+                yield_requested,
+                yields: field(13).and_then(|s| s.parse().ok()).unwrap_or(0),
             };
             let json = serde_json::to_string(&status).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
             out.push(Some((state, json)));
@@ -1338,7 +1338,7 @@ impl Inner {
         if ids.is_empty() {
             return Ok(());
         }
-        let args: Vec<&str> = ids.iter().flat_map(|id| [id.as_str(), self.machine_id.as_str()]).collect();
+        let args: Vec<&str> = ids.iter().map(String::as_str).collect();
         let answers = self.script(&scripts().yield_wanted, &args, |reply| Ok(items(reply)))?;
         let mut live = lock(&self.live);
         for (id, answer) in ids.iter().zip(answers) {
@@ -1347,6 +1347,19 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Whether a higher-priority task waits that this task's machine could run: for a task
+    /// run here the ticker's answer (no round trip), else one read.
+    fn is_yield_requested(&self, task_id: &str) -> Result<bool> {
+        if let Some(live) = lock(&self.live).get(task_id) {
+            return Ok(live.yield_requested);
+        }
+        let answers = self.script(&scripts().yield_wanted, &[task_id], |reply| Ok(items(reply)))?;
+        match answers.first().and_then(int) {
+            Some(-1) | None => Err(Error::not_found(task_id)),
+            Some(answer) => Ok(answer == 1),
+        }
     }
 }
 
