@@ -932,3 +932,142 @@ fn a_closed_handle_hands_its_running_task_back() {
     assert_eq!((&*claim.task_id, claim.attempt), (&*id, 2));
     eprintln!("handed back in {:?}", started.elapsed());
 }
+
+// ----- scheduling: priorities, yields, deadlines ---------------------------------------
+
+fn at(priority: i32) -> Schedule {
+    Schedule::with_priority(priority)
+}
+
+fn epoch_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn priorities_order_the_claims_and_the_queue_positions() {
+    let server = RedisServer::start();
+    let store = open(&server, "m1");
+    store.register_handler("h").unwrap();
+    let payload = json("null");
+    for (id, priority) in [("low-a", 0), ("low-b", 0), ("urgent", 10), ("mid", 5), ("background", -3), ("urgent-2", 10)] {
+        store.submit(Some(id), named("h", &payload), at(priority)).unwrap();
+    }
+    let function = store.submit(Some("fn-mid"), TaskKind::Function, at(5)).unwrap();
+    let order = ["urgent", "urgent-2", "mid", "fn-mid", "low-a", "low-b", "background"];
+    for (position, id) in order.iter().enumerate() {
+        let s = status(&store, id);
+        assert_eq!((s["queue_position"].as_u64(), s["priority"].as_i64()), (Some(position as u64), s["priority"].as_i64()), "{id}");
+    }
+    assert_eq!(status(&store, &function)["priority"], 5);
+    assert!(status(&store, "mid")["deadline"].is_null());
+    for id in order {
+        let claim = store.claim_next(LONG).unwrap().unwrap();
+        assert_eq!(&*claim.task_id, id);
+        store.finish(id, TaskOutcome::Completed).unwrap();
+    }
+    let extreme = store.submit(Some("max"), named("h", &payload), at(i32::MAX)).unwrap();
+    store.submit(Some("min"), named("h", &payload), at(i32::MIN)).unwrap();
+    assert_eq!(status(&store, &extreme)["queue_position"], 0);
+    assert_eq!(status(&store, "min")["queue_position"], 1);
+}
+
+#[test]
+fn a_running_task_is_asked_to_yield_and_goes_back_to_the_head_of_its_priority() {
+    let server = RedisServer::start();
+    let store = open(&server, "m1");
+    let observer = open(&server, "api-box");
+    store.register_handler("narrate").unwrap();
+    let payload = json("null");
+    let long = store.submit(Some("long"), named("narrate", &payload), at(0)).unwrap();
+    let claim = store.claim_next(LONG).unwrap().unwrap();
+    assert_eq!(claim.task_id, long);
+    store.add_segment(&long, &segment(0)).unwrap();
+    store.set_checkpoint(&long, &json(r#"{"sentence": 1}"#)).unwrap();
+    store.update_progress(&long, 1, 10, None).unwrap();
+    store.submit(Some("same-priority"), named("narrate", &payload), at(0)).unwrap();
+    assert!(!store.is_yield_requested(&long).unwrap(), "nothing of a higher priority waits");
+    // A higher-priority task no worker of this machine serves does not ask it to yield.
+    store.submit(Some("elsewhere"), named("other-handler", &payload), at(50)).unwrap();
+    // One this machine serves does, once the ticker has looked (an answer without a round trip).
+    store.submit(Some("urgent"), named("narrate", &payload), at(10)).unwrap();
+    let asked_at = Instant::now();
+    while !store.is_yield_requested(&long).unwrap() {
+        assert!(asked_at.elapsed() < Duration::from_secs(30), "never asked to yield");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("asked to yield after {:?}", asked_at.elapsed());
+    assert!(observer.is_yield_requested(&long).unwrap(), "another process reads the same answer");
+    assert_eq!(status(&observer, &long)["yield_requested"], true);
+    assert_eq!(store.finish(&long, TaskOutcome::Yielded).unwrap(), TaskState::Pending);
+    let back = status(&observer, &long);
+    assert_eq!((back["status"].as_str(), back["yields"].as_u64(), back["attempt"].as_u64()), (Some("PENDING"), Some(1), Some(1)));
+    assert_eq!(back["yield_requested"], false);
+    assert_eq!(back["checkpoint"], serde_json::json!({"sentence": 1}));
+    assert_eq!(back["completed_segments"].as_array().unwrap().len(), 1);
+    assert_eq!(back["progress"]["current"], 1, "the progress not yet written went with the yield");
+    // Behind the urgent task and the unserved one of priority 50 (which may be served any
+    // time), ahead of the one of its own priority.
+    assert_eq!(back["queue_position"], 2);
+    assert_eq!(status(&observer, "same-priority")["queue_position"], 3);
+    assert_eq!(store.claim_next(LONG).unwrap().unwrap().task_id.as_ref(), "urgent");
+    store.finish("urgent", TaskOutcome::Completed).unwrap();
+    let again = store.claim_next(LONG).unwrap().unwrap();
+    assert_eq!((&*again.task_id, again.attempt), ("long", 1), "a yield is not an interruption: the attempt stays");
+    assert_eq!(again.checkpoint.as_ref().map(|c| c.get()), Some(r#"{"sentence": 1}"#));
+    assert_eq!(store.finish(&long, TaskOutcome::Completed).unwrap(), TaskState::Completed);
+    assert_eq!(store.claim_next(LONG).unwrap().unwrap().task_id.as_ref(), "same-priority");
+    let events = observer.wait_events(0, 1000, Some(Duration::ZERO)).unwrap();
+    let put_back = events.iter().filter(|e| &*e.task_id == "long" && e.status == TaskState::Pending).count();
+    assert_eq!(put_back, 2, "submitted, then back to PENDING after the yield");
+}
+
+#[test]
+fn a_cancel_requested_wins_over_a_yield() {
+    let server = RedisServer::start();
+    let store = open(&server, "m1");
+    store.register_handler("h").unwrap();
+    let id = store.submit(Some("y"), named("h", &json("null")), at(0)).unwrap();
+    store.claim_next(LONG).unwrap().unwrap();
+    assert_eq!(store.cancel(&id).unwrap(), TaskState::Processing);
+    assert_eq!(store.finish(&id, TaskOutcome::Yielded).unwrap(), TaskState::Cancelled);
+    assert_eq!(status(&store, &id)["error"], "cancelled while running");
+}
+
+#[test]
+fn deadlines_fail_pending_tasks_and_cancel_running_ones() {
+    let server = RedisServer::start();
+    let store = open(&server, "m1");
+    let observer = open(&server, "api-box");
+    store.register_handler("h").unwrap();
+    let payload = json("null");
+    // Running: the worker holds it while its deadline passes.
+    let running_deadline = epoch_now() + 0.3;
+    let running = store.submit(Some("running"), named("h", &payload), Schedule { priority: 0, deadline: Some(running_deadline) }).unwrap();
+    store.claim_next(LONG).unwrap().unwrap();
+    // Pending behind it (the machine is busy): it never starts.
+    let pending_deadline = epoch_now() + 0.3;
+    let pending = store.submit(Some("pending"), named("h", &payload), Schedule { priority: 0, deadline: Some(pending_deadline) }).unwrap();
+    assert_eq!(status(&observer, &pending)["deadline"].as_f64().map(|d| (d - pending_deadline).abs() < 1e-3), Some(true));
+    let failed: Value = serde_json::from_str(&observer.wait(&pending, LONG).unwrap()).unwrap();
+    eprintln!("pending task failed {:.0} ms after its deadline", (failed["completed_at"].as_f64().unwrap() - pending_deadline) * 1e3);
+    assert_eq!((failed["status"].as_str(), failed["error"].as_str()), (Some("FAILED"), Some(storyflow_tasks::DEADLINE_PASSED_PENDING)));
+    assert!(failed["started_at"].is_null(), "it never started");
+    let asked = wait_for(&observer, &running, |s| s["cancel_requested"] == true);
+    assert_eq!(asked["status"], "PROCESSING");
+    assert!(store.is_cancel_requested(&running).unwrap());
+    assert_eq!(store.finish(&running, TaskOutcome::Completed).unwrap(), TaskState::Cancelled);
+    let cancelled = status(&observer, &running);
+    assert_eq!(cancelled["error"], storyflow_tasks::DEADLINE_PASSED_RUNNING);
+    let events = observer.wait_events(0, 1000, Some(Duration::ZERO)).unwrap();
+    assert!(events.iter().any(|e| &*e.task_id == "running" && e.kind == EventKind::CancelRequested));
+    assert!(events.iter().any(|e| &*e.task_id == "pending" && e.kind == EventKind::Finished && e.status == TaskState::Failed));
+
+    // Already past at submit (clock skew): accepted, and failed at once.
+    let late = store.submit(Some("late"), named("h", &payload), Schedule { priority: 0, deadline: Some(epoch_now() - 10.0) }).unwrap();
+    let s = status(&store, &late);
+    assert_eq!((s["status"].as_str(), s["error"].as_str()), (Some("FAILED"), Some(storyflow_tasks::DEADLINE_PASSED_PENDING)));
+    let bad = store.submit(None, named("h", &payload), Schedule { priority: 0, deadline: Some(f64::NAN) }).unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.counts.failed, stats.counts.cancelled, stats.counts.pending), (2, 1, 0));
+}

@@ -33,8 +33,9 @@
 -- Task hash fields: seq, state (0 PENDING .. 4 CANCELLED), handler, payload, owner, runner,
 -- token (the lease), mid (machine), attempt, checkpoint, progress, nseg, nerr, created,
 -- started, completed, message, rev, cancel, dlr (cancel asked by the deadline), prio,
--- deadline, yields, qm (queue member), op / sop / cop / ftoken (ids of the last submit,
--- append, cancel and finish, so that a call retried after a lost reply is not done twice).
+-- deadline, yields, resuming (it yielded: its next start keeps its attempt), qm (queue
+-- member), op / sop / cop / ftoken (ids of the last submit, append, cancel and finish, so
+-- that a call retried after a lost reply is not done twice).
 --
 -- The queue's order: a sorted set orders by score, then by member bytes. The score is
 -- -priority (higher priority first) and the member starts with 16 fixed-width characters:
@@ -337,7 +338,13 @@ while true do
   if deadline and tonumber(deadline) <= NOW then
     finalize(id, k, 0, 3, ARGV[A + 3])
   else
-    local attempt = redis.call('HINCRBY', k, 'attempt', 1)
+    -- A task that yielded goes on with its attempt: a yield is not an interruption.
+    local attempt
+    if redis.call('HDEL', k, 'resuming') == 1 then
+      attempt = tonumber(redis.call('HGET', k, 'attempt'))
+    else
+      attempt = redis.call('HINCRBY', k, 'attempt', 1)
+    end
     local rev = redis.call('HINCRBY', k, 'rev', 1)
     redis.call('HSET', k, 'state', 1, 'runner', w, 'token', token, 'mid', machine, 'started', NOW_S)
     redis.call('SET', slot, id)
@@ -442,6 +449,7 @@ if f[3] == '1' then
 end
 if outcome == 'y' then
   redis.call('HINCRBY', k, 'yields', 1)
+  redis.call('HSET', k, 'resuming', 1)
   if extra > 0 then redis.call('HINCRBY', k, 'rev', 1) end
   put_back(id, k, EV_YIELDED)
   return {'ok', 0}
