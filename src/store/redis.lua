@@ -21,14 +21,17 @@
 --   P.."prio"         hash priority -> number of PENDING tasks
 --   P.."finished"     zset state..id -> completed_at (retention, oldest first)
 --   P.."deadlines"    zset id -> deadline of every unfinished task that has one
---   P.."counts"       hash r0..r4 retained by state, t0..t4 totals, runs/runtot/runmax
+--   P.."counts"       hash r1..r4 retained by state (PENDING is ZCARD q), t0..t4 totals,
+--                     runs/runus (run times); P.."runmax" zset: the longest run (ZADD GT)
 --   P.."ev"           stream: the change feed; entry id = seq.."-0"; P.."evseq" its counter
 --   P.."workers"      zset worker id -> heartbeat expiry (server ms)
 --   P.."w:"..w        hash: pid, host, machine, started;  P.."wh:"..w set: its handlers
 --   P.."h:"..h        set: live workers that registered handler h
 --   P.."mh:"..m       hash handler -> live workers of machine m serving it
 --   P.."own:"..w      set: what worker w holds (its pending function tasks, its running task)
---   P.."m:"..m        string: the task PROCESSING on machine m (the machine's one slot)
+--   P.."m:"..m        string: the task PROCESSING on machine m (the machine's one slot; held
+--                     exactly while a task with mid = m is leased, so whoever holds the
+--                     lease may delete it)
 --
 -- Task hash fields: seq, state (0 PENDING .. 4 CANCELLED), handler, payload, owner, runner,
 -- token (the lease), mid (machine), attempt, checkpoint, progress, nseg, nerr, created,
@@ -56,7 +59,30 @@ local NOW_MS = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- Event kinds, as src/store/redis.rs numbers them.
 local EV_SUBMITTED, EV_STARTED, EV_PROGRESS, EV_SEGMENT, EV_ERROR, EV_CANCEL, EV_FINISHED, EV_YIELDED = 0, 1, 2, 3, 4, 5, 6, 7
 
+-- Every call to the server inside a script costs about a microsecond beyond the command
+-- itself, which is most of a transition's cost: a task's fields are read with one HMGET,
+-- written with one HSET, and what the reads gave is passed on rather than read again.
+local FIELDS = {'state', 'token', 'runner', 'mid', 'owner', 'handler', 'prio', 'seq', 'qm', 'rev', 'attempt', 'cancel',
+  'dlr', 'deadline', 'started', 'message', 'ftoken', 'resuming', 'nseg', 'nerr', 'yields', 'cop'}
+-- And what a claim hands over (up to max_extra_json_bytes each: read only then).
+local BODY_FIELDS = {'payload', 'checkpoint'}
+
 local function tkey(id) return P .. 't:' .. id end
+
+-- The task's fields by name (with its payload and checkpoint if `body`), or nil if there
+-- is no such task.
+local function load(k, body)
+  local names = FIELDS
+  if body then
+    names = {unpack(FIELDS)}
+    for _, name in ipairs(BODY_FIELDS) do names[#names + 1] = name end
+  end
+  local values = redis.call('HMGET', k, unpack(names))
+  if not values[1] then return nil end
+  local t = {}
+  for i, name in ipairs(names) do t[name] = values[i] end
+  return t
+end
 
 local function event(id, kind, state, rev)
   local seq = redis.call('INCR', P .. 'evseq')
@@ -64,9 +90,10 @@ local function event(id, kind, state, rev)
   return seq
 end
 
+-- PENDING is not counted: it is the size of the queue.
 local function counts(from, to)
-  if from then redis.call('HINCRBY', P .. 'counts', 'r' .. from, -1) end
-  redis.call('HINCRBY', P .. 'counts', 'r' .. to, 1)
+  if from and from ~= 0 then redis.call('HINCRBY', P .. 'counts', 'r' .. from, -1) end
+  if to ~= 0 then redis.call('HINCRBY', P .. 'counts', 'r' .. to, 1) end
   if (not from) or to >= 2 then redis.call('HINCRBY', P .. 'counts', 't' .. to, 1) end
 end
 
@@ -75,38 +102,35 @@ local function queue_of(handler, owner)
   return P .. 'qw:' .. owner
 end
 
--- Puts a task in the queue: at its priority's head when `head`, else by its seq.
-local function enqueue(id, k, head)
-  local f = redis.call('HMGET', k, 'seq', 'prio', 'handler', 'owner')
+-- Puts a task in the queue: at its priority's head when `head`, else by its seq. Returns
+-- its queue member, which the caller stores as the task's `qm`.
+local function enqueue(id, t, head)
   local fifo
   if head then
     fifo = '0' .. string.format('%015d', 999999999999999 - redis.call('INCR', P .. 'headseq'))
   else
-    fifo = '1' .. string.format('%015d', tonumber(f[1]))
+    fifo = '1' .. string.format('%015d', tonumber(t.seq))
   end
   local member = fifo .. id
-  local score = -tonumber(f[2])
+  local score = -tonumber(t.prio)
   redis.call('ZADD', P .. 'q', score, member)
-  redis.call('ZADD', queue_of(f[3], f[4]), score, member)
-  redis.call('HINCRBY', P .. 'prio', f[2], 1)
-  redis.call('HSET', k, 'qm', member)
+  redis.call('ZADD', queue_of(t.handler, t.owner), score, member)
+  redis.call('HINCRBY', P .. 'prio', t.prio, 1)
+  return member
 end
 
-local function dequeue(k)
-  local f = redis.call('HMGET', k, 'qm', 'prio', 'handler', 'owner')
-  if not f[1] then return end
-  redis.call('ZREM', P .. 'q', f[1])
-  redis.call('ZREM', queue_of(f[3], f[4]), f[1])
-  if redis.call('HINCRBY', P .. 'prio', f[2], -1) <= 0 then redis.call('HDEL', P .. 'prio', f[2]) end
-  redis.call('HDEL', k, 'qm')
+-- Takes a PENDING task out of the queue (the caller clears its `qm`).
+local function dequeue(t)
+  if not t.qm then return end
+  redis.call('ZREM', P .. 'q', t.qm)
+  redis.call('ZREM', queue_of(t.handler, t.owner), t.qm)
+  if redis.call('HINCRBY', P .. 'prio', t.prio, -1) <= 0 then redis.call('HDEL', P .. 'prio', t.prio) end
 end
 
 -- Gives up the lease of a running task: its runner's hold and its machine's slot.
-local function release(id, k)
-  local f = redis.call('HMGET', k, 'runner', 'mid', 'owner')
-  if f[1] and f[1] ~= f[3] then redis.call('SREM', P .. 'own:' .. f[1], id) end
-  if f[2] and redis.call('GET', P .. 'm:' .. f[2]) == id then redis.call('DEL', P .. 'm:' .. f[2]) end
-  redis.call('HDEL', k, 'runner', 'token', 'mid')
+local function release(id, t)
+  if t.mid then redis.call('DEL', P .. 'm:' .. t.mid) end
+  if t.runner and t.runner ~= t.owner then redis.call('SREM', P .. 'own:' .. t.runner, id) end
 end
 
 local function drop_task(id, state)
@@ -130,48 +154,57 @@ local function enforce_cap()
   return #oldest
 end
 
--- Moves a PENDING (already dequeued) or PROCESSING task to a final state.
-local function finalize(id, k, from, to, message, extra_rev)
-  release(id, k)
-  local owner = redis.call('HGET', k, 'owner')
-  if owner then redis.call('SREM', P .. 'own:' .. owner, id) end
-  local rev = redis.call('HINCRBY', k, 'rev', 1 + (extra_rev or 0))
-  redis.call('HSET', k, 'state', to, 'completed', NOW_S)
-  if message then redis.call('HSET', k, 'message', message) end
-  redis.call('ZREM', P .. 'deadlines', id)
-  counts(from, to)
+-- Moves a PENDING (already dequeued) or PROCESSING task to a final state. `extra` is the
+-- revisions the caller already spent in this script (a progress written with the end).
+local function finalize(id, k, t, to, message, extra)
+  release(id, t)
+  if t.owner then redis.call('SREM', P .. 'own:' .. t.owner, id) end
+  local rev = tonumber(t.rev) + 1 + (extra or 0)
+  if message then
+    redis.call('HSET', k, 'state', to, 'completed', NOW_S, 'rev', rev, 'message', message)
+  else
+    redis.call('HSET', k, 'state', to, 'completed', NOW_S, 'rev', rev)
+  end
+  redis.call('HDEL', k, 'runner', 'token', 'mid', 'qm', 'resuming')
+  if t.deadline then redis.call('ZREM', P .. 'deadlines', id) end
+  counts(tonumber(t.state), to)
   redis.call('ZADD', P .. 'finished', NOW, to .. id)
   -- Retention deletes the keys in its sweep; the TTL is the server's own backstop for a
   -- namespace no process sweeps any more.
   redis.call('EXPIRE', k, TTL)
-  redis.call('EXPIRE', k .. ':s', TTL)
-  redis.call('EXPIRE', k .. ':e', TTL)
+  if t.nseg ~= '0' then redis.call('EXPIRE', k .. ':s', TTL) end
+  if t.nerr ~= '0' then redis.call('EXPIRE', k .. ':e', TTL) end
   event(id, EV_FINISHED, to, rev)
   enforce_cap()
   return rev
 end
 
--- Hands a running task back to the head of its priority.
-local function put_back(id, k, kind)
-  release(id, k)
-  local rev = redis.call('HINCRBY', k, 'rev', 1)
-  redis.call('HSET', k, 'state', 0)
-  redis.call('HDEL', k, 'started')
+-- Hands a running task back to the head of its priority (`yielded`: after a yield, which
+-- keeps its attempt; else after an interruption).
+local function put_back(id, k, t, yielded, extra)
+  release(id, t)
+  local rev = tonumber(t.rev) + 1 + (extra or 0)
+  local member = enqueue(id, t, true)
+  if yielded then
+    redis.call('HSET', k, 'state', 0, 'rev', rev, 'qm', member, 'yields', tonumber(t.yields) + 1, 'resuming', 1)
+  else
+    redis.call('HSET', k, 'state', 0, 'rev', rev, 'qm', member)
+  end
+  redis.call('HDEL', k, 'runner', 'token', 'mid', 'started')
   counts(1, 0)
-  enqueue(id, k, true)
-  event(id, kind, 0, rev)
+  if yielded then event(id, EV_YIELDED, 0, rev) else event(id, EV_SUBMITTED, 0, rev) end
   return rev
 end
 
 -- A task that may still be changed: PENDING or PROCESSING, and if `token` is given,
--- leased under it. Returns its state, or nil and the refusal.
+-- leased under it. Returns its state and fields, or nil and the refusal.
 local function changeable(k, token)
-  local f = redis.call('HMGET', k, 'state', 'token')
+  local f = redis.call('HMGET', k, 'state', 'token', 'rev')
   if not f[1] then return nil, {'notfound'} end
   local state = tonumber(f[1])
   if state >= 2 then return nil, {'finished', state} end
   if token ~= '' and f[2] ~= token then return nil, {'lease', state} end
-  return state
+  return state, tonumber(f[3])
 end
 
 -- Everything worker `w` holds is given up, as if its process died: its running named
@@ -181,24 +214,24 @@ local function release_worker(w, max_attempts)
   local requeued, failed = {}, {}
   for _, id in ipairs(redis.call('SMEMBERS', P .. 'own:' .. w)) do
     local k = tkey(id)
-    local f = redis.call('HMGET', k, 'state', 'handler', 'runner', 'attempt', 'owner')
-    local state = tonumber(f[1])
-    if state == 1 and f[3] == w then
-      local attempt = tonumber(f[4])
-      if f[2] and attempt < max_attempts then
-        put_back(id, k, EV_SUBMITTED)
+    local t = load(k)
+    local state = t and tonumber(t.state)
+    if state == 1 and t.runner == w then
+      local attempt = tonumber(t.attempt)
+      if t.handler and attempt < max_attempts then
+        put_back(id, k, t, false)
         requeued[#requeued + 1] = id
-      elseif f[2] then
-        finalize(id, k, 1, 3, 'it kept being interrupted: the process running it exited during each of its '
+      elseif t.handler then
+        finalize(id, k, t, 3, 'it kept being interrupted: the process running it exited during each of its '
           .. attempt .. ' starts (max_attempts is ' .. max_attempts .. ')')
         failed[#failed + 1] = id
       else
-        finalize(id, k, 1, 3, 'its process exited while it was running')
+        finalize(id, k, t, 3, 'its process exited while it was running')
         failed[#failed + 1] = id
       end
-    elseif state == 0 and f[5] == w then
-      dequeue(k)
-      finalize(id, k, 0, 3, 'its process exited before it ran')
+    elseif state == 0 and t.owner == w then
+      dequeue(t)
+      finalize(id, k, t, 3, 'its process exited before it ran')
       failed[#failed + 1] = id
     end
   end
@@ -273,7 +306,8 @@ return out
 return release_worker(ARGV[A], tonumber(ARGV[A + 1]))
 
 --@@ submit
--- ARGV: id, handler ('' for a function task), payload, owner, priority, deadline (''), max_pending, op
+-- ARGV: id, handler ('' for a function task), payload, owner, priority, deadline (''),
+--       max_pending, op, deadline-passed text
 local id = ARGV[A]
 local k = tkey(id)
 if redis.call('EXISTS', k) == 1 then
@@ -282,31 +316,46 @@ if redis.call('EXISTS', k) == 1 then
 end
 local max_pending = tonumber(ARGV[A + 6])
 if max_pending > 0 then
-  local pending = tonumber(redis.call('HGET', P .. 'counts', 'r0') or '0')
+  local pending = redis.call('ZCARD', P .. 'q')
   if pending >= max_pending then return {'full', pending} end
 end
 local seq = redis.call('INCR', P .. 'seq')
-redis.call('HSET', k, 'seq', seq, 'state', 0, 'created', NOW_S, 'rev', 1, 'attempt', 0, 'prio', ARGV[A + 4],
-  'yields', 0, 'nseg', 0, 'nerr', 0, 'cancel', 0, 'op', ARGV[A + 7])
+local t = {seq = seq, prio = ARGV[A + 4], rev = '1', state = '0', nseg = '0', nerr = '0'}
+local fields = {'seq', seq, 'state', 0, 'created', NOW_S, 'rev', 1, 'attempt', 0, 'prio', ARGV[A + 4],
+  'yields', 0, 'nseg', 0, 'nerr', 0, 'cancel', 0, 'op', ARGV[A + 7]}
 if ARGV[A + 1] ~= '' then
-  redis.call('HSET', k, 'handler', ARGV[A + 1], 'payload', ARGV[A + 2])
+  t.handler = ARGV[A + 1]
+  fields[#fields + 1] = 'handler'
+  fields[#fields + 1] = ARGV[A + 1]
+  fields[#fields + 1] = 'payload'
+  fields[#fields + 1] = ARGV[A + 2]
 else
-  redis.call('HSET', k, 'owner', ARGV[A + 3])
+  t.owner = ARGV[A + 3]
+  fields[#fields + 1] = 'owner'
+  fields[#fields + 1] = ARGV[A + 3]
   redis.call('SADD', P .. 'own:' .. ARGV[A + 3], id)
 end
+local deadline = ARGV[A + 5]
+local late = deadline ~= '' and tonumber(deadline) <= NOW
+if deadline ~= '' then
+  t.deadline = deadline
+  fields[#fields + 1] = 'deadline'
+  fields[#fields + 1] = deadline
+  if not late then redis.call('ZADD', P .. 'deadlines', deadline, id) end
+end
+if not late then
+  fields[#fields + 1] = 'qm'
+  fields[#fields + 1] = enqueue(id, t, false)
+end
+redis.call('HSET', k, unpack(fields))
 redis.call('ZADD', P .. 'tasks', seq, id)
 counts(nil, 0)
 event(id, EV_SUBMITTED, 0, 1)
-local deadline = ARGV[A + 5]
-if deadline ~= '' then
-  redis.call('HSET', k, 'deadline', deadline)
-  if tonumber(deadline) <= NOW then
-    finalize(id, k, 0, 3, ARGV[A + 8])
-    return {'ok'}
-  end
-  redis.call('ZADD', P .. 'deadlines', deadline, id)
+if late then
+  -- Accepted (the clocks may disagree), and failed at once: it never starts.
+  t.deadline = nil
+  finalize(id, k, t, 3, ARGV[A + 8])
 end
-enqueue(id, k, false)
 return {'ok'}
 
 --@@ claim
@@ -333,26 +382,22 @@ while true do
   if not best then return {'empty'} end
   local id = string.sub(best, 17)
   local k = tkey(id)
-  dequeue(k)
-  local deadline = redis.call('HGET', k, 'deadline')
-  if deadline and tonumber(deadline) <= NOW then
-    finalize(id, k, 0, 3, ARGV[A + 3])
+  local t = load(k, true)
+  dequeue(t)
+  if t.deadline and tonumber(t.deadline) <= NOW then
+    finalize(id, k, t, 3, ARGV[A + 3])
   else
     -- A task that yielded goes on with its attempt: a yield is not an interruption.
-    local attempt
-    if redis.call('HDEL', k, 'resuming') == 1 then
-      attempt = tonumber(redis.call('HGET', k, 'attempt'))
-    else
-      attempt = redis.call('HINCRBY', k, 'attempt', 1)
-    end
-    local rev = redis.call('HINCRBY', k, 'rev', 1)
-    redis.call('HSET', k, 'state', 1, 'runner', w, 'token', token, 'mid', machine, 'started', NOW_S)
+    local attempt = tonumber(t.attempt)
+    if not t.resuming then attempt = attempt + 1 end
+    local rev = tonumber(t.rev) + 1
+    redis.call('HSET', k, 'state', 1, 'runner', w, 'token', token, 'mid', machine, 'started', NOW_S, 'attempt', attempt, 'rev', rev)
+    redis.call('HDEL', k, 'qm', 'resuming')
     redis.call('SET', slot, id)
     redis.call('SADD', P .. 'own:' .. w, id)
     counts(0, 1)
     event(id, EV_STARTED, 1, rev)
-    local f = redis.call('HMGET', k, 'handler', 'payload', 'checkpoint', 'yields', 'prio')
-    return {'ok', id, f[1] or false, f[2] or false, attempt, f[3] or false, tonumber(f[4]), tonumber(f[5])}
+    return {'ok', id, t.handler or false, t.payload or false, attempt, t.checkpoint or false, tonumber(t.yields), tonumber(t.prio)}
   end
 end
 
@@ -360,29 +405,36 @@ end
 -- ARGV: id, token ('' if not leased here), body, 's' (segment) or 'e' (error), cap, op
 local id, token, body, which = ARGV[A], ARGV[A + 1], ARGV[A + 2], ARGV[A + 3]
 local k = tkey(id)
-local state, refused = changeable(k, token)
-if not state then return refused end
-if redis.call('HGET', k, 'sop') == ARGV[A + 5] then return {'ok'} end
 local field = 'nerr'
 local kind = EV_ERROR
 if which == 's' then field, kind = 'nseg', EV_SEGMENT end
-local n = tonumber(redis.call('HGET', k, field))
+local f = redis.call('HMGET', k, 'state', 'token', 'rev', field, 'sop')
+if not f[1] then return {'notfound'} end
+local state = tonumber(f[1])
+if state >= 2 then return {'finished', state} end
+if token ~= '' and f[2] ~= token then return {'lease', state} end
+if f[5] == ARGV[A + 5] then return {'ok'} end
+local n = tonumber(f[4])
 if n >= tonumber(ARGV[A + 4]) then return {'cap', n} end
+local rev = tonumber(f[3]) + 1
 redis.call('RPUSH', k .. ':' .. which, body)
-redis.call('HINCRBY', k, field, 1)
-redis.call('HSET', k, 'sop', ARGV[A + 5])
-event(id, kind, state, redis.call('HINCRBY', k, 'rev', 1))
+redis.call('HSET', k, field, n + 1, 'sop', ARGV[A + 5], 'rev', rev)
+event(id, kind, state, rev)
 return {'ok'}
 
 --@@ set_field
 -- ARGV: id, token, field ('checkpoint', 'progress' or 'message'), value
 local id, token, field = ARGV[A], ARGV[A + 1], ARGV[A + 2]
 local k = tkey(id)
-local state, refused = changeable(k, token)
-if not state then return refused end
-redis.call('HSET', k, field, ARGV[A + 3])
+local state, rev = changeable(k, token)
+if not state then return rev end
 -- The failure message shows only once the task failed: no revision, no event.
-if field ~= 'message' then event(id, EV_PROGRESS, state, redis.call('HINCRBY', k, 'rev', 1)) end
+if field == 'message' then
+  redis.call('HSET', k, field, ARGV[A + 3])
+else
+  redis.call('HSET', k, field, ARGV[A + 3], 'rev', rev + 1)
+  event(id, EV_PROGRESS, state, rev + 1)
+end
 return {'ok'}
 
 --@@ flush_progress
@@ -391,10 +443,11 @@ local written = {}
 for i = A, #ARGV, 3 do
   local id, token = ARGV[i], ARGV[i + 1]
   local k = tkey(id)
-  local f = redis.call('HMGET', k, 'state', 'token')
+  local f = redis.call('HMGET', k, 'state', 'token', 'rev')
   if f[1] == '1' and f[2] == token then
-    redis.call('HSET', k, 'progress', ARGV[i + 2])
-    event(id, EV_PROGRESS, 1, redis.call('HINCRBY', k, 'rev', 1))
+    local rev = tonumber(f[3]) + 1
+    redis.call('HSET', k, 'progress', ARGV[i + 2], 'rev', rev)
+    event(id, EV_PROGRESS, 1, rev)
     written[#written + 1] = id
   end
 end
@@ -404,22 +457,24 @@ return written
 -- ARGV: id, op
 local id = ARGV[A]
 local k = tkey(id)
-local f = redis.call('HMGET', k, 'state', 'cancel', 'cop')
-if not f[1] then return {'notfound'} end
-local state = tonumber(f[1])
+local t = load(k)
+if not t then return {'notfound'} end
+local state = tonumber(t.state)
 if state == 0 then
-  dequeue(k)
+  dequeue(t)
   redis.call('HSET', k, 'cop', ARGV[A + 1])
-  finalize(id, k, 0, 4, 'cancelled before it started')
+  finalize(id, k, t, 4, 'cancelled before it started')
   return {'ok', 4}
 elseif state == 1 then
-  if f[2] ~= '1' then
-    redis.call('HSET', k, 'cancel', 1)
-    event(id, EV_CANCEL, 1, redis.call('HINCRBY', k, 'rev', 1))
+  if t.cancel ~= '1' then
+    local rev = tonumber(t.rev) + 1
+    redis.call('HSET', k, 'cancel', 1, 'rev', rev)
+    event(id, EV_CANCEL, 1, rev)
   end
   return {'ok', 1}
 end
-if f[3] == ARGV[A + 1] then return {'ok', state} end
+-- The same cancel again, after its reply was lost: it was done.
+if t.cop == ARGV[A + 1] then return {'ok', state} end
 return {'finished', state}
 
 --@@ finish
@@ -427,64 +482,64 @@ return {'finished', state}
 --       fallback message (''), latest coalesced progress (''), deadline-passed text
 local id, token, outcome = ARGV[A], ARGV[A + 1], ARGV[A + 2]
 local k = tkey(id)
-local f = redis.call('HMGET', k, 'state', 'token', 'cancel', 'started', 'message', 'dlr', 'ftoken')
-if not f[1] then return {'notfound'} end
-local state = tonumber(f[1])
-if state ~= 1 or f[2] ~= token then
+local t = load(k)
+if not t then return {'notfound'} end
+local state = tonumber(t.state)
+if state ~= 1 or t.token ~= token then
   -- The same finish again, after its reply was lost: it was done.
-  if f[7] == token then return {'ok', state} end
+  if t.ftoken == token then return {'ok', state} end
   return {'lease', state}
 end
 local extra = 0
 if ARGV[A + 5] ~= '' then
-  redis.call('HSET', k, 'progress', ARGV[A + 5])
+  redis.call('HSET', k, 'progress', ARGV[A + 5], 'ftoken', token)
   extra = 1
+else
+  redis.call('HSET', k, 'ftoken', token)
 end
-redis.call('HSET', k, 'ftoken', token)
-if f[3] == '1' then
+if t.cancel == '1' then
   local message = 'cancelled while running'
-  if f[6] == '1' then message = ARGV[A + 6] end
-  finalize(id, k, 1, 4, message, extra)
+  if t.dlr == '1' then message = ARGV[A + 6] end
+  finalize(id, k, t, 4, message, extra)
   return {'ok', 4}
 end
 if outcome == 'y' then
-  redis.call('HINCRBY', k, 'yields', 1)
-  redis.call('HSET', k, 'resuming', 1)
-  if extra > 0 then redis.call('HINCRBY', k, 'rev', 1) end
-  put_back(id, k, EV_YIELDED)
+  put_back(id, k, t, true, extra)
   return {'ok', 0}
 end
-local ran = math.max(NOW - tonumber(f[4] or NOW), 0)
+-- Run times in whole microseconds: integer sums stay exact.
+local ran = math.max(math.floor((NOW - tonumber(t.started or NOW)) * 1000000 + 0.5), 0)
 redis.call('HINCRBY', P .. 'counts', 'runs', 1)
-redis.call('HINCRBYFLOAT', P .. 'counts', 'runtot', ran)
-if ran > tonumber(redis.call('HGET', P .. 'counts', 'runmax') or '0') then
-  redis.call('HSET', P .. 'counts', 'runmax', ran)
-end
+redis.call('HINCRBY', P .. 'counts', 'runus', ran)
+redis.call('ZADD', P .. 'runmax', 'GT', ran, 'us')
 if outcome == 'c' then
-  finalize(id, k, 1, 2, nil, extra)
+  finalize(id, k, t, 2, nil, extra)
   return {'ok', 2}
 end
 local message = ARGV[A + 3]
-if message == '' then message = f[5] or ARGV[A + 4] end
-finalize(id, k, 1, 3, message, extra)
+if message == '' then message = t.message or ARGV[A + 4] end
+finalize(id, k, t, 3, message, extra)
 return {'ok', 3}
 
 --@@ deadlines
--- ARGV: pending text, running text. Fails the PENDING tasks whose deadline passed and
--- asks the PROCESSING ones to cancel; returns how many it handled.
+-- ARGV: pending text. Fails the PENDING tasks whose deadline passed and asks the
+-- PROCESSING ones to cancel; returns how many it handled.
 local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', NOW, 'LIMIT', 0, 64)
 for _, id in ipairs(due) do
   local k = tkey(id)
-  local f = redis.call('HMGET', k, 'state', 'cancel')
+  local t = load(k)
   redis.call('ZREM', P .. 'deadlines', id)
-  if f[1] == '0' then
-    dequeue(k)
-    finalize(id, k, 0, 3, ARGV[A])
-  elseif f[1] == '1' then
-    redis.call('HSET', k, 'dlr', 1)
-    if f[2] ~= '1' then
-      redis.call('HSET', k, 'cancel', 1)
-      event(id, EV_CANCEL, 1, redis.call('HINCRBY', k, 'rev', 1))
+  if t and t.state == '0' then
+    dequeue(t)
+    t.deadline = nil
+    finalize(id, k, t, 3, ARGV[A])
+  elseif t and t.state == '1' then
+    if t.cancel ~= '1' then
+      local rev = tonumber(t.rev) + 1
+      redis.call('HSET', k, 'dlr', 1, 'cancel', 1, 'rev', rev)
+      event(id, EV_CANCEL, 1, rev)
+    else
+      redis.call('HSET', k, 'dlr', 1)
     end
   end
 end

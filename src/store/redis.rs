@@ -46,7 +46,9 @@ pub const MACHINE_ENV_VAR: &str = "STORYFLOW_TASKS_MACHINE";
 
 /// Most task statuses one status script renders (a listing is several calls).
 const STATUS_BATCH: usize = 256;
-/// Longest a call waits for a connection to open.
+/// How long the change feed is still followed after the last waiter of this process left.
+const WATCH_GRACE: Duration = Duration::from_secs(1);
+/// The longest pause between two tries to reach the server.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Event kinds as the scripts number them.
@@ -386,10 +388,14 @@ struct Live {
 struct Notifier {
     state: Mutex<Generations>,
     changed: Condvar,
+    /// Wakes the feed's follower when the first waiter arrives.
+    watch: Condvar,
 }
 
 #[derive(Default, Clone, Copy)]
 struct Generations {
+    /// Threads of this process waiting for a change (the feed is followed only meanwhile).
+    waiters: usize,
     /// Any event.
     any: u64,
     /// An event that may make a task claimable: submitted, finished, put back.
@@ -489,7 +495,7 @@ impl RedisStore {
             live: Mutex::new(HashMap::new()),
             live_changed: Condvar::new(),
             flush_gate: RwLock::new(()),
-            notifier: Notifier { state: Mutex::new(Generations::default()), changed: Condvar::new() },
+            notifier: Notifier { state: Mutex::new(Generations::default()), changed: Condvar::new(), watch: Condvar::new() },
             last_empty: Mutex::new(None),
             closed: AtomicBool::new(false),
             reaped: AtomicBool::new(false),
@@ -508,11 +514,10 @@ impl RedisStore {
     }
 
     fn start(&self) -> Result<()> {
-        let last_seq = self.inner.last_event_seq()?;
         let cannot_start = |e: std::io::Error| Error::new(ErrorKind::Internal, format!("cannot start the task store's threads: {e}"));
         let watcher = {
             let inner = self.inner.clone();
-            std::thread::Builder::new().name("sft-redis-watch".into()).spawn(move || inner.watch_loop(last_seq))
+            std::thread::Builder::new().name("sft-redis-watch".into()).spawn(move || inner.watch_loop())
         };
         lock(&self.threads).push(watcher.map_err(cannot_start)?);
         let ticker = {
@@ -739,44 +744,61 @@ impl Inner {
     /// Waits until `moved` holds for the generations or `deadline`; false at the deadline.
     fn wait_past(&self, deadline: Option<Instant>, moved: impl Fn(&Generations) -> bool) -> bool {
         let mut state = lock(&self.notifier.state);
+        state.waiters += 1;
+        if state.waiters == 1 {
+            self.notifier.watch.notify_all();
+        }
+        let mut woken = true;
         while !moved(&state) && !self.closed.load(Ordering::SeqCst) {
             match deadline {
                 None => state = self.notifier.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return false;
+                        woken = false;
+                        break;
                     }
                     state = self.notifier.changed.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
                 }
             }
         }
-        true
+        state.waiters -= 1;
+        woken
     }
 
     fn wake_everyone(&self) {
         self.bump(true);
+        self.notifier.watch.notify_all();
         let _live = lock(&self.live);
         self.live_changed.notify_all();
     }
 
     /// Follows the change feed with a blocking read and wakes this process's waiters.
-    fn watch_loop(self: Arc<Self>, mut last_seq: u64) {
+    fn watch_loop(self: Arc<Self>) {
         let key = format!("{}ev", self.prefix);
         let mut conn: Option<redis::Connection> = None;
         let mut backoff = Duration::from_millis(20);
+        // Where the feed was read up to; `None`: not following it now.
+        let mut last_seq: Option<u64> = None;
+        let mut waited_at = Instant::now();
         while !self.closed.load(Ordering::SeqCst) {
+            {
+                // Nobody of this process waits (a worker draining a full queue, an API
+                // process between requests): no reads at all, after a short grace.
+                let state = lock(&self.notifier.state);
+                if state.waiters > 0 {
+                    waited_at = Instant::now();
+                } else if waited_at.elapsed() >= WATCH_GRACE || last_seq.is_none() {
+                    last_seq = None;
+                    let _ = self.notifier.watch.wait_timeout(state, WATCH_GRACE);
+                    continue;
+                }
+            }
             if conn.is_none() {
                 match self.pool.client.get_connection_with_timeout(self.pool.connect_timeout) {
                     Ok(c) if c.set_read_timeout(Some(Duration::from_secs(5))).is_ok() => {
-                        // Back after an outage: what happened meanwhile is looked at by
-                        // every waiter, and a server that lost the feed starts it over.
-                        if let Ok(seq) = self.last_event_seq() {
-                            last_seq = last_seq.min(seq);
-                        }
                         conn = Some(c);
                         backoff = Duration::from_millis(20);
-                        self.bump(true);
                     }
                     _ => {
                         std::thread::sleep(backoff);
@@ -786,6 +808,21 @@ impl Inner {
                 }
             }
             let Some(c) = conn.as_mut() else { continue };
+            let Some(after) = last_seq else {
+                // Following the feed from now on. The wake-up after it makes every waiter
+                // look at what it waits for again, so nothing before this point is missed.
+                match redis::cmd("GET").arg(format!("{}evseq", self.prefix)).query::<Option<u64>>(c) {
+                    Ok(seq) => {
+                        last_seq = Some(seq.unwrap_or(0));
+                        self.bump(true);
+                    }
+                    Err(_) => {
+                        conn = None;
+                        self.bump(true);
+                    }
+                }
+                continue;
+            };
             let read: redis::RedisResult<Value> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(1024)
@@ -793,28 +830,31 @@ impl Inner {
                 .arg(250)
                 .arg("STREAMS")
                 .arg(&key)
-                .arg(format!("{last_seq}-0"))
+                .arg(format!("{after}-0"))
                 .query(c);
             match read {
                 Ok(reply) => {
                     let mut queue = false;
-                    let mut any = false;
+                    let mut newest = None;
                     for stream in items(reply) {
                         let mut parts = items(stream).into_iter();
                         let _name = parts.next();
                         for entry in parts.next().map(items).unwrap_or_default() {
                             let Some((seq, kind, _, _, _)) = parse_entry(entry) else { continue };
-                            last_seq = last_seq.max(seq);
-                            any = true;
+                            newest = Some(seq.max(newest.unwrap_or(0)));
                             queue |= matches!(kind, 0 | 6 | YIELDED_KIND);
                         }
                     }
-                    if any {
+                    if let Some(seq) = newest {
+                        last_seq = Some(seq.max(after));
                         self.bump(queue);
                     }
                 }
                 Err(_) => {
+                    // Back after an outage (or on a server that lost the feed): followed
+                    // again from where the server is.
                     conn = None;
+                    last_seq = None;
                     self.bump(true);
                 }
             }
@@ -859,7 +899,7 @@ impl Inner {
             }
             if last_deadlines.elapsed() >= options.deadline_interval {
                 last_deadlines = Instant::now();
-                let _ = self.script(&scripts().deadlines, &[DEADLINE_PASSED_PENDING, DEADLINE_PASSED_RUNNING], |_| Ok(()));
+                let _ = self.script(&scripts().deadlines, &[DEADLINE_PASSED_PENDING], |_| Ok(()));
             }
             if busy && last_yield.elapsed() >= options.yield_refresh_interval {
                 last_yield = Instant::now();
@@ -1251,12 +1291,15 @@ impl Inner {
     }
 
     fn stats(&self) -> Result<Stats> {
-        let key = format!("{}counts", self.prefix);
-        let counts: HashMap<String, String> = self.pool.run(|conn| redis::cmd("HGETALL").arg(&key).query(conn))?;
+        let (counts_key, queue_key, max_key) =
+            (format!("{}counts", self.prefix), format!("{}q", self.prefix), format!("{}runmax", self.prefix));
+        let (counts, pending, longest): (HashMap<String, String>, u64, Option<f64>) = self.pool.run(|conn| {
+            redis::pipe().cmd("HGETALL").arg(&counts_key).cmd("ZCARD").arg(&queue_key).cmd("ZSCORE").arg(&max_key).arg("us").query(conn)
+        })?;
         let get = |name: &str| counts.get(name).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         let n = |name: &str| get(name).max(0.0) as u64;
         let runs = n("runs");
-        let retained: [u64; 5] = [n("r0"), n("r1"), n("r2"), n("r3"), n("r4")];
+        let retained: [u64; 5] = [pending, n("r1"), n("r2"), n("r3"), n("r4")];
         Ok(Stats {
             counts: StateCounts {
                 pending: retained[0],
@@ -1271,8 +1314,8 @@ impl Inner {
             completed_total: n("t2"),
             failed_total: n("t3"),
             cancelled_total: n("t4"),
-            mean_run_secs: if runs == 0 { 0.0 } else { get("runtot") / runs as f64 },
-            max_run_secs: get("runmax"),
+            mean_run_secs: if runs == 0 { 0.0 } else { get("runus") / 1e6 / runs as f64 },
+            max_run_secs: longest.unwrap_or(0.0) / 1e6,
         })
     }
 
