@@ -344,7 +344,7 @@ fn run_all() {
         let namespace = format!("bench-{run}-memory-{segments}");
         let store = open_store(&url, &namespace, &format!("mem{segments}"));
         store.register_handler("h").unwrap();
-        let _: String = server.query(&mut redis::cmd("MEMORY").arg("PURGE"));
+        let _: String = server.query(redis::cmd("MEMORY").arg("PURGE"));
         let before = used_memory(&server);
         let payload = serde_json::value::RawValue::from_string("{\"chapter\": 12, \"voice\": \"en-1\"}".into()).unwrap();
         for _ in 0..counts.retained {
