@@ -1071,3 +1071,34 @@ fn deadlines_fail_pending_tasks_and_cancel_running_ones() {
     let stats = store.stats().unwrap();
     assert_eq!((stats.counts.failed, stats.counts.cancelled, stats.counts.pending), (2, 1, 0));
 }
+
+#[test]
+fn a_worker_claims_its_next_task_with_the_end_of_the_last_and_hands_it_back_unused() {
+    let server = RedisServer::start();
+    let options = RedisOptions { claim_on_finish: true, ..quick("m1") };
+    let a = RedisStore::open_with(&server.url(), &Config::default(), options).unwrap();
+    let b = open(&server, "m1");
+    a.register_handler("h").unwrap();
+    b.register_handler("h").unwrap();
+    let payload = json("null");
+    for id in ["first", "second", "third"] {
+        a.submit(Some(id), named("h", &payload), Schedule::default()).unwrap();
+    }
+    assert_eq!(a.claim_next(LONG).unwrap().unwrap().task_id.as_ref(), "first");
+    assert_eq!(a.finish("first", TaskOutcome::Completed).unwrap(), TaskState::Completed);
+    // Claimed with that finish: PROCESSING already, this handle's next claim.
+    assert_eq!(status(&b, "second")["status"], "PROCESSING");
+    let second = a.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+    assert_eq!((&*second.task_id, second.attempt), ("second", 1));
+    a.add_segment("second", &segment(1)).unwrap();
+    assert_eq!(a.finish("second", TaskOutcome::Completed).unwrap(), TaskState::Completed);
+    assert_eq!(status(&b, "third")["status"], "PROCESSING");
+    // Closed before it ran: handed back at the head, as if never started.
+    a.close().unwrap();
+    let back = status(&b, "third");
+    assert_eq!((back["status"].as_str(), back["attempt"].as_u64(), back["queue_position"].as_u64()), (Some("PENDING"), Some(0), Some(0)));
+    let third = b.claim_next(LONG).unwrap().unwrap();
+    assert_eq!((&*third.task_id, third.attempt), ("third", 1));
+    assert_eq!(b.finish("third", TaskOutcome::Completed).unwrap(), TaskState::Completed);
+    assert_eq!(b.stats().unwrap().completed_total, 3);
+}

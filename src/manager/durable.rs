@@ -70,7 +70,8 @@ impl Durable {
 
     /// Connects to the Redis store at `url` with `config`'s settings.
     pub(super) fn open_redis(url: &str, config: &Config) -> Result<Arc<Self>> {
-        let options = RedisOptions { max_attempts: config.max_attempts, ..RedisOptions::default() };
+        // The worker claims its next task with the end of the last: one round trip less each.
+        let options = RedisOptions { max_attempts: config.max_attempts, claim_on_finish: true, ..RedisOptions::default() };
         Ok(Self::over(Arc::new(RedisStore::open_with(url, config, options)?)))
     }
 

@@ -92,6 +92,10 @@ pub struct RedisOptions {
     /// How long `finish` retries while the server is unreachable, before it reports the
     /// error (the worker has nothing else to do until the task's end is written).
     pub finish_retry_for: Duration,
+    /// Whether `finish` also claims this handle's next task in the same round trip, for
+    /// the next `claim_next` (a worker's loop: the manager sets it). A claim not taken by
+    /// the time the handle closes is handed back, its attempt as before.
+    pub claim_on_finish: bool,
 }
 
 impl Default for RedisOptions {
@@ -108,6 +112,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(10),
             finish_retry_for: Duration::from_secs(60),
+            claim_on_finish: false,
         }
     }
 }
@@ -131,6 +136,7 @@ struct Scripts {
     status: Script,
     peek: Script,
     collect: Script,
+    unclaim: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -162,6 +168,7 @@ fn scripts() -> &'static Scripts {
             status: take("status"),
             peek: take("peek"),
             collect: take("collect"),
+            unclaim: take("unclaim"),
         }
     })
 }
@@ -427,6 +434,8 @@ struct Inner {
     reaped: AtomicBool,
     /// Ends of runs (the finish script's arguments) not written because the server was away.
     unwritten_endings: Mutex<Vec<Vec<String>>>,
+    /// The next task, claimed by the last finish, for the next `claim_next`.
+    prefetched: Mutex<Option<Claim>>,
 }
 
 #[derive(Serialize)]
@@ -500,6 +509,7 @@ impl RedisStore {
             closed: AtomicBool::new(false),
             reaped: AtomicBool::new(false),
             unwritten_endings: Mutex::new(Vec::new()),
+            prefetched: Mutex::new(None),
         });
         let lease_ms = inner.options.lease.as_millis().to_string();
         inner.script(
@@ -657,6 +667,10 @@ impl Store for RedisStore {
         }
         let flushed = self.inner.flush_progress();
         self.inner.retry_unwritten_endings();
+        if let Some(claim) = lock(&self.inner.prefetched).take() {
+            let token = self.inner.token_of(&claim.task_id);
+            let _ = self.inner.script(&scripts().unclaim, &[&claim.task_id, &token], |_| Ok(()));
+        }
         // What this handle still holds is handled as if its process had died, so nothing
         // it owned is left waiting for a worker that will never come.
         let max_attempts = self.inner.options.max_attempts.to_string();
@@ -1075,6 +1089,9 @@ impl Inner {
             if self.reaped.load(Ordering::SeqCst) {
                 return Err(self.reaped_error());
             }
+            if let Some(claim) = lock(&self.prefetched).take() {
+                return Ok(Some(claim));
+            }
             let seen = self.generations().queue;
             // Nothing happened to the queue since a claim found nothing: no need to ask
             // again (but ask now and then, in case a wake-up was lost with a connection).
@@ -1099,6 +1116,11 @@ impl Inner {
         let mut args: Vec<&str> = vec![&self.worker_id, &self.machine_id, &token, DEADLINE_PASSED_PENDING];
         args.extend(handlers.iter().map(String::as_str));
         let reply = self.script(&scripts().claim, &args, Ok)?;
+        self.take_claim(reply, token)
+    }
+
+    /// Reads a claim's reply: the task is this handle's now, under `token`.
+    fn take_claim(&self, reply: Value, token: String) -> Result<Option<Claim>> {
         let mut parts = items(reply).into_iter();
         let code = parts.next().as_ref().and_then(text).unwrap_or_default();
         match code.as_str() {
@@ -1143,6 +1165,16 @@ impl Inner {
         };
         let mut args: Vec<String> =
             vec![task_id.to_owned(), token, outcome.to_owned(), message, fallback, String::new(), DEADLINE_PASSED_RUNNING.to_owned()];
+        let claim_next = self.options.claim_on_finish && !self.closed.load(Ordering::SeqCst);
+        args.extend([
+            DEADLINE_PASSED_PENDING.to_owned(),
+            self.worker_id.clone(),
+            self.machine_id.clone(),
+            if claim_next { new_token() } else { String::new() },
+        ]);
+        if claim_next {
+            args.extend(lock(&self.handlers).iter().cloned());
+        }
         // The worker has nothing else to do until this is written: while the server is
         // away it tries again (the token makes a repeat harmless), up to a limit.
         let give_up = Instant::now() + self.options.finish_retry_for;
@@ -1184,7 +1216,15 @@ impl Inner {
                 self.bump(true);
             }
         }
-        Ok(result?.first().and_then(int).map_or(TaskState::Failed, state_of))
+        let mut rest = result?.into_iter();
+        let state = rest.next().as_ref().and_then(int).map_or(TaskState::Failed, state_of);
+        if let Some(claimed) = rest.next() {
+            // The worker's next task, claimed with this end: handed to its next claim_next.
+            if let Ok(Some(claim)) = self.take_claim(claimed, args[10].clone()) {
+                *lock(&self.prefetched) = Some(claim);
+            }
+        }
+        Ok(state)
     }
 
     /// Tries again the ends of runs that could not be written while the server was away.
