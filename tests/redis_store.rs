@@ -53,11 +53,12 @@ fn nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
-/// Short leases, so that a killed process is found dead within about a second.
+/// Short leases, so that a killed process is found dead within seconds (long enough that
+/// a heartbeat thread delayed by a loaded machine is not taken for a dead one).
 fn quick(machine: &str) -> RedisOptions {
     RedisOptions {
         machine_id: Some(machine.to_owned()),
-        lease: Duration::from_millis(1000),
+        lease: Duration::from_millis(2000),
         heartbeat_interval: Duration::from_millis(100),
         sweep_interval: Duration::from_millis(100),
         ..RedisOptions::default()

@@ -273,7 +273,16 @@ end
 local function claim_for(w, machine, token, deadline_text, first_handler)
   if not redis.call('ZSCORE', P .. 'workers', w) then return {'dead'} end
   local slot = P .. 'm:' .. machine
-  if redis.call('EXISTS', slot) == 1 then return {'busy'} end
+  local held = redis.call('GET', slot)
+  if held then
+    -- The same claim again, after its reply was lost: it was done; handed over again.
+    local n = load(tkey(held), true)
+    if n and n.state == '1' and n.token == token then
+      return {'ok', held, n.handler or false, n.payload or false, tonumber(n.attempt), n.checkpoint or false, tonumber(n.yields),
+        tonumber(n.prio)}
+    end
+    return {'busy'}
+  end
   local queues = {P .. 'qw:' .. w}
   for i = first_handler, #ARGV do queues[#queues + 1] = P .. 'qh:' .. ARGV[i] end
   while true do

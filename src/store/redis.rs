@@ -436,6 +436,8 @@ struct Inner {
     unwritten_endings: Mutex<Vec<Vec<String>>>,
     /// The next task, claimed by the last finish, for the next `claim_next`.
     prefetched: Mutex<Option<Claim>>,
+    /// The token of a claim the server did not answer (it may have been made).
+    unanswered_claim: Mutex<Option<String>>,
 }
 
 #[derive(Serialize)]
@@ -510,6 +512,7 @@ impl RedisStore {
             reaped: AtomicBool::new(false),
             unwritten_endings: Mutex::new(Vec::new()),
             prefetched: Mutex::new(None),
+            unanswered_claim: Mutex::new(None),
         });
         let lease_ms = inner.options.lease.as_millis().to_string();
         inner.script(
@@ -1111,11 +1114,19 @@ impl Inner {
     }
 
     fn try_claim(&self) -> Result<Option<Claim>> {
-        let token = new_token();
+        // A claim whose reply was lost may have been made: asked again under the same
+        // token, the server hands it over instead of leaving it leased to nobody.
+        let token = lock(&self.unanswered_claim).take().unwrap_or_else(new_token);
         let handlers: Vec<String> = lock(&self.handlers).iter().cloned().collect();
         let mut args: Vec<&str> = vec![&self.worker_id, &self.machine_id, &token, DEADLINE_PASSED_PENDING];
         args.extend(handlers.iter().map(String::as_str));
-        let reply = self.script(&scripts().claim, &args, Ok)?;
+        let reply = match self.script(&scripts().claim, &args, Ok) {
+            Err(e) if is_unreachable(&e) => {
+                *lock(&self.unanswered_claim) = Some(token);
+                return Err(e);
+            }
+            other => other?,
+        };
         self.take_claim(reply, token)
     }
 
