@@ -417,6 +417,7 @@ fn follow_feed(durable: &Durable, mut after: u64) {
 /// shutdown; then closes the store.
 fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
     manager.mark_worker_thread();
+    let mut feed_seen = durable.store.last_event_seq().unwrap_or(0);
     while !durable.shut_down.load(Ordering::Acquire) {
         match durable.store.claim_next(Some(CLAIM_WAIT)) {
             Ok(Some(claim)) => run_claim(manager, durable, claim),
@@ -424,6 +425,7 @@ fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
             // Storage trouble (a lock held past the busy timeout, a full disk): try again.
             Err(_) => std::thread::sleep(CLAIM_WAIT),
         }
+        release_finished_jobs(durable, &mut feed_seen);
     }
     // What was cancelled by another process never comes back: its user data goes now.
     let left: Vec<Job> = lock(&durable.jobs).drain().map(|(_, job)| job).collect();
@@ -432,6 +434,26 @@ fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
     let mut life = lock(&durable.worker);
     life.exited = true;
     durable.worker_exited.notify_all();
+}
+
+/// Drops the jobs of this process's tasks that finished without running here (a passed
+/// deadline, a cancel from another process), as the change feed tells: their user data
+/// goes now rather than at shutdown. Reads only the events since the last look.
+fn release_finished_jobs(durable: &Durable, seen: &mut u64) {
+    loop {
+        let Ok(events) = durable.store.wait_events(*seen, 256, Some(Duration::ZERO)) else { return };
+        let full = events.len() == 256;
+        for event in events {
+            *seen = (*seen).max(event.seq);
+            if event.kind == crate::EventKind::Finished {
+                let job = lock(&durable.jobs).remove(&event.task_id);
+                drop_job(job);
+            }
+        }
+        if !full {
+            return;
+        }
+    }
 }
 
 /// Runs one claimed task and finishes it in the store (or waits for whoever finishes it).
