@@ -169,6 +169,9 @@ impl Durable {
         // A run that said it yields ends as a yield, whatever it returned (but a panic).
         let yielding = std::mem::take(&mut lock(&task.data).yielding);
         let outcome = if yielding { TaskOutcome::Yielded } else { outcome.into() };
+        // The store may claim the worker's next task with this end (Redis): from here until
+        // the worker installed its stand-in, a caller that sees it PROCESSING waits for it.
+        self.set_claiming(true);
         let finished = self.store.finish(&task.id, outcome);
         let mut data = lock(&task.data);
         data.status = match &finished {
@@ -472,6 +475,7 @@ fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
         }
         release_finished_jobs(durable, &mut feed_seen);
     }
+    durable.set_claiming(false);
     // What was cancelled by another process never comes back: its user data goes now.
     let left: Vec<Job> = lock(&durable.jobs).drain().map(|(_, job)| job).collect();
     left.into_iter().for_each(|job| drop_job(Some(job)));
