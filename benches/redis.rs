@@ -11,7 +11,8 @@
 //! Usage: redis run | redis summary SAMPLES_DIR
 //! The worker processes are this program again: `redis worker URL NAMESPACE MACHINE HANDLER`.
 //!
-//! Counts (environment): BENCH_QUICK=1 for a short try.
+//! Counts (environment): BENCH_QUICK=1 for a short try. BENCH_REDIS_COMMANDSTATS=1 also
+//! prints the server's `INFO commandstats` and CPU counters after each throughput run.
 
 // Shared with tests/redis_store.rs, which uses all of it (restarts too).
 #[allow(dead_code)]
@@ -191,6 +192,10 @@ fn throughput(server: &RedisServer, run: &str, handler: &str, workers: usize, ta
     wait_completed(&store, tasks as u64);
     let secs = started.elapsed().as_secs_f64();
     let busy = (server_cpu(server) - cpu_before) / secs;
+    if std::env::var_os("BENCH_REDIS_COMMANDSTATS").is_some() {
+        let info: String = server.query(redis::cmd("INFO").arg("cpu"));
+        eprintln!("{}", info.lines().filter(|l| l.starts_with("used_cpu")).collect::<Vec<_>>().join(" "));
+    }
     pool.stop();
     if std::env::var_os("BENCH_REDIS_COMMANDSTATS").is_some() {
         let stats: String = server.query(redis::cmd("INFO").arg("commandstats"));
