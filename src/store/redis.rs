@@ -8,8 +8,8 @@
 //! pause, a partition) is refused, as BullMQ's `moveToFinished` refuses a stale job lock.
 //! Liveness is a heartbeat in a sorted set, renewed by a thread of this handle (never the
 //! task's thread, which native TTS code may hold for long). The change feed is a capped
-//! stream whose entry ids are the event sequence numbers; one thread per handle blocks on
-//! it and wakes this process's waiters.
+//! stream whose entry ids are the event sequence numbers; while a thread of this process
+//! waits, one thread per handle follows it with a blocking read and wakes the waiters.
 //!
 //! Connections come from a small pool; a connection that fails is dropped, the next call
 //! opens a new one (after a short backoff while the server stays away), so the store
