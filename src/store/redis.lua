@@ -257,8 +257,10 @@ local function yield_wanted(id)
   local machine = f[3]
   local ahead = redis.call('ZRANGEBYSCORE', P .. 'q', '-inf', '(' .. (-tonumber(f[2])), 'LIMIT', 0, 64)
   for _, member in ipairs(ahead) do
-    local g = redis.call('HMGET', tkey(string.sub(member, 17)), 'handler', 'owner')
-    if g[1] then
+    local g = redis.call('HMGET', tkey(string.sub(member, 17)), 'handler', 'owner', 'deadline')
+    if g[3] and tonumber(g[3]) <= NOW then
+      -- Past its deadline: it never starts (the deadline sweep fails it), so no reason to yield.
+    elseif g[1] then
       if tonumber(redis.call('HGET', P .. 'mh:' .. machine, g[1]) or '0') > 0 then return 1 end
     elseif g[2] and redis.call('HGET', P .. 'w:' .. g[2], 'machine') == machine then
       return 1
