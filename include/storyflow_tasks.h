@@ -453,9 +453,9 @@ uint64_t sft_last_event_seq(void);
  * library lock held: it may call any `sft_` function. Calls made on different
  * threads can arrive out of order; each event's `seq` gives the order. A call
  * already under way when the listener is replaced may still finish with the old one.
- * On the SQLite store a thread of the library follows the store's change feed
- * instead: the listener is called on that thread, in `seq` order, shortly after
- * each change, for the changes of every process sharing the file.
+ * On the SQLite and Redis stores a thread of the library follows the store's
+ * change feed instead: the listener is called on that thread, in `seq` order,
+ * shortly after each change, for the changes of every process sharing the store.
  *
  * # Safety
  * `listener` must be safe to call from any thread with `user_data` until replaced.
@@ -487,10 +487,14 @@ char *sft_get_stats(void);
  * `max_retained_finished`, `max_task_id_bytes`, `max_message_bytes`,
  * `max_url_bytes`, `max_extra_json_bytes`, `max_segments_per_task`,
  * `max_errors_per_task`, `event_buffer_capacity`, `store` (`"memory"`, the
- * default, or `"sqlite:<path>"`; when no configuration names one, the
- * environment variable `STORYFLOW_TASKS_STORE` does), `max_attempts` (>= 1,
- * default 3: how many starts a named task may have before an interruption
- * fails it). Keys left out keep their values. An unknown store kind is
+ * default, `"sqlite:<path>"` or `"redis://host:port[/db]"`; when no
+ * configuration names one, the environment variable `STORYFLOW_TASKS_STORE`
+ * does), `max_attempts` (>= 1, default 3: how many starts a named task may
+ * have before an interruption fails it), `redis_namespace` (the Redis store's
+ * key prefix, default `"storyflow"`) and `machine_id` (the machine a Redis
+ * worker counts as, one running task per machine; default: the environment
+ * variable `STORYFLOW_TASKS_MACHINE`, else `/etc/machine-id`, else the host
+ * name). Keys left out keep their values. An unknown store kind is
  * `SFT_ERR_INVALID_ARGUMENT`; a store this build cannot run the manager on
  * yet is refused by the first submit or registration with
  * `SFT_ERR_INVALID_STATE`, leaving the configuration changeable. Errors: `SFT_ERR_INVALID_ARGUMENT` (malformed, unknown key, bad
