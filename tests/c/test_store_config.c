@@ -24,8 +24,10 @@ int main(void) {
 
   CHECK_RESULT(sft_configure("{\"store\": \"postgres://db\"}"), SFT_ERR_INVALID_ARGUMENT);
   CHECK(last_error_has("unknown store"));
-  CHECK_RESULT(sft_configure("{\"store\": \"redis://127.0.0.1:6379\"}"), SFT_ERR_INVALID_ARGUMENT);
-  CHECK(last_error_has("Redis"));
+  CHECK_RESULT(sft_configure("{\"store\": \"redis://127.0.0.1:99999\"}"), SFT_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_has("is not a valid Redis URL"));
+  CHECK_RESULT(sft_configure("{\"redis_namespace\": \"two words\"}"), SFT_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_has("redis_namespace"));
   CHECK_RESULT(sft_configure("{\"store\": \"sqlite:\"}"), SFT_ERR_INVALID_ARGUMENT);
   CHECK_RESULT(sft_configure("{\"max_attempts\": 0}"), SFT_ERR_INVALID_ARGUMENT);
   CHECK(last_error_has("max_attempts"));
