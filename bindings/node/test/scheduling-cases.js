@@ -202,6 +202,34 @@ function defineSchedulingTests(tm, storeName) {
     assert.deepEqual(pick(await tm.wait(id), 'status', 'yields', 'cancel_requested'), { status: 'CANCELLED', yields: 0, cancel_requested: true });
   });
 
+  test(`${storeName}: a yielded task cancelled, or past its deadline, before its next run never runs again`, async () => {
+    const runs = [];
+    const polite = (name) => async (id) => {
+      runs.push(name);
+      await until(() => tm.isYieldRequested(id));
+      tm.yieldTask(id);
+    };
+    const cancelled = tm.submitTask(polite('cancelled'), { priority: 0 });
+    await until(() => runs.length === 1);
+    const first = submitHeldTask(tm, { priority: 10 });
+    await first.started;
+    assert.deepEqual(pick(tm.getTaskStatus(cancelled), 'status', 'yields', 'queue_position'), { status: 'PENDING', yields: 1, queue_position: 0 });
+    assert.equal((await tm.cancel(cancelled)).status, sft.TASK_CANCELLED);
+    first.release();
+    await tm.wait(first.id);
+
+    const late = tm.submitTask(polite('late'), { priority: 0, deadline: Date.now() / 1000 + 1 });
+    await until(() => runs.length === 2);
+    const second = submitHeldTask(tm, { priority: 10 });
+    await second.started;
+    const lateFinal = await tm.wait(late); // its deadline passes while it waits behind the held task
+    second.release();
+    await tm.wait(second.id);
+    assert.deepEqual(pick(tm.getTaskStatus(cancelled), 'status', 'yields'), { status: 'CANCELLED', yields: 1 });
+    assert.deepEqual(pick(lateFinal, 'status', 'yields', 'error'), { status: 'FAILED', yields: 1, error: DEADLINE_PASSED_PENDING });
+    assert.deepEqual(runs, ['cancelled', 'late']);
+  });
+
   test(`${storeName}: isYieldRequested and yieldTask on an unknown, a pending or a finished task`, async () => {
     assertLibraryError(() => tm.isYieldRequested('no-such-task'), 'SFT_ERR_NOT_FOUND');
     assertLibraryError(() => tm.yieldTask('no-such-task'), 'SFT_ERR_NOT_FOUND');

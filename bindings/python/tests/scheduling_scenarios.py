@@ -283,6 +283,52 @@ def cancel_wins_over_yield() -> Dict[str, Any]:
     return {"final": _keys(final, "status", "yields", "cancel_requested"), "jobs_left": _jobs_left()}
 
 
+def yielded_then_cancelled() -> Dict[str, Any]:
+    """A task that yielded and waits again is cancelled, or misses its deadline, before its next run: it never runs again."""
+    runs: List[str] = []
+    urgent_started = threading.Event()
+    urgent_release = threading.Event()
+
+    def urgent() -> None:
+        urgent_started.set()
+        assert urgent_release.wait(HANG_GUARD), "the urgent task was never released"
+
+    def polite(name: str) -> Callable[[], None]:
+        def run() -> None:
+            runs.append(name)
+            _until(tm.is_yield_requested, "a yield request")
+            tm.yield_task()
+
+        return run
+
+    cancelled = tm.submit_task(polite("cancelled"), priority=0)
+    _until(lambda: runs == ["cancelled"], "the first task's start")
+    first_urgent = tm.submit_task(urgent, priority=10)
+    assert urgent_started.wait(HANG_GUARD), "the urgent task never started"
+    yielded = _keys(tm.get_task_status(cancelled), "status", "yields", "queue_position")
+    cancelled_now = tm.cancel(cancelled)
+    urgent_release.set()
+    tm.wait(first_urgent, timeout=HANG_GUARD)
+
+    urgent_started.clear()
+    urgent_release.clear()
+    late = tm.submit_task(polite("late"), priority=0, deadline=time.time() + 1.0)
+    _until(lambda: runs == ["cancelled", "late"], "the second task's start")
+    second_urgent = tm.submit_task(urgent, priority=10)
+    assert urgent_started.wait(HANG_GUARD), "the urgent task never started"
+    late_final = tm.wait(late, timeout=HANG_GUARD)  # its deadline passes while it waits behind the urgent task
+    urgent_release.set()
+    tm.wait(second_urgent, timeout=HANG_GUARD)
+    return {
+        "yielded": yielded,
+        "cancelled_now": cancelled_now,
+        "cancelled": _keys(tm.get_task_status(cancelled), "status", "yields", "error"),
+        "late": _keys(late_final, "status", "yields", "error"),
+        "runs": runs,
+        "jobs_left": _jobs_left(),
+    }
+
+
 def yield_errors() -> Dict[str, Any]:
     """The errors of is_yield_requested and yield_task, outside a task and for tasks in the wrong state."""
     outcomes: Dict[str, Any] = {}
@@ -374,6 +420,7 @@ SCENARIOS: Dict[str, Callable[[], Dict[str, Any]]] = {
         yield_coroutine_task,
         yield_named_task,
         cancel_wins_over_yield,
+        yielded_then_cancelled,
         yield_errors,
         deadline_pending,
         deadline_running,

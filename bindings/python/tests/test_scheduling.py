@@ -117,6 +117,16 @@ def test_cancellation_wins_over_a_yield(store: str) -> None:
     assert seen["jobs_left"] == 0, "the function of a task that ended is not kept"
 
 
+def test_a_yielded_task_cancelled_or_past_its_deadline_before_its_next_run_never_runs_again(store: str) -> None:
+    seen = scenario(store, "yielded_then_cancelled")
+    assert seen["yielded"] == {"status": "PENDING", "yields": 1, "queue_position": 0}
+    assert seen["cancelled_now"] is True
+    assert seen["cancelled"] == {"status": "CANCELLED", "yields": 1, "error": "cancelled before it started"}
+    assert seen["late"] == {"status": "FAILED", "yields": 1, "error": DEADLINE_PASSED_PENDING}
+    assert seen["runs"] == ["cancelled", "late"]
+    assert seen["jobs_left"] == 0, "the runner let go of both functions"
+
+
 def test_yield_calls_outside_a_task_or_on_the_wrong_task_raise(store: str) -> None:
     seen = scenario(store, "yield_errors")
     assert seen["is_yield_requested outside a task"][0] == "InvalidStateError"
