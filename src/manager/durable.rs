@@ -33,7 +33,7 @@ use crate::status::TaskState;
 use crate::store::{Claim, SqliteOptions, SqliteStore, Store, TaskKind};
 use crate::sync::{lock, unix_now, wait_while_until};
 use crate::task::{Deferral, Task};
-use crate::{Listener, TaskId};
+use crate::{Listener, Schedule, TaskId, TaskOutcome};
 
 /// How long one `claim_next` waits, so that the worker sees a shutdown that soon.
 const CLAIM_WAIT: Duration = Duration::from_millis(100);
@@ -125,6 +125,9 @@ impl Durable {
             task.changed.notify_all();
             return Ok(TaskState::Pending);
         }
+        // A run that said it yields ends as a yield, whatever it returned (but a panic).
+        let yielding = std::mem::take(&mut lock(&task.data).yielding);
+        let outcome = if yielding { TaskOutcome::Yielded } else { outcome.into() };
         let finished = self.store.finish(&task.id, outcome);
         let mut data = lock(&task.data);
         data.status = match &finished {
@@ -151,6 +154,7 @@ impl TaskManager {
         self: &Arc<Self>,
         durable: &Arc<Durable>,
         task_id: Option<&str>,
+        schedule: Schedule,
         make_job: impl FnOnce(&TaskId) -> Job,
     ) -> Result<TaskId> {
         durable.refuse_after_shutdown()?;
@@ -164,7 +168,7 @@ impl TaskManager {
         if jobs.contains_key(&task_id) {
             return Err(super::duplicate_id(&task_id));
         }
-        let id = durable.store.submit(Some(&task_id), TaskKind::Function)?;
+        let id = durable.store.submit(Some(&task_id), TaskKind::Function, schedule)?;
         jobs.insert(id.clone(), make_job(&id));
         Ok(id)
     }
@@ -176,12 +180,13 @@ impl TaskManager {
         handler: &str,
         payload: &RawValue,
         task_id: Option<&str>,
+        schedule: Schedule,
     ) -> Result<TaskId> {
         durable.refuse_after_shutdown()?;
         if let Some(id) = task_id {
             self.frozen_config().check_task_id(id)?;
         }
-        durable.store.submit(task_id, TaskKind::Named { handler, payload: Some(payload) })
+        durable.store.submit(task_id, TaskKind::Named { handler, payload: Some(payload) }, schedule)
     }
 
     /// Starts the worker thread that claims this process's tasks from the store.
@@ -210,6 +215,19 @@ impl TaskManager {
             drop_job(job);
         }
         Ok(state)
+    }
+
+    /// Says that the task this process runs yields at the end of its run.
+    pub(super) fn yield_durable(&self, durable: &Durable, task_id: &str) -> Result<()> {
+        let Some(task) = durable.running(task_id) else {
+            let state = durable.state_of(task_id)?;
+            return Err(Error::invalid_state(format!(
+                "only a task this process runs can yield; task {task_id:?} is {} here",
+                if state == TaskState::Processing { "run by another process" } else { state.as_str() }
+            )));
+        };
+        let mut data = lock(&task.data);
+        super::mark_yielding(task_id, &mut data)
     }
 
     /// Marks the running task as completing later.
@@ -283,14 +301,14 @@ impl TaskManager {
         let inside = self.runners.task_inside().is_some_and(|inside| Arc::ptr_eq(&inside, &task));
         if !inside {
             let data = lock(&task.data);
-            let (data, _) = wait_while_until(&task.changed, data, deadline, |data| !data.status.is_finished());
-            if data.status.is_finished() {
+            let (data, _) = wait_while_until(&task.changed, data, deadline, |data| data.status == TaskState::Processing);
+            if data.status != TaskState::Processing {
                 return;
             }
         }
         if runner.take_running(&task.id).is_none() {
             let data = lock(&task.data);
-            let _ = wait_while_until(&task.changed, data, None, |data| !data.status.is_finished());
+            let _ = wait_while_until(&task.changed, data, None, |data| data.status == TaskState::Processing);
             return;
         }
         lock(&task.data).deferral = Deferral::Finished;
@@ -418,28 +436,62 @@ fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
 
 /// Runs one claimed task and finishes it in the store (or waits for whoever finishes it).
 fn run_claim(manager: &Arc<TaskManager>, durable: &Durable, claim: Claim) {
-    let task = Arc::new(Task::new(claim.task_id.clone(), unix_now(), false, claim.handler.as_deref().map(Arc::from)));
+    let handler = claim.handler.as_deref().map(Arc::from);
+    let task = Arc::new(Task::new(claim.task_id.clone(), unix_now(), false, handler, Schedule::default()));
     {
         let mut data = lock(&task.data);
         data.status = TaskState::Processing;
         data.attempt = claim.attempt;
         data.checkpoint = claim.checkpoint.clone();
+        data.yields = claim.yields;
+        // A named task is run again by its name; a function task by the job it keeps.
+        data.can_yield = claim.handler.is_some();
     }
     *lock(&durable.running) = Some(task.clone());
-    let outcome = match &claim.handler {
-        Some(name) => run_named(manager, &task, &claim, name),
+    let (outcome, kept) = match &claim.handler {
+        Some(name) => (run_named(manager, &task, &claim, name), None),
         None => run_function(manager, durable, &task),
     };
-    let data = lock(&task.data);
+    let mut data = lock(&task.data);
     match (data.deferral, outcome) {
-        (Deferral::NotDeferred, Ran::Returned(outcome) | Ran::Panicked(outcome)) | (Deferral::Awaiting, Ran::Panicked(outcome)) => {
+        (Deferral::NotDeferred, Ran::Returned(outcome)) => {
+            let yielding = data.yielding;
             drop(data);
+            // Back in place before the store can hand the task to this worker again.
+            if yielding {
+                if let Some(job) = kept {
+                    lock(&durable.jobs).insert(task.id.clone(), super::worker::rerun(job, &task.id));
+                }
+            } else {
+                drop_job(kept);
+            }
+            let finished = durable.finish_running(&task, outcome);
+            if yielding && !matches!(finished, Ok(TaskState::Pending)) {
+                drop_job(lock(&durable.jobs).remove(&task.id));
+            }
+        }
+        (Deferral::NotDeferred | Deferral::Awaiting, Ran::Panicked(outcome)) => {
+            data.yielding = false;
+            drop(data);
+            drop_job(kept);
             let _ = durable.finish_running(&task, outcome);
         }
-        (Deferral::Awaiting, _) => {
-            let _ = wait_while_until(&task.changed, data, None, |data| !data.status.is_finished());
+        (Deferral::Awaiting | Deferral::Finished, _) => {
+            let (data, _) = wait_while_until(&task.changed, data, None, |data| data.status == TaskState::Processing);
+            let yielded = data.status == TaskState::Pending;
+            drop(data);
+            match kept {
+                Some(job) if yielded => {
+                    // Put back, then looked at: a cancel that came between the yield and
+                    // now found no job to drop, so the job is dropped here instead.
+                    lock(&durable.jobs).insert(task.id.clone(), super::worker::rerun(job, &task.id));
+                    if !matches!(durable.state_of(&task.id), Ok(TaskState::Pending)) {
+                        drop_job(lock(&durable.jobs).remove(&task.id));
+                    }
+                }
+                kept => drop_job(kept),
+            }
         }
-        (Deferral::Finished, _) => {}
     }
     *lock(&durable.running) = None;
 }
@@ -473,8 +525,14 @@ fn run_named(manager: &Arc<TaskManager>, task: &Arc<Task>, claim: &Claim, name: 
             guarded("handler", || handler(&context, payload))
         }
         Some(Handler::Runner(runner)) => {
-            let assignment =
-                Assignment::named(task.id.clone(), name.to_owned(), payload.to_owned(), claim.attempt, claim.checkpoint.clone());
+            let assignment = Assignment::named(
+                task.id.clone(),
+                name.to_owned(),
+                payload.to_owned(),
+                claim.attempt,
+                claim.checkpoint.clone(),
+                claim.yields,
+            );
             let mut data = lock(&task.data);
             if !runner.hand_over_named(task, assignment) {
                 drop(data);
@@ -489,32 +547,40 @@ fn run_named(manager: &Arc<TaskManager>, task: &Arc<Task>, claim: &Claim, name: 
     }
 }
 
-fn run_function(manager: &Arc<TaskManager>, durable: &Durable, task: &Arc<Task>) -> Ran {
+/// Runs this process's job of a function task; returns what ran with the job to keep, so
+/// that it can run again if the task yields (a run-once body is gone).
+fn run_function(manager: &Arc<TaskManager>, durable: &Durable, task: &Arc<Task>) -> (Ran, Option<Job>) {
     let job = lock(&durable.jobs).remove(&task.id);
+    lock(&task.data).can_yield = matches!(job, Some(Job::Resumable(_) | Job::External | Job::Runner(_)));
     match job {
         Some(Job::Body(body)) => {
             let context = TaskContext { manager, task };
-            guarded("task", || body.run(&context))
+            (guarded("task", || body.run(&context)), None)
+        }
+        Some(Job::Resumable(mut body)) => {
+            let context = TaskContext { manager, task };
+            (guarded("task", || body.run(&context)), Some(Job::Resumable(body)))
         }
         Some(Job::External) => {
             lock(&task.data).deferral = Deferral::Awaiting;
-            Ran::Returned(Ok(()))
+            (Ran::Returned(Ok(())), Some(Job::External))
         }
         Some(Job::Runner(mut runner_job)) => {
             let runner = runner_job.runner().clone();
             let mut data = lock(&task.data);
-            if !runner.hand_over(&mut runner_job, task) {
+            let (attempt, checkpoint, yields) = (data.attempt, data.checkpoint.clone(), data.yields);
+            if !runner.hand_over(&mut runner_job, task, attempt, checkpoint, yields) {
                 drop(data);
                 drop_job(Some(Job::Runner(runner_job)));
-                return Ran::Returned(Err(TaskFailure::Message("its runner closed before it ran".into())));
+                return (Ran::Returned(Err(TaskFailure::Message("its runner closed before it ran".into()))), None);
             }
             data.deferral = Deferral::Awaiting;
-            Ran::Returned(Ok(()))
+            (Ran::Returned(Ok(())), Some(Job::Runner(runner_job)))
         }
         Some(named @ Job::Named { .. }) => {
             drop_job(Some(named));
-            Ran::Returned(Err(TaskFailure::Message("a named task was stored as a function task".into())))
+            (Ran::Returned(Err(TaskFailure::Message("a named task was stored as a function task".into()))), None)
         }
-        None => Ran::Returned(Err(TaskFailure::Message("this process holds no function for it".into()))),
+        None => (Ran::Returned(Err(TaskFailure::Message("this process holds no function for it".into()))), None),
     }
 }

@@ -592,7 +592,7 @@ fn a_runner_is_handed_its_tasks_in_the_one_fifo_and_finishes_them() {
     let assignment = manager.next_assignment(runner, PATIENCE).unwrap();
     assert_eq!(
         serde_json::to_string(&assignment).unwrap(),
-        r#"{"task_id":"first","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null}"#
+        r#"{"task_id":"first","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null,"yields":0}"#
     );
     assert_eq!(status(&manager, &first).status, TaskState::Processing);
     // Inside "first", waiting for the pending "second" or for "first" itself would deadlock.
