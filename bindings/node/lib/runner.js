@@ -55,6 +55,8 @@ class TaskRunner {
   #running = new Map();
   /** The running tasks that yielded: their finish puts a JS task's function back for the next hand-over. */
   #yielded = new Set();
+  /** JS tasks submitted with a deadline, which the library may end while they wait. */
+  #deadlined = new Set();
   /** (taskId) => { shouldYield, yield }: what a handler's context offers to yield with. */
   #yieldControls;
   /** An sft_runner_next call is in flight, or its unref'd timer is set. */
@@ -129,14 +131,16 @@ class TaskRunner {
 
   /**
    * Submits `fn` as a runner task (taskId null: a new UUIDv4) with its submit options (JSON text, or null).
+   * @param {boolean} hasDeadline whether the options give a deadline
    * @returns {{ code: number, value: string | null }}
    */
-  submit(taskId, fn, optionsJson) {
+  submit(taskId, fn, optionsJson, hasDeadline) {
     const registered = this.#ensureRunner();
     if (registered !== Result.OK) return { code: registered, value: null };
     const submitted = this.#native.submitRunnerTask(this.#runner, taskId, optionsJson);
     if (submitted.code === Result.OK) {
       this.#functions.set(submitted.value, fn);
+      if (hasDeadline) this.#deadlined.add(submitted.value);
       this.#poll();
     }
     return submitted;
@@ -198,9 +202,30 @@ class TaskRunner {
         process.emitWarning(`storyflow-tasks: waiting for the next task failed with ${this.#native.resultName(code)}; retrying`);
         this.#later(NEXT_TIMEOUT_MS);
         return;
+      } else {
+        this.#forgetExpired();
       }
       this.#poll();
     });
+  }
+
+  /**
+   * Drops the functions of queued JS tasks that ended while they waited
+   * without being handed back: the SQLite store fails a pending task at its
+   * deadline without releasing it to its runner (no `"run": false`), and a
+   * function kept for it would hold the process forever. Only tasks
+   * submitted with a deadline are checked.
+   */
+  #forgetExpired() {
+    for (const taskId of this.#deadlined) {
+      if (this.#running.has(taskId)) continue;
+      if (this.#functions.has(taskId)) {
+        const status = parseStatus(this.#native.getTaskStatus(taskId));
+        if (status !== null && !isFinished(status)) continue;
+        this.#functions.delete(taskId);
+      }
+      this.#deadlined.delete(taskId);
+    }
   }
 
   /**

@@ -9,7 +9,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const sft = require('..');
-const { deferred, submitHeldTask } = require('./helpers');
+const { deferred, lastJsonLine, runFixture, submitHeldTask } = require('./helpers');
 
 const DEADLINE_PASSED_PENDING = 'its deadline passed before it started';
 const DEADLINE_PASSED_RUNNING = 'its deadline passed while it was running';
@@ -97,11 +97,13 @@ async function yieldAndResume(tm, submitChapter) {
 }
 
 /**
- * Defines the tests on `tm`, whose store is `storeName` ('memory' or 'sqlite').
+ * Defines the tests on `tm`, whose store is `storeName` ('memory' or 'sqlite');
+ * a child process that a test starts uses the store `childStore` (a setting).
  * @param {import('..').TaskManager} tm
  * @param {string} storeName
+ * @param {string} childStore
  */
-function defineSchedulingTests(tm, storeName) {
+function defineSchedulingTests(tm, storeName, childStore) {
   test(`${storeName}: higher priorities wait ahead and run first, FIFO within one; listing keeps submission order`, async () => {
     const ran = [];
     tm.registerHandler('record', (payload) => void ran.push(payload));
@@ -273,6 +275,13 @@ function defineSchedulingTests(tm, storeName) {
     assert.deepEqual(pick(await tm.wait(far), 'status', 'error'), { status: 'COMPLETED', error: null });
     await tm.wait(gate.id);
     assert.deepEqual(ran, ['far']);
+  });
+
+  test(`${storeName}: a process whose JS task missed its deadline while waiting ends by itself`, async () => {
+    const result = await runFixture('deadline-exit.js', [childStore]);
+    assert.equal(result.hung, false, `the process did not end by itself\n${result.stdout}${result.stderr}`);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(lastJsonLine(result.stdout), { status: sft.TASK_FAILED, error: DEADLINE_PASSED_PENDING, ran: false });
   });
 
   test(`${storeName}: a deadline that passes while running aborts the signal, and the task ends CANCELLED`, async () => {

@@ -5,4 +5,4 @@
 const sft = require('..');
 const { defineSchedulingTests } = require('./scheduling-cases');
 
-defineSchedulingTests(sft.getTaskManager(), 'memory');
+defineSchedulingTests(sft.getTaskManager(), 'memory', 'memory');

@@ -14,4 +14,4 @@ const tm = sft.getTaskManager();
 tm.configureSync({ store: `sqlite:${path.join(scratch, 'tasks.db')}` });
 test.after(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
-defineSchedulingTests(tm, 'sqlite');
+defineSchedulingTests(tm, 'sqlite', `sqlite:${path.join(scratch, 'child.db')}`);

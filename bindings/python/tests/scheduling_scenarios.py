@@ -12,6 +12,7 @@ bounded only by a hang guard.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import sys
@@ -226,9 +227,17 @@ def _yield_and_resume(submit_chapter: Callable[[Chapter], str]) -> Dict[str, Any
 
 
 def _jobs_left() -> int:
-    """How many Python functions the runner still keeps for tasks that have not run (0 once all ended)."""
+    """How many Python functions the runner still keeps for tasks that have not run, once it let go of those that ended.
+
+    A task the library ends while it waits is let go of when the library hands
+    it back, or when the runner next looks for such tasks: waited for here.
+    """
     runner = _runner._state.runner
-    return 0 if runner is None else len(runner._jobs)
+    if runner is None:
+        return 0
+    with contextlib.suppress(TimeoutError):  # the count says what was left
+        _until(lambda: not runner._jobs, "the runner letting go of the functions of ended tasks")
+    return len(runner._jobs)
 
 
 def yield_function_task() -> Dict[str, Any]:
