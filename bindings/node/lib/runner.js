@@ -151,9 +151,12 @@ class TaskRunner {
     this.#functions.delete(taskId);
   }
 
-  /** Records that a running task of this runner yielded (the library accepted it), so that its finish keeps its function. */
+  /**
+   * Records that a running task of this runner yielded (the library accepted it), so that its finish keeps its function.
+   * A JS task may be PROCESSING already and its hand-over not have reached this thread yet: its function is still queued.
+   */
   noteYield(taskId) {
-    if (this.#running.has(taskId)) this.#yielded.add(taskId);
+    if (this.#running.has(taskId) || this.#functions.has(taskId)) this.#yielded.add(taskId);
   }
 
   /** Aborts the signals of the running JS tasks and handlers the library asked to stop. */
@@ -236,7 +239,10 @@ class TaskRunner {
   #take({ task_id: taskId, run, handler, payload, attempt, checkpoint, yields }) {
     const fn = this.#functions.get(taskId);
     this.#functions.delete(taskId);
-    if (!run) return;
+    if (!run) {
+      this.#yielded.delete(taskId);
+      return;
+    }
     const controller = new AbortController();
     this.#running.set(taskId, { controller, fn });
     this.#onChange();
