@@ -149,6 +149,7 @@ class TaskRunner {
   /** Drops the function of a task cancelled before it was handed over. */
   forget(taskId) {
     this.#functions.delete(taskId);
+    this.#deadlined.delete(taskId);
   }
 
   /**
@@ -221,12 +222,10 @@ class TaskRunner {
    */
   #forgetExpired() {
     for (const taskId of this.#deadlined) {
-      if (this.#running.has(taskId)) continue;
-      if (this.#functions.has(taskId)) {
-        const status = parseStatus(this.#native.getTaskStatus(taskId));
-        if (status !== null && !isFinished(status)) continue;
-        this.#functions.delete(taskId);
-      }
+      if (!this.#functions.has(taskId)) continue; // running: its finish decides
+      const status = parseStatus(this.#native.getTaskStatus(taskId));
+      if (status !== null && !isFinished(status)) continue;
+      this.#functions.delete(taskId);
       this.#deadlined.delete(taskId);
     }
   }
@@ -241,6 +240,7 @@ class TaskRunner {
     this.#functions.delete(taskId);
     if (!run) {
       this.#yielded.delete(taskId);
+      this.#deadlined.delete(taskId);
       return;
     }
     const controller = new AbortController();
@@ -273,6 +273,7 @@ class TaskRunner {
     this.#running.delete(taskId);
     const kept = this.#yielded.delete(taskId) && fn !== undefined;
     if (kept) this.#functions.set(taskId, fn);
+    else this.#deadlined.delete(taskId); // it ended for good
     const code = this.#native.runnerFinish(this.#runner, taskId, message === null ? 0 : 1,
       message === null ? null : JSON.stringify(message));
     if (code !== Result.OK) {
@@ -282,7 +283,10 @@ class TaskRunner {
     // Cancellation (or a passed deadline) wins over a yield: then the task ended and never comes back.
     if (kept) {
       const status = parseStatus(this.#native.getTaskStatus(taskId));
-      if (status === null || isFinished(status)) this.#functions.delete(taskId);
+      if (status === null || isFinished(status)) {
+        this.#functions.delete(taskId);
+        this.#deadlined.delete(taskId);
+      }
     }
     this.#onChange();
     this.#poll();

@@ -214,8 +214,7 @@ class Runner:
         be kept until exit. Only tasks submitted with a deadline are checked.
         """
         with self.lock:
-            candidates = [task_id for task_id in self._expiring if task_id in self._jobs]
-            self._expiring.intersection_update(candidates)
+            candidates = list(self._expiring)
         for task_id in candidates:
             if self._is_final(task_id):
                 with self.lock:
@@ -226,6 +225,7 @@ class Runner:
         """A function task: the function stored at submission, taken out here whether it runs or not."""
         with self.lock:
             job = self._jobs.pop(task_id, None)
+            self._expiring.discard(task_id)  # handed over: no longer waiting (a yield puts it back)
             if run and job is not None:
                 self._running[task_id] = job
             elif not run:
