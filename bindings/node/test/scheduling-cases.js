@@ -71,6 +71,9 @@ function chapter(tm, log) {
 async function yieldAndResume(tm, submitChapter) {
   const log = [];
   const book = chapter(tm, log);
+  const events = [];
+  const listener = (event) => events.push(event);
+  tm.events.on('event', listener);
   const id = submitChapter(book);
   await book.paused;
   assert.deepEqual(pick(tm.getTaskStatus(id), 'status', 'yield_requested'), { status: 'PROCESSING', yield_requested: false });
@@ -80,6 +83,10 @@ async function yieldAndResume(tm, submitChapter) {
   const final = await tm.wait(id);
   await tm.wait(other);
   const urgentFinal = await tm.wait(urgent);
+  tm.events.off('event', listener);
+  // The change feed says so: started, yielded (PENDING again), started, finished.
+  assert.deepEqual(events.filter((event) => event.task_id === id && ['started', 'yielded', 'finished'].includes(event.kind))
+    .map((event) => `${event.kind} ${event.status}`), ['started PROCESSING', 'yielded PENDING', 'started PROCESSING', 'finished COMPLETED']);
   assert.deepEqual(book.seen, [false, { status: 'PROCESSING', yield_requested: true }]);
   assert.deepEqual(log, [
     'chapter from 0, yields 0, attempt 1',
