@@ -115,7 +115,7 @@ pub unsafe extern "C" fn sft_defer_task(task_id: *const c_char) -> SftResult {
 /// it; any other code fails it with `message` (or, if NULL, the text set by
 /// `sft_set_task_error` or a generic one). If cancellation was requested it
 /// ends `CANCELLED`. The status is final when this returns, and the worker
-/// moves on; after `sft_yield_task` the task is `PENDING` again instead. Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (not running
+/// moves on; after `sft_yield_task` the task is back in the queue instead. Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (not running
 /// and awaiting completion), `SFT_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
@@ -150,7 +150,7 @@ pub unsafe extern "C" fn sft_submit_external_task(task_id: *const c_char, out_ta
 /// As `sft_submit_external_task`, scheduled by `options_json` (NULL, or
 /// `{"priority": …, "deadline": …}` as in `sft_submit_task_with_options`, whose
 /// rules and errors apply). An external task that yields (`sft_yield_task`
-/// before `sft_finish_task`) is `PENDING` again when the finish returns, and
+/// before `sft_finish_task`) is back in the queue when the finish returns, and
 /// becomes `PROCESSING` again (a "started" event) when the worker reaches it.
 ///
 /// # Safety

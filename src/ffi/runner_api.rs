@@ -112,7 +112,8 @@ pub unsafe extern "C" fn sft_runner_next(runner: u64, timeout_ms: i64, out_assig
 /// string literal, so that NUL and every character round-trip; NULL uses the
 /// text set by `sft_set_task_error` or a generic one naming the code). It ends
 /// `CANCELLED` instead if cancellation was requested. After `sft_yield_task` the
-/// run ends as a yield instead: the task is `PENDING` again when this returns.
+/// run ends as a yield instead: the task is back in the queue when this returns
+/// (`PENDING`, or handed over again already if nothing was ahead of it).
 ///
 /// It cannot fail on the message: one over `max_message_bytes` is shortened at
 /// a character boundary and ends with " [shortened from N bytes]"; a lone

@@ -54,6 +54,10 @@ pub(super) struct Durable {
     jobs: Mutex<HashMap<TaskId, Job>>,
     /// The stand-in of the task the worker runs now.
     running: Mutex<Option<Arc<Task>>>,
+    /// The worker is in a claim: a task it claims is PROCESSING in the store a moment
+    /// before its stand-in is in `running`.
+    claiming: Mutex<bool>,
+    claim_done: Condvar,
     worker: Mutex<WorkerLife>,
     worker_exited: Condvar,
     shut_down: AtomicBool,
@@ -70,6 +74,8 @@ impl Durable {
             store: Arc::new(store),
             jobs: Mutex::new(HashMap::new()),
             running: Mutex::new(None),
+            claiming: Mutex::new(false),
+            claim_done: Condvar::new(),
             worker: Mutex::new(WorkerLife::default()),
             worker_exited: Condvar::new(),
             shut_down: AtomicBool::new(false),
@@ -88,6 +94,31 @@ impl Durable {
     /// The stand-in of the running task if it is `task_id`.
     fn running(&self, task_id: &str) -> Option<Arc<Task>> {
         lock(&self.running).as_ref().filter(|task| &*task.id == task_id).cloned()
+    }
+
+    /// The stand-in of the running task `task_id`, waiting for it if the worker has just
+    /// claimed it: a caller that saw the task PROCESSING may call at once (finish an
+    /// external task, yield, defer), before the worker installed the stand-in.
+    fn running_now(&self, task_id: &str) -> Option<Arc<Task>> {
+        if let Some(task) = self.running(task_id) {
+            return Some(task);
+        }
+        if !matches!(self.state_of(task_id), Ok(TaskState::Processing)) {
+            return None;
+        }
+        let mut claiming = lock(&self.claiming);
+        while *claiming && self.running(task_id).is_none() {
+            claiming = self.claim_done.wait(claiming).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(claiming);
+        self.running(task_id)
+    }
+
+    fn set_claiming(&self, claiming: bool) {
+        *lock(&self.claiming) = claiming;
+        if !claiming {
+            self.claim_done.notify_all();
+        }
     }
 
     /// Whether this worker's shutdown stopped `task`, a named task, on this process only.
@@ -219,7 +250,7 @@ impl TaskManager {
 
     /// Says that the task this process runs yields at the end of its run.
     pub(super) fn yield_durable(&self, durable: &Durable, task_id: &str) -> Result<()> {
-        let Some(task) = durable.running(task_id) else {
+        let Some(task) = durable.running_now(task_id) else {
             let state = durable.state_of(task_id)?;
             return Err(Error::invalid_state(format!(
                 "only a task this process runs can yield; task {task_id:?} is {} here",
@@ -232,7 +263,7 @@ impl TaskManager {
 
     /// Marks the running task as completing later.
     pub(super) fn defer_durable(&self, durable: &Durable, task_id: &str) -> Result<()> {
-        let Some(task) = durable.running(task_id) else {
+        let Some(task) = durable.running_now(task_id) else {
             let state = durable.state_of(task_id)?;
             return Err(Error::invalid_state(format!(
                 "only a task this process runs can defer its completion; task {task_id:?} is {}",
@@ -248,7 +279,7 @@ impl TaskManager {
 
     /// Finishes a deferred or external task of this process.
     pub(super) fn finish_durable(&self, durable: &Durable, task_id: &str, outcome: std::result::Result<(), TaskFailure>) -> Result<()> {
-        let awaiting = durable.running(task_id).filter(|task| lock(&task.data).deferral == Deferral::Awaiting);
+        let awaiting = durable.running_now(task_id).filter(|task| lock(&task.data).deferral == Deferral::Awaiting);
         let Some(task) = awaiting else {
             let state = durable.state_of(task_id)?;
             return Err(Error::invalid_state(format!("task {task_id:?} is {} and not awaiting deferred completion", state.as_str())));
@@ -417,13 +448,19 @@ fn follow_feed(durable: &Durable, mut after: u64) {
 /// shutdown; then closes the store.
 fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
     manager.mark_worker_thread();
+    let mut feed_seen = durable.store.last_event_seq().unwrap_or(0);
     while !durable.shut_down.load(Ordering::Acquire) {
+        durable.set_claiming(true);
         match durable.store.claim_next(Some(CLAIM_WAIT)) {
             Ok(Some(claim)) => run_claim(manager, durable, claim),
-            Ok(None) => {}
+            Ok(None) => durable.set_claiming(false),
             // Storage trouble (a lock held past the busy timeout, a full disk): try again.
-            Err(_) => std::thread::sleep(CLAIM_WAIT),
+            Err(_) => {
+                durable.set_claiming(false);
+                std::thread::sleep(CLAIM_WAIT);
+            }
         }
+        release_finished_jobs(durable, &mut feed_seen);
     }
     // What was cancelled by another process never comes back: its user data goes now.
     let left: Vec<Job> = lock(&durable.jobs).drain().map(|(_, job)| job).collect();
@@ -432,6 +469,26 @@ fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
     let mut life = lock(&durable.worker);
     life.exited = true;
     durable.worker_exited.notify_all();
+}
+
+/// Drops the jobs of this process's tasks that finished without running here (a passed
+/// deadline, a cancel from another process), as the change feed tells: their user data
+/// goes now rather than at shutdown. Reads only the events since the last look.
+fn release_finished_jobs(durable: &Durable, seen: &mut u64) {
+    loop {
+        let Ok(events) = durable.store.wait_events(*seen, 256, Some(Duration::ZERO)) else { return };
+        let full = events.len() == 256;
+        for event in events {
+            *seen = (*seen).max(event.seq);
+            if event.kind == crate::EventKind::Finished {
+                let job = lock(&durable.jobs).remove(&event.task_id);
+                drop_job(job);
+            }
+        }
+        if !full {
+            return;
+        }
+    }
 }
 
 /// Runs one claimed task and finishes it in the store (or waits for whoever finishes it).
@@ -446,8 +503,14 @@ fn run_claim(manager: &Arc<TaskManager>, durable: &Durable, claim: Claim) {
         data.yields = claim.yields;
         // A named task is run again by its name; a function task by the job it keeps.
         data.can_yield = claim.handler.is_some();
+        // An external task awaits its finish from the start: one may come as soon as the
+        // stand-in is in place.
+        if claim.handler.is_none() && matches!(lock(&durable.jobs).get(&claim.task_id), Some(Job::External)) {
+            data.deferral = Deferral::Awaiting;
+        }
     }
     *lock(&durable.running) = Some(task.clone());
+    durable.set_claiming(false);
     let (outcome, kept) = match &claim.handler {
         Some(name) => (run_named(manager, &task, &claim, name), None),
         None => run_function(manager, durable, &task),

@@ -1166,3 +1166,6 @@ mod tests;
 
 #[cfg(test)]
 mod named_tests;
+
+#[cfg(test)]
+mod schedule_tests;

@@ -1858,6 +1858,65 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_the_first_schema_opens_upgraded_with_its_tasks_kept() {
+        let dir = std::env::temp_dir().join(format!("sft-migrate-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            // What a storyflow-tasks of schema version 1 wrote: a queued named task and a
+            // requeued one at the head of the line.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let insert =
+                "INSERT INTO tasks (seq, task_id, state, fifo, handler, payload, created_at) VALUES (?1, ?2, 0, ?3, 'h', 'null', 0)";
+            conn.execute(insert, params![1, "queued", 1]).unwrap();
+            conn.execute(insert, params![2, "requeued", 0]).unwrap();
+        }
+        let store = SqliteStore::open(&path, &Config::default()).unwrap();
+        let version: i64 = lock(&store.inner.writer).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        store.register_handler("h").unwrap();
+        let status: serde_json::Value = serde_json::from_str(&store.status_json("queued").unwrap()).unwrap();
+        assert_eq!(
+            (status["priority"].as_i64(), status["yields"].as_u64(), status["queue_position"].as_u64()),
+            (Some(0), Some(0), Some(1))
+        );
+        assert!(status["deadline"].is_null());
+        store.submit(Some("urgent"), TaskKind::Named { handler: "h", payload: None }, Schedule::with_priority(1)).unwrap();
+        let order: Vec<String> = (0..3)
+            .map(|_| {
+                let claim = store.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+                store.finish(&claim.task_id, TaskOutcome::Completed).unwrap();
+                claim.task_id.to_string()
+            })
+            .collect();
+        assert_eq!(order, ["urgent", "requeued", "queued"]);
+        store.close().unwrap();
+        // Opening it again finds it current: nothing more to do.
+        SqliteStore::open(&path, &Config::default()).unwrap().close().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_new_file_has_the_schema_an_upgraded_one_has() {
+        let schema = |conn: &Connection| -> Vec<String> {
+            let mut stmt = conn.prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name").unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+            rows.collect::<rusqlite::Result<_>>().unwrap()
+        };
+        let mut fresh = Connection::open_in_memory().unwrap();
+        prepare_schema(Path::new(":memory:"), &mut fresh).unwrap();
+        let mut old = Connection::open_in_memory().unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        prepare_schema(Path::new(":memory:"), &mut old).unwrap();
+        assert_eq!(schema(&fresh), schema(&old));
+    }
+
+    #[test]
     fn a_second_schema_preparation_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
         prepare_schema(Path::new(":memory:"), &mut conn).unwrap();
