@@ -104,13 +104,11 @@ function scheduleJson(schedule, operation) {
 /**
  * The last argument of a submit: a task id (the positional form), or the
  * options `{ taskId, priority, deadline }`; undefined or null for neither.
- * @returns {{ taskId: string | null, optionsJson: string | null, hasDeadline: boolean }}
+ * @returns {{ taskId: string | null, optionsJson: string | null }}
  */
 function submitArguments(taskIdOrOptions, operation) {
-  if (taskIdOrOptions === undefined || taskIdOrOptions === null) return { taskId: null, optionsJson: null, hasDeadline: false };
-  if (typeof taskIdOrOptions === 'string') {
-    return { taskId: requireText(taskIdOrOptions, 'taskId', operation), optionsJson: null, hasDeadline: false };
-  }
+  if (taskIdOrOptions === undefined || taskIdOrOptions === null) return { taskId: null, optionsJson: null };
+  if (typeof taskIdOrOptions === 'string') return { taskId: requireText(taskIdOrOptions, 'taskId', operation), optionsJson: null };
   if (typeof taskIdOrOptions !== 'object' || Array.isArray(taskIdOrOptions)) {
     throw new TypeError(`${operation}: the last argument must be a task id or an options object { taskId, priority, deadline }, ` +
       `got ${describe(taskIdOrOptions)}`);
@@ -119,7 +117,6 @@ function submitArguments(taskIdOrOptions, operation) {
   return {
     taskId: taskId === undefined || taskId === null ? null : requireText(taskId, 'taskId', operation),
     optionsJson: scheduleJson(schedule, operation),
-    hasDeadline: schedule.deadline !== undefined && schedule.deadline !== null,
   };
 }
 
@@ -235,11 +232,11 @@ class TaskManager {
    */
   submitTask(fn, taskIdOrOptions = undefined) {
     if (typeof fn !== 'function') throw new TypeError(`submitTask: fn must be a function, got ${describe(fn)}`);
-    const { taskId, optionsJson, hasDeadline } = submitArguments(taskIdOrOptions, 'submitTask');
+    const { taskId, optionsJson } = submitArguments(taskIdOrOptions, 'submitTask');
     // Listeners added right after this call hear the task's events from its submission on.
     this.#feed.anchor();
     try {
-      const { code, value } = this.#runner.submit(taskId, fn, optionsJson, hasDeadline);
+      const { code, value } = this.#runner.submit(taskId, fn, optionsJson);
       this.#check(code, 'submitTask');
       return value;
     } finally {

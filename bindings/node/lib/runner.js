@@ -55,8 +55,6 @@ class TaskRunner {
   #running = new Map();
   /** The running tasks that yielded: their finish puts a JS task's function back for the next hand-over. */
   #yielded = new Set();
-  /** JS tasks submitted with a deadline, which the library may end while they wait. */
-  #deadlined = new Set();
   /** (taskId) => { shouldYield, yield }: what a handler's context offers to yield with. */
   #yieldControls;
   /** An sft_runner_next call is in flight, or its unref'd timer is set. */
@@ -131,16 +129,14 @@ class TaskRunner {
 
   /**
    * Submits `fn` as a runner task (taskId null: a new UUIDv4) with its submit options (JSON text, or null).
-   * @param {boolean} hasDeadline whether the options give a deadline
    * @returns {{ code: number, value: string | null }}
    */
-  submit(taskId, fn, optionsJson, hasDeadline) {
+  submit(taskId, fn, optionsJson) {
     const registered = this.#ensureRunner();
     if (registered !== Result.OK) return { code: registered, value: null };
     const submitted = this.#native.submitRunnerTask(this.#runner, taskId, optionsJson);
     if (submitted.code === Result.OK) {
       this.#functions.set(submitted.value, fn);
-      if (hasDeadline) this.#deadlined.add(submitted.value);
       this.#poll();
     }
     return submitted;
@@ -149,7 +145,6 @@ class TaskRunner {
   /** Drops the function of a task cancelled before it was handed over. */
   forget(taskId) {
     this.#functions.delete(taskId);
-    this.#deadlined.delete(taskId);
   }
 
   /**
@@ -206,28 +201,9 @@ class TaskRunner {
         process.emitWarning(`storyflow-tasks: waiting for the next task failed with ${this.#native.resultName(code)}; retrying`);
         this.#later(NEXT_TIMEOUT_MS);
         return;
-      } else {
-        this.#forgetExpired();
       }
       this.#poll();
     });
-  }
-
-  /**
-   * Drops the functions of queued JS tasks that ended while they waited
-   * without being handed back: the SQLite store fails a pending task at its
-   * deadline without releasing it to its runner (no `"run": false`), and a
-   * function kept for it would hold the process forever. Only tasks
-   * submitted with a deadline are checked.
-   */
-  #forgetExpired() {
-    for (const taskId of this.#deadlined) {
-      if (!this.#functions.has(taskId)) continue; // running: its finish decides
-      const status = parseStatus(this.#native.getTaskStatus(taskId));
-      if (status !== null && !isFinished(status)) continue;
-      this.#functions.delete(taskId);
-      this.#deadlined.delete(taskId);
-    }
   }
 
   /**
@@ -240,7 +216,6 @@ class TaskRunner {
     this.#functions.delete(taskId);
     if (!run) {
       this.#yielded.delete(taskId);
-      this.#deadlined.delete(taskId);
       return;
     }
     const controller = new AbortController();
@@ -273,7 +248,6 @@ class TaskRunner {
     this.#running.delete(taskId);
     const kept = this.#yielded.delete(taskId) && fn !== undefined;
     if (kept) this.#functions.set(taskId, fn);
-    else this.#deadlined.delete(taskId); // it ended for good
     const code = this.#native.runnerFinish(this.#runner, taskId, message === null ? 0 : 1,
       message === null ? null : JSON.stringify(message));
     if (code !== Result.OK) {
@@ -283,10 +257,7 @@ class TaskRunner {
     // Cancellation (or a passed deadline) wins over a yield: then the task ended and never comes back.
     if (kept) {
       const status = parseStatus(this.#native.getTaskStatus(taskId));
-      if (status === null || isFinished(status)) {
-        this.#functions.delete(taskId);
-        this.#deadlined.delete(taskId);
-      }
+      if (status === null || isFinished(status)) this.#functions.delete(taskId);
     }
     this.#onChange();
     this.#poll();

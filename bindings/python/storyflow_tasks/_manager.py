@@ -259,7 +259,7 @@ class TaskManager:
         encoded_id = None if task_id is None else encode_text(task_id, "task_id")
         options = _schedule_json(priority, deadline, "submit_task")
         loop = _coroutine_loop(task_fn, loop, "submit_task()")
-        return runner(self._native, self._exit_timeout_ms).submit(encoded_id, task_fn, loop, options, deadline is not None)
+        return runner(self._native, self._exit_timeout_ms).submit(encoded_id, task_fn, loop, options)
 
     # ----- named handlers ---------------------------------------------------------------------
 

@@ -51,9 +51,6 @@ HandlerFunction = Callable[[Any], Any]
 
 _logger = logging.getLogger("storyflow_tasks")
 
-#: How often the runner, while queued tasks have deadlines, looks for those the library ended without handing back.
-_EXPIRY_CHECK_MS = 200
-
 _current_task: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("storyflow_tasks_current", default=None)
 
 
@@ -68,14 +65,13 @@ def current_task_id() -> Optional[str]:
 
 
 class _Job:
-    """What the runner needs to run one task: its function, the loop of a coroutine function, whether it has a deadline."""
+    """What the runner needs to run one task: its function, and the loop of a coroutine function."""
 
-    __slots__ = ("function", "loop", "has_deadline")
+    __slots__ = ("function", "loop")
 
-    def __init__(self, function: TaskFunction, loop: Optional[asyncio.AbstractEventLoop], has_deadline: bool) -> None:
+    def __init__(self, function: TaskFunction, loop: Optional[asyncio.AbstractEventLoop]) -> None:
         self.function = function
         self.loop = loop
-        self.has_deadline = has_deadline
 
 
 class _Handler:
@@ -110,8 +106,6 @@ class Runner:
         self._running: Dict[str, Optional[_Job]] = {}
         #: The running tasks that yielded: their finish puts the job back for the next hand-over.
         self._yielded: Set[str] = set()
-        #: Queued function tasks with a deadline, which the library may end while they wait.
-        self._expiring: Set[str] = set()
         #: Held while a task is submitted (or a handler registered) and its function stored,
         #: so the thread never looks for it too early.
         self.lock = threading.Lock()
@@ -134,7 +128,6 @@ class Runner:
         function: TaskFunction,
         loop: Optional[asyncio.AbstractEventLoop],
         options: Optional[bytes],
-        has_deadline: bool,
     ) -> str:
         """Queues a task for this runner with its submit options (JSON, or None); its id (the given one, or a new UUIDv4)."""
         lib = self._lib
@@ -144,9 +137,7 @@ class Runner:
             code, new_id = lib.call_with_out_string(lib.sft_submit_runner_task_with_options, self.id, task_id, options)
             if code != SFT_OK or new_id is None:
                 lib.raise_for(code, "submit_task")
-            self._jobs[new_id] = _Job(function, loop, has_deadline)
-            if has_deadline:
-                self._expiring.add(new_id)
+            self._jobs[new_id] = _Job(function, loop)
         return new_id
 
     def add_handler(self, name: str, function: HandlerFunction, loop: Optional[asyncio.AbstractEventLoop]) -> None:
@@ -184,12 +175,10 @@ class Runner:
     def _serve(self) -> None:
         lib = self._lib
         while True:
-            timeout = _EXPIRY_CHECK_MS if self._expiring else SFT_WAIT_FOREVER
-            code, text = lib.call_with_out_string(lib.sft_runner_next, self.id, timeout)
+            code, text = lib.call_with_out_string(lib.sft_runner_next, self.id, SFT_WAIT_FOREVER)
             if code in (SFT_ERR_SHUT_DOWN, SFT_ERR_NOT_FOUND):
                 return  # closed at exit, or the manager shut down with nothing left for us
             if code == SFT_ERR_TIMEOUT or text is None:
-                self._forget_expired()
                 continue
             if code != SFT_OK:
                 _logger.error("storyflow_tasks: the runner could not take its next task: %s", lib.last_error_message())
@@ -206,26 +195,10 @@ class Runner:
                 _logger.exception("storyflow_tasks: the runner failed on task %r", task_id)
                 self.finish(task_id, 1, "InternalError: the Python task runner failed; see the log")
 
-    def _forget_expired(self) -> None:
-        """Drops the functions of queued tasks that ended while they waited, which the library did not hand back.
-
-        The SQLite store fails a pending function task at its deadline without
-        releasing it to its runner (no ``"run": false``), so its function would
-        be kept until exit. Only tasks submitted with a deadline are checked.
-        """
-        with self.lock:
-            candidates = list(self._expiring)
-        for task_id in candidates:
-            if self._is_final(task_id):
-                with self.lock:
-                    self._jobs.pop(task_id, None)
-                    self._expiring.discard(task_id)
-
     def _run_task(self, task_id: str, run: bool) -> None:
         """A function task: the function stored at submission, taken out here whether it runs or not."""
         with self.lock:
             job = self._jobs.pop(task_id, None)
-            self._expiring.discard(task_id)  # handed over: no longer waiting (a yield puts it back)
             if run and job is not None:
                 self._running[task_id] = job
             elif not run:
@@ -276,8 +249,6 @@ class Runner:
                         # again; stored before the finish, which may hand it over at once.
                         self._jobs[task_id] = job
                         kept = True
-                        if job.has_deadline:
-                            self._expiring.add(task_id)
             result = self._lib.sft_runner_finish(self.id, task_id.encode(), code, text)
         if result not in (SFT_OK, SFT_ERR_NOT_FOUND):  # NOT_FOUND: closed at exit, the task already failed there
             _logger.error("storyflow_tasks: could not finish task %r: %s", task_id, self._lib.last_error_message())
