@@ -12,7 +12,9 @@
 # memory-against-SQLite figures of benches/stores.rs: they are folded into
 # target/bench/results.json, and BENCHMARKS.md is left as it is), BENCH_QUICK=1
 # (benches/stores.rs with small counts; see its header for BENCH_STORES_CALLS and
-# BENCH_STORES_TASKS).
+# BENCH_STORES_TASKS; benches/scheduling.rs with a short queue), BENCH_ONLY=scheduling
+# (only the preview-wait and yield-check figures of benches/scheduling.rs, printed and
+# written to target/bench/scheduling.json; BENCHMARKS.md is left as it is).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ COUNT=${BENCH_COUNT:-1000000}
 PYTHON=${PYTHON:-python3}
 MAKE=${MAKE:-make}
 ONLY=${BENCH_ONLY:-}
-case "$ONLY" in "" | stores) ;; *) echo "BENCH_ONLY: only 'stores' is known" >&2; exit 2 ;; esac
+case "$ONLY" in "" | stores | scheduling) ;; *) echo "BENCH_ONLY: only 'stores' and 'scheduling' are known" >&2; exit 2 ;; esac
 export STORYFLOW_TASKS_LIB=$ROOT/target/release/libstoryflow_tasks.so
 
 began=$(date +%s)
@@ -33,7 +35,7 @@ rm -rf "$SAMPLES"
 mkdir -p "$SAMPLES"
 
 echo "== build (release)"
-[ "$ONLY" = stores ] || "$MAKE" --no-print-directory build
+[ -n "$ONLY" ] || "$MAKE" --no-print-directory build
 # bench_executable NAME: builds the `[[bench]]` target NAME and prints its executable's path.
 bench_executable() {
     cargo build --release --locked --bench "$1" --message-format=json-render-diagnostics \
@@ -43,8 +45,8 @@ for line in sys.stdin:
     if message.get("reason") == "compiler-artifact" and message["target"]["name"] == sys.argv[1] and message.get("executable"):
         print(message["executable"])' "$1"
 }
-stores=$(bench_executable stores)
-if [ "$ONLY" != stores ]; then
+[ "$ONLY" = scheduling ] || stores=$(bench_executable stores)
+if [ -z "$ONLY" ]; then
     baselines=$(bench_executable baselines)
     c_bench=$OUT/c_bench
     ${CC:-cc} -O2 -std=c11 -Wall -Wextra -Werror -pthread -I"$ROOT/include" "$ROOT/benches/c/c_bench.c" \
@@ -65,6 +67,23 @@ run() {
         : >"$file"
     fi
 }
+
+scheduling=$(bench_executable scheduling)
+# The scheduling figures run once: the FIFO wait alone is a minute, and the benchmark
+# repeats the other samples itself. SQLite's file goes under target/ (a real disk).
+run_scheduling() {
+    rm -rf "$OUT/scheduling-sqlite"
+    run scheduling "$scheduling" "$OUT/scheduling-sqlite"
+    cat "$SAMPLES/r$rep.scheduling.err"
+}
+if [ "$ONLY" = scheduling ]; then
+    rep=all
+    echo "== the preview's wait behind a queued book (benches/scheduling.rs)"
+    run_scheduling
+    cp "$SAMPLES/r$rep.scheduling.json" "$OUT/scheduling.json"
+    echo "== wrote $OUT/scheduling.json ($(($(date +%s) - began)) s); BENCHMARKS.md left as it is"
+    exit 0
+fi
 
 # The stores alternate within each run, so that both see the same machine load. The
 # SQLite files go to a fresh directory under target/ (a real disk; /tmp may be a tmpfs),
@@ -109,6 +128,8 @@ done
 # the bindings' own benchmarks, which repeat and fold their runs themselves.
 # Whatever cannot run is reported as missing.
 rep=all
+echo "== the preview's wait behind a queued book (benches/scheduling.rs)"
+run_scheduling
 echo "== the original design in pure Python, Python binding, Node engines"
 run original_submit_growth "$PYTHON" benches/original_submit_growth.py
 venv_python=$ROOT/.venv/bin/python
