@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use storyflow_tasks::ffi::*;
 
 /// The documented keys: (name, kind).
-const KEYS: [(&str, Kind); 12] = [
+const KEYS: [(&str, Kind); 14] = [
     ("cleanup_threshold_secs", Kind::Seconds),
     ("max_pending_tasks", Kind::Count),
     ("max_retained_finished", Kind::Count),
@@ -28,6 +28,8 @@ const KEYS: [(&str, Kind); 12] = [
     ("event_buffer_capacity", Kind::Positive),
     ("store", Kind::Store),
     ("max_attempts", Kind::Attempts),
+    ("redis_namespace", Kind::Namespace),
+    ("machine_id", Kind::Machine),
 ];
 
 #[derive(Clone, Copy)]
@@ -38,10 +40,29 @@ enum Kind {
     Count,
     /// An integer >= 1.
     Positive,
-    /// `"memory"` or `"sqlite:<path>"` with a path (opened only at first use, never here).
+    /// `"memory"`, `"sqlite:<path>"` with a path, or a `redis://` URL (opened only at first
+    /// use, never here).
     Store,
     /// An integer from 1 to 2^32-1.
     Attempts,
+    /// 1 to 64 of `[A-Za-z0-9_.:-]`: no `{` or `}`, which would break the keys' hash tag.
+    Namespace,
+    /// 1 to 255 of `[A-Za-z0-9_.:-]`, or null (the machine's own identity).
+    Machine,
+}
+
+/// Whether `text` is `len` of `[A-Za-z0-9_.:-]`.
+fn identifier(text: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+    len.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+}
+
+/// What the validator knows of an input: accepted with these settings, refused, or (a
+/// `redis://` URL, whose grammar is the URL standard's) either, as long as the library's
+/// answer and its settings agree.
+enum Expected {
+    Accepted(Map<String, Value>),
+    Refused,
+    Either(Map<String, Value>),
 }
 
 fn valid(kind: Kind, value: &Value) -> bool {
@@ -51,19 +72,32 @@ fn valid(kind: Kind, value: &Value) -> bool {
         Kind::Positive => value.as_u64().is_some_and(|v| v >= 1),
         Kind::Store => value.as_str().is_some_and(|v| v == "memory" || v.strip_prefix("sqlite:").is_some_and(|path| !path.is_empty())),
         Kind::Attempts => value.as_u64().is_some_and(|v| (1..=u64::from(u32::MAX)).contains(&v)),
+        Kind::Namespace => value.as_str().is_some_and(|v| identifier(v, 1..=64)),
+        Kind::Machine => value.is_null() || value.as_str().is_some_and(|v| identifier(v, 1..=255)),
     }
 }
 
-/// The settings the input names, if the input must be accepted.
-fn expected_overrides(bytes: &[u8]) -> Option<Map<String, Value>> {
-    let Value::Object(settings) = serde_json::from_slice::<Value>(bytes).ok()? else { return None };
+fn is_redis_url(kind: Kind, value: &Value) -> bool {
+    matches!(kind, Kind::Store) && value.as_str().is_some_and(|v| v.starts_with("redis://"))
+}
+
+/// What must become of the input.
+fn expected(bytes: &[u8]) -> Expected {
+    let Ok(Value::Object(settings)) = serde_json::from_slice::<Value>(bytes) else { return Expected::Refused };
+    let mut certain = true;
     for (key, value) in &settings {
-        let (_, kind) = KEYS.iter().find(|(name, _)| name == key)?;
-        if !valid(*kind, value) {
-            return None;
+        let Some((_, kind)) = KEYS.iter().find(|(name, _)| name == key) else { return Expected::Refused };
+        if is_redis_url(*kind, value) {
+            certain = false;
+        } else if !valid(*kind, value) {
+            return Expected::Refused;
         }
     }
-    Some(settings)
+    if certain {
+        Expected::Accepted(settings)
+    } else {
+        Expected::Either(settings)
+    }
 }
 
 fn config() -> Value {
@@ -79,7 +113,7 @@ fn same_setting(kind: Kind, a: &Value, b: &Value) -> bool {
             _ => false,
         },
         Kind::Count | Kind::Positive | Kind::Attempts => a.as_u64() == b.as_u64(),
-        Kind::Store => a == b,
+        Kind::Store | Kind::Namespace | Kind::Machine => a == b,
     }
 }
 
@@ -89,19 +123,23 @@ fuzz_target!(|data: &[u8]| {
     // SAFETY: a valid NUL-terminated string.
     let result = unsafe { sft_configure(text.as_ptr()) };
     let after = config();
-    match expected_overrides(text.to_bytes()) {
-        Some(overrides) => {
-            assert_eq!(result, SftResult::SFT_OK, "refused {text:?}: {}", last_error());
-            for (key, kind) in KEYS {
-                let expected = overrides.get(key).unwrap_or(&defaults[key]);
-                assert!(same_setting(kind, &after[key], expected), "{key} is {} after {text:?}", after[key]);
-            }
+    let refused = |after: &Value| {
+        assert_eq!(result, SftResult::SFT_ERR_INVALID_ARGUMENT, "accepted {text:?}");
+        assert!(!last_error().is_empty());
+        assert_eq!(after, &defaults, "a refused configuration changed the settings");
+    };
+    let accepted = |after: &Value, overrides: &Map<String, Value>| {
+        assert_eq!(result, SftResult::SFT_OK, "refused {text:?}: {}", last_error());
+        for (key, kind) in KEYS {
+            let expected = overrides.get(key).unwrap_or(&defaults[key]);
+            assert!(same_setting(kind, &after[key], expected), "{key} is {} after {text:?}", after[key]);
         }
-        None => {
-            assert_eq!(result, SftResult::SFT_ERR_INVALID_ARGUMENT, "accepted {text:?}");
-            assert!(!last_error().is_empty());
-            assert_eq!(after, defaults, "a refused configuration changed the settings");
-        }
+    };
+    match expected(text.to_bytes()) {
+        Expected::Accepted(overrides) => accepted(&after, &overrides),
+        Expected::Refused => refused(&after),
+        Expected::Either(overrides) if result == SftResult::SFT_OK => accepted(&after, &overrides),
+        Expected::Either(_) => refused(&after),
     }
     let restore = CString::new(defaults.to_string()).unwrap();
     // SAFETY: a valid NUL-terminated string.

@@ -60,7 +60,7 @@ pub fn last_error() -> String {
 }
 
 /// The status keys the wire format fixes, in order.
-pub const STATUS_KEYS: [&str; 15] = [
+pub const STATUS_KEYS: [&str; 19] = [
     "task_id",
     "status",
     "progress",
@@ -76,6 +76,10 @@ pub const STATUS_KEYS: [&str; 15] = [
     "handler",
     "attempt",
     "checkpoint",
+    "priority",
+    "deadline",
+    "yield_requested",
+    "yields",
 ];
 
 /// Checks the shape of a status object.
