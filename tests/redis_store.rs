@@ -5,17 +5,20 @@
 //! naming their role and `SFT_MACHINE` their machine; they talk to the parent through
 //! files and lines on stdout that start with `@@`.
 
+#[path = "support/children.rs"]
+mod children;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufReader;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use children::{append_line, env, next_message, say, spawn_child, spawn_quiet};
 use redis_server::RedisServer;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -92,59 +95,6 @@ fn json(text: &str) -> Box<RawValue> {
 
 fn segment(id: i64) -> CompletedSegment {
     CompletedSegment { segment_id: SegmentId::from(id), audio_url: format!("file:///audio/{id}.wav"), duration: 1.5 }
-}
-
-/// Starts this test binary as a child process in `role`.
-fn spawn_child(role: &str, env: &[(&str, String)]) -> (Child, BufReader<ChildStdout>) {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
-        .env("SFT_CHILD", role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    (child, stdout)
-}
-
-/// Starts a child whose messages nobody reads.
-fn spawn_quiet(role: &str, env: &[(&str, String)]) -> Child {
-    let (child, stdout) = spawn_child(role, env);
-    std::thread::spawn(move || std::io::copy(&mut stdout.into_inner(), &mut std::io::sink()));
-    child
-}
-
-/// The next `@@` line the child prints (without the marker); None if it exited.
-fn next_message(stdout: &mut BufReader<ChildStdout>) -> Option<String> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            return None;
-        }
-        if let Some((_, message)) = line.trim_end().split_once("@@") {
-            return Some(message.to_owned());
-        }
-    }
-}
-
-fn say(message: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "@@{message}").unwrap();
-    out.flush().unwrap();
-}
-
-fn append_line(path: &str, line: &str) {
-    // One write(2) with O_APPEND: a line is whole or absent whatever kills the process.
-    let mut file = OpenOptions::new().create(true).append(true).open(path).unwrap();
-    file.write_all(format!("{line}\n").as_bytes()).unwrap();
-}
-
-fn env(key: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set"))
 }
 
 /// Calls `f` until the server answers; every refusal meanwhile must say the server is away.

@@ -4,13 +4,17 @@
 //! with `SFT_CHILD` naming their role; they talk to the parent through files and
 //! lines on stdout that start with `@@`.
 
+#[path = "support/children.rs"]
+mod children;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use children::{append_line, env, next_message, say, spawn_child, spawn_quiet};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use storyflow_tasks::{
@@ -125,61 +129,6 @@ fn segment(id: i64) -> CompletedSegment {
 
 fn quick() -> SqliteOptions {
     SqliteOptions { sweep_interval: Duration::from_millis(50), ..SqliteOptions::default() }
-}
-
-/// Starts this test binary as a child process in `role`.
-fn spawn_child(role: &str, env: &[(&str, String)]) -> (Child, BufReader<ChildStdout>) {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
-        .env("SFT_CHILD", role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    (child, stdout)
-}
-
-/// Starts a child whose messages nobody reads.
-fn spawn_quiet(role: &str, env: &[(&str, String)]) -> Child {
-    let (child, stdout) = spawn_child(role, env);
-    // Drained, so its writes never fail on a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout.into_inner(), &mut std::io::sink()));
-    child
-}
-
-/// The next `@@` line the child prints (without the marker); None if it exited.
-fn next_message(stdout: &mut BufReader<ChildStdout>) -> Option<String> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            return None;
-        }
-        // The harness may have begun the line ("test child_process ... ").
-        if let Some((_, message)) = line.trim_end().split_once("@@") {
-            return Some(message.to_owned());
-        }
-    }
-}
-
-fn say(message: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "@@{message}").unwrap();
-    out.flush().unwrap();
-}
-
-fn append_line(path: &str, line: &str) {
-    // One write(2) with O_APPEND: a line is whole or absent whatever kills the process.
-    let mut file = OpenOptions::new().create(true).append(true).open(path).unwrap();
-    file.write_all(format!("{line}\n").as_bytes()).unwrap();
-}
-
-fn env(key: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set"))
 }
 
 // ----- the child processes ----------------------------------------------------------
