@@ -11,8 +11,8 @@ progress bar per task, then prints a summary table. A sentence espeak-ng
 cannot speak (a ``[voice:NAME]`` it does not have) becomes a segment error
 and its chapter goes on.
 
-While the second chapter is being spoken (once its first sentence is), the
-main thread asks for a **voice preview**: one sentence in ``--preview VOICE``
+While the second chapter is being spoken (from its first sentence on), the
+main program asks for a **voice preview**: one sentence in ``--preview VOICE``
 (default en+f3), submitted at priority 10 where the chapters have 0. The
 chapter polls ``is_yield_requested`` between sentences and, asked, yields
 (``yield_task``): it goes back to the head of the queue with its segments,
@@ -73,7 +73,8 @@ PREVIEW_TEXT = "Hello, this is how the voice {voice} sounds."
 def pace(tm, task_id: str, seconds: float) -> None:
     """Pauses after a sentence (``--pace``); a request to cancel or to yield cuts the pause short."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not (tm.is_cancel_requested(task_id) or tm.is_yield_requested(task_id)):
+    while time.monotonic() < deadline and not (tm.is_cancel_requested(task_id)
+                                               or tm.is_yield_requested(task_id)):
         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
@@ -138,7 +139,7 @@ class Preview:
     """The voice preview the demo asks for while a chapter is being spoken, as a listener would.
 
     A thread follows that chapter's status through the change feed and
-    submits the preview as soon as the chapter has spoken a sentence, unless
+    submits the preview as soon as the chapter is speaking a sentence, unless
     it finished or was cancelled first; ``submitted_at`` is when (epoch
     seconds, as the statuses' times).
     """
@@ -163,7 +164,9 @@ class Preview:
             for status in self.tm.watch(self.during):
                 if status["status"] in FINAL_STATES or status.get("cancel_requested"):
                     return  # nothing to jump any more (a run that takes up an earlier one, or Ctrl-C)
-                if status["status"] == TASK_PROCESSING and (status["completed_segments"] or status["errors"]):
+                progress = status.get("progress") or {}
+                speaking = progress.get("current_segment_id") is not None or progress.get("current")
+                if status["status"] == TASK_PROCESSING and speaking:
                     break
             self.submitted_at = time.time()
             self.tm.submit_named(PREVIEW_HANDLER_NAME, chapter_payload(self.chapter, self.directory),
@@ -184,25 +187,26 @@ class Preview:
         if preview is None or chapter is None or self.submitted_at is None:
             return []
         if preview.get("started_at") is None:
-            return ["", note(f"Voice preview ({self.voice}, priority {PREVIEW_PRIORITY}): {preview['status']}, "
-                             f"never started", width)]
+            return ["", note(f"Voice preview ({self.voice}, priority {PREVIEW_PRIORITY}): "
+                             f"{preview['status']}, never started", width)]
         waited = preview["started_at"] - self.submitted_at
         spoken = [segment["segment_id"] for segment in chapter["completed_segments"]]
         spoken += [entry["segment_id"] for entry in chapter["errors"]]
         once = sorted(spoken) == list(range(1, len(spoken) + 1))
         walls = [status["completed_at"] - status["started_at"] for status in statuses.values()
                  if status.get("started_at") is not None and status.get("completed_at") is not None]
-        sentences = sum(len(status["completed_segments"]) + len(status["errors"]) for status in statuses.values())
+        sentences = sum(len(status["completed_segments"]) + len(status["errors"])
+                        for status in statuses.values())
         per_sentence = sum(walls) / sentences if sentences else 0.0
         resume_at = (chapter.get("checkpoint") or {}).get("resume_at")
         if chapter.get("yields") and resume_at is not None:
-            went_on = (f"{self.during} gave way before its sentence {resume_at} and resumed there, "
-                       f"{'every sentence spoken once' if once else 'BUT a sentence was spoken twice or not at all'}.")
+            outcome = "every sentence spoken once" if once else "BUT a sentence was spoken twice or not at all"
+            went_on = f"{self.during} gave way before its sentence {resume_at} and resumed there, {outcome}."
         else:
             went_on = f"{self.during} did not give way (it had no sentence left)."
-        text = (f"Voice preview ({self.voice}, priority {PREVIEW_PRIORITY} over the chapters' {CHAPTER_PRIORITY}), "
-                f"asked for while {self.during} was being spoken: it started {waited:.3f} s later (a sentence "
-                f"takes {per_sentence:.3f} s here); {went_on}")
+        text = (f"Voice preview ({self.voice}, priority {PREVIEW_PRIORITY} over the chapters' "
+                f"{CHAPTER_PRIORITY}), asked for while {self.during} was being spoken: it started "
+                f"{waited:.3f} s later (a sentence takes {per_sentence:.3f} s here); {went_on}")
         return ["", textwrap.fill(text, width=width, subsequent_indent="  ", break_on_hyphens=False)]
 
 
@@ -359,7 +363,8 @@ def parse_args(argv):
     if not 0 <= args.pace <= 3600:
         parser.error(f"--pace takes seconds between 0 and 3600, got {args.pace}")
     if args.preview != "none" and not VOICE_NAME.fullmatch(args.preview):
-        parser.error(f"--preview takes an espeak-ng voice name (letters, digits, _ + -) or none, not {args.preview!r}")
+        parser.error(f"--preview takes an espeak-ng voice name (letters, digits, _ + -) or none, "
+                     f"not {args.preview!r}")
     return args
 
 

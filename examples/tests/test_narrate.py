@@ -238,7 +238,7 @@ def test_a_voice_preview_jumps_the_second_chapter(tmp_path):
     """The preview (priority 10) asked for while the second chapter is spoken runs after that chapter's
     sentence; the chapter yields, keeps its segments, and resumes at its next sentence."""
     report = tmp_path / "report.json"
-    # --pace 0.2: the chapter is still being spoken when the preview, submitted after its first sentence, comes.
+    # --pace 0.2: the chapter is still being spoken when the preview, submitted during its first sentence, comes.
     run = subprocess.run([sys.executable, str(EXAMPLES / "narrate.py"), "--out", str(tmp_path / "wav"), "--report",
                           str(report), "--pace", "0.2", "--preview", "en+f3", str(TWO_CHAPTERS)],
                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
@@ -253,7 +253,8 @@ def test_a_voice_preview_jumps_the_second_chapter(tmp_path):
     assert second["status"] == "COMPLETED" and second["yields"] == 1 and second["attempt"] == 1
     assert [segment["segment_id"] for segment in second["completed_segments"]] == [1, 2, 4]
     assert [entry["segment_id"] for entry in second["errors"]] == [3]
-    # Submitted once the first sentence was spoken: the chapter gave way before its second or third.
+    # Submitted while the first sentence was spoken: the chapter gave way before its second (or, at the
+    # latest, its third: the preview's submission and the chapter race over one sentence).
     assert second["checkpoint"]["resume_at"] in (2, 3)
     wav = tmp_path / "wav" / "preview-en-f3" / "001.wav"
     params, samples = read_wav(wav)
