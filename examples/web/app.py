@@ -933,8 +933,8 @@ def open_tasks(settings: Settings, store_spec: str) -> TaskManager:
                      cleanup_threshold_secs=settings.keep_finished_seconds)
         tm.stats()  # the first call that needs the store opens it
     except StoryflowTasksError as error:
-        raise SystemExit(f"app.py: cannot use the task store {store_spec}: {error} (pass --store memory "
-                         f"or --store sqlite:PATH)") from None
+        raise SystemExit(f"app.py: cannot use the task store {store_spec}: {error} (pass --store memory, "
+                         f"--store sqlite:PATH or --store redis://HOST:PORT)") from None
     return tm
 
 

@@ -31,9 +31,9 @@ const CHROMIUM_FLAGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
-// Long enough to act on while they run: 12 sentences each, 0.4 s apart.
-const SENTENCES = 12;
-const PACE = '0.4';
+// Long enough to act on while they run: 16 sentences each, 0.6 s apart (some 10 s).
+const SENTENCES = 16;
+const PACE = '0.6';
 const storyText = (word) => Array.from({ length: SENTENCES }, (_, n) => `${word} sentence number ${n + 1}.`).join(' ');
 
 for (const [need, what] of [[CHROMIUM, "Chromium (Debian: apt-get install chromium)"],
