@@ -21,7 +21,7 @@ VALGRIND  := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-ki
 export STORYFLOW_TASKS_LIB := $(abspath $(LIB))
 
 
-.PHONY: build-testing test-readme test-stress test-fuzz
+.PHONY: build-testing test-readme test-stress test-fuzz test-redis
 .PHONY: all build deps venv python-package demo test bench install uninstall clean header lint-rust \
         test-rust test-header test-symbols test-c test-valgrind test-asan test-install \
         test-python lint-python test-node test-examples test-stress test-fuzz stress fuzz serve test-web
@@ -51,9 +51,10 @@ $(NATIVE_LIBS): Cargo.lock
 
 ## deps: system packages the tests use (apt-get when root; otherwise says what is missing);
 ## tmux is the 80-column terminal the demo's screen test runs it in, libcjson-dev parses the
-## edge-case table for tests/c/test_edge_cases.c
+## edge-case table for tests/c/test_edge_cases.c, redis-server is the server the Redis store's
+## tests start (make test-redis)
 deps:
-	@missing=""; for tool in valgrind pkg-config cmake tmux; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in valgrind pkg-config cmake tmux redis-server; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -f /usr/include/cjson/cJSON.h ] || missing="$$missing libcjson-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -72,7 +73,7 @@ $(VENV)/.python-tools: Makefile
 	echo $(PYTHON_TOOLS) > $@
 
 ## test: everything, as CI runs it from a clean clone
-test: deps lint-rust build test-rust test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
+test: deps lint-rust build test-rust test-redis test-header test-symbols test-c test-valgrind test-asan test-install test-readme test-stress test-fuzz test-python test-node test-examples test-web
 	@echo "make test: all suites passed"
 
 ## lint-rust: rustfmt (the crate and the fuzz crate, rustfmt.toml) and clippy with every warning an error,
@@ -86,6 +87,12 @@ lint-rust:
 # The fault tests (tests/faults) load the release library, so it is built first.
 test-rust: build
 	$(CARGO) test --locked
+
+## test-redis: the Redis store against real redis-server processes that the tests start and stop
+## on free ports of 127.0.0.1 (AOF on), with worker processes, SIGKILLs and a server crash
+## (not in test-rust: Cargo.toml marks the target test = false, so it needs the server from deps)
+test-redis: deps
+	$(CARGO) test --locked --test redis_store
 
 ## header: regenerates include/storyflow_tasks.h from the doc comments and signatures in src/ffi
 ## (builds never write it; build.rs generates it into cargo's OUT_DIR)

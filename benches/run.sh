@@ -10,9 +10,11 @@
 # BENCH_COUNT (tasks in the million-task runs, default 1000000; smaller only
 # for a quick try, the figures' names keep saying 1m), BENCH_ONLY=stores (only the
 # memory-against-SQLite figures of benches/stores.rs: they are folded into
-# target/bench/results.json, and BENCHMARKS.md is left as it is), BENCH_QUICK=1
-# (benches/stores.rs with small counts; see its header for BENCH_STORES_CALLS and
-# BENCH_STORES_TASKS).
+# target/bench/results.json, and BENCHMARKS.md is left as it is), BENCH_ONLY=redis (only
+# the Redis store's figures of benches/redis.rs, against a redis-server it starts; their
+# medians are printed beside the targets), BENCH_QUICK=1 (benches/stores.rs and
+# benches/redis.rs with small counts; see their headers, and for benches/stores.rs
+# BENCH_STORES_CALLS and BENCH_STORES_TASKS).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ COUNT=${BENCH_COUNT:-1000000}
 PYTHON=${PYTHON:-python3}
 MAKE=${MAKE:-make}
 ONLY=${BENCH_ONLY:-}
-case "$ONLY" in "" | stores) ;; *) echo "BENCH_ONLY: only 'stores' is known" >&2; exit 2 ;; esac
+case "$ONLY" in "" | stores | redis) ;; *) echo "BENCH_ONLY: only 'stores' and 'redis' are known" >&2; exit 2 ;; esac
 export STORYFLOW_TASKS_LIB=$ROOT/target/release/libstoryflow_tasks.so
 
 began=$(date +%s)
@@ -33,7 +35,7 @@ rm -rf "$SAMPLES"
 mkdir -p "$SAMPLES"
 
 echo "== build (release)"
-[ "$ONLY" = stores ] || "$MAKE" --no-print-directory build
+[ -n "$ONLY" ] || "$MAKE" --no-print-directory build
 # bench_executable NAME: builds the `[[bench]]` target NAME and prints its executable's path.
 bench_executable() {
     cargo build --release --locked --bench "$1" --message-format=json-render-diagnostics \
@@ -43,8 +45,9 @@ for line in sys.stdin:
     if message.get("reason") == "compiler-artifact" and message["target"]["name"] == sys.argv[1] and message.get("executable"):
         print(message["executable"])' "$1"
 }
-stores=$(bench_executable stores)
-if [ "$ONLY" != stores ]; then
+[ "$ONLY" = redis ] || stores=$(bench_executable stores)
+[ "$ONLY" = stores ] || redis_bench=$(bench_executable redis)
+if [ -z "$ONLY" ]; then
     baselines=$(bench_executable baselines)
     c_bench=$OUT/c_bench
     ${CC:-cc} -O2 -std=c11 -Wall -Wextra -Werror -pthread -I"$ROOT/include" "$ROOT/benches/c/c_bench.c" \
@@ -75,6 +78,22 @@ run_stores() {
     run stores_sqlite "$stores" sqlite "$OUT/stores-sqlite"
 }
 
+# The Redis store: worker processes (each a machine of its own) against a redis-server
+# that the benchmark starts on a free port of 127.0.0.1 and stops.
+run_redis() {
+    run redis "$redis_bench" run
+}
+
+if [ "$ONLY" = redis ]; then
+    for rep in $(seq 1 "$REPS"); do
+        echo "== run $rep of $REPS (Redis only)"
+        run_redis
+    done
+    "$redis_bench" summary "$SAMPLES"
+    echo "== samples in $SAMPLES ($(($(date +%s) - began)) s); BENCHMARKS.md left as it is"
+    exit 0
+fi
+
 if [ "$ONLY" = stores ]; then
     for rep in $(seq 1 "$REPS"); do
         echo "== run $rep of $REPS (stores only)"
@@ -103,7 +122,9 @@ for rep in $(seq 1 "$REPS"); do
     run c_memory "$c_bench" memory "$COUNT"
     run registry_designs "$baselines" registry_designs "$COUNT"
     run_stores
+    run_redis
 done
+"$redis_bench" summary "$SAMPLES" || true
 
 # The original design's submit growth, then the Python and Node figures: those come from
 # the bindings' own benchmarks, which repeat and fold their runs themselves.

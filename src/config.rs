@@ -32,10 +32,15 @@ pub struct Config {
     pub max_errors_per_task: usize,
     /// How many recent events the change feed keeps for slow readers.
     pub event_buffer_capacity: usize,
-    /// Where the registry and the queue live: `"memory"` or `"sqlite:<path>"`.
+    /// Where the registry and the queue live: `"memory"`, `"sqlite:<path>"` or `"redis://host:port[/db]"`.
     pub store: String,
     /// How many times a named task may be started before an interruption makes it FAILED.
     pub max_attempts: u32,
+    /// The Redis store's key namespace: every key is under `{<namespace>}:` (one Cluster slot).
+    pub redis_namespace: String,
+    /// This machine's identity in the Redis store (at most one task runs per machine);
+    /// `None`: `STORYFLOW_TASKS_MACHINE`, else /etc/machine-id, else the host name.
+    pub machine_id: Option<String>,
 }
 
 /// The environment variable naming the store when the configuration does not.
@@ -48,10 +53,13 @@ pub enum StoreChoice {
     Memory,
     /// One SQLite file shared by the processes of one machine.
     Sqlite(std::path::PathBuf),
+    /// A Redis server shared by the processes of every machine: its `redis://` URL.
+    Redis(String),
 }
 
 impl StoreChoice {
-    /// Parses a `store` value; anything but `memory` and `sqlite:<path>` is refused, saying so.
+    /// Parses a `store` value; anything but `memory`, `sqlite:<path>` and `redis://host:port[/db]`
+    /// is refused, saying so.
     pub fn parse(value: &str) -> Result<Self> {
         if value == "memory" {
             return Ok(Self::Memory);
@@ -63,9 +71,14 @@ impl StoreChoice {
             return Ok(Self::Sqlite(path.into()));
         }
         if value.starts_with("redis://") {
-            return Err(Error::invalid(format!("store {value:?}: this build has no Redis store; use \"memory\" or \"sqlite:<path>\"")));
+            let parsed =
+                redis::Client::open(value).map_err(|e| Error::invalid(format!("store {value:?} is not a valid Redis URL: {e}")))?;
+            if parsed.get_connection_info().addr().to_string().is_empty() {
+                return Err(Error::invalid(format!("store {value:?} names no server: use \"redis://host:port[/db]\"")));
+            }
+            return Ok(Self::Redis(value.to_owned()));
         }
-        Err(Error::invalid(format!("unknown store {value:?}: use \"memory\" or \"sqlite:<path>\"")))
+        Err(Error::invalid(format!("unknown store {value:?}: use \"memory\", \"sqlite:<path>\" or \"redis://host:port[/db]\"")))
     }
 }
 
@@ -84,6 +97,8 @@ impl Default for Config {
             event_buffer_capacity: 65_536,
             store: "memory".into(),
             max_attempts: 3,
+            redis_namespace: "storyflow".into(),
+            machine_id: None,
         }
     }
 }
@@ -135,6 +150,16 @@ impl Config {
         self.store_choice()?;
         if self.max_attempts == 0 {
             return Err(Error::invalid("max_attempts must be at least 1"));
+        }
+        let namespace_ok = (1..=64).contains(&self.redis_namespace.len())
+            && self.redis_namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+        if !namespace_ok {
+            return Err(Error::invalid(format!("redis_namespace {:?} must be 1 to 64 of [A-Za-z0-9_.:-]", self.redis_namespace)));
+        }
+        if let Some(machine) = &self.machine_id {
+            if !crate::store::valid_machine_id(machine) {
+                return Err(Error::invalid(format!("machine_id {machine:?} must be 1 to 255 of [A-Za-z0-9_.:-]")));
+            }
         }
         if !self.cleanup_threshold_secs.is_finite() || self.cleanup_threshold_secs < 0.0 {
             return Err(Error::invalid("cleanup_threshold_secs must be a finite number >= 0"));
@@ -304,16 +329,25 @@ mod tests {
     }
 
     #[test]
-    fn stores_are_memory_or_sqlite_and_others_are_refused_clearly() {
+    fn stores_are_memory_sqlite_or_redis_and_others_are_refused_clearly() {
         let config = Config::default().merged_with_json(r#"{"store": "sqlite:/tmp/t.db", "max_attempts": 2}"#).unwrap();
         assert_eq!(config.store_choice().unwrap(), StoreChoice::Sqlite("/tmp/t.db".into()));
         assert_eq!(config.max_attempts, 2);
         assert!(config.to_json().contains(r#""store":"sqlite:/tmp/t.db","max_attempts":2"#), "{}", config.to_json());
         assert_eq!(Config::default().store_choice().unwrap(), StoreChoice::Memory);
+        let redis = Config::default()
+            .merged_with_json(r#"{"store": "redis://127.0.0.1:6380/2", "redis_namespace": "tts.prod", "machine_id": "gpu-7"}"#)
+            .unwrap();
+        assert_eq!(redis.store_choice().unwrap(), StoreChoice::Redis("redis://127.0.0.1:6380/2".into()));
+        assert_eq!((redis.redis_namespace.as_str(), redis.machine_id.as_deref()), ("tts.prod", Some("gpu-7")));
         for (bad, says) in [
             (r#"{"store": "postgres://x"}"#, "unknown store"),
             (r#"{"store": "sqlite:"}"#, "names no file"),
-            (r#"{"store": "redis://localhost:6379"}"#, "no Redis store"),
+            (r#"{"store": "redis://"}"#, "Redis URL"),
+            (r#"{"redis_namespace": ""}"#, "redis_namespace"),
+            (r#"{"redis_namespace": "a{b}"}"#, "redis_namespace"),
+            (r#"{"machine_id": "two words"}"#, "machine_id"),
+            (r#"{"machine_id": 7}"#, "invalid type"),
             (r#"{"max_attempts": 0}"#, "max_attempts must be at least 1"),
             (r#"{"max_attempts": -1}"#, "expected u32"),
         ] {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use storyflow_tasks::{
-    CompletedSegment, Config, ErrorKind, EventKind, SegmentError, SegmentId, SqliteOptions, SqliteStore, Store, TaskFailure, TaskKind,
-    TaskState,
+    CompletedSegment, Config, ErrorKind, EventKind, Schedule, SegmentError, SegmentId, SqliteOptions, SqliteStore, Store, TaskFailure,
+    TaskKind, TaskOutcome, TaskState,
 };
 
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
@@ -220,8 +220,8 @@ fn child_process() {
             }
         }
         "owner" => {
-            store.submit(Some(&env("SFT_RUNNING")), TaskKind::Function).unwrap();
-            store.submit(Some(&env("SFT_PENDING")), TaskKind::Function).unwrap();
+            store.submit(Some(&env("SFT_RUNNING")), TaskKind::Function, Schedule::default()).unwrap();
+            store.submit(Some(&env("SFT_PENDING")), TaskKind::Function, Schedule::default()).unwrap();
             let claim = store.claim_next(LONG).unwrap().unwrap();
             say(&format!("claimed {}", claim.task_id));
             std::thread::sleep(Duration::from_secs(3600));
@@ -262,7 +262,7 @@ fn child_narrate(store: &SqliteStore) {
             append_line(&ack, &format!("{id} {sentence}"));
             store.set_checkpoint(&id, &json(&(sentence + 1).to_string())).unwrap();
         }
-        store.finish(&id, Ok(())).unwrap();
+        store.finish(&id, TaskOutcome::Completed).unwrap();
         append_line(&ack, &format!("{id} finished"));
     }
 }
@@ -276,7 +276,7 @@ fn child_overlap(store: &SqliteStore) {
     let pid = std::process::id();
     store.register_handler("work").unwrap();
     for i in 0..own {
-        store.submit(Some(&format!("fn-{pid}-{i}")), TaskKind::Function).unwrap();
+        store.submit(Some(&format!("fn-{pid}-{i}")), TaskKind::Function, Schedule::default()).unwrap();
     }
     loop {
         let Some(claim) = store.claim_next(Some(Duration::from_millis(100))).unwrap() else {
@@ -294,7 +294,7 @@ fn child_overlap(store: &SqliteStore) {
         std::thread::sleep(Duration::from_millis(2));
         let _ = fs::remove_file(&marker);
         append_line(&log, &format!("end {pid} {id}"));
-        store.finish(&id, Ok(())).unwrap();
+        store.finish(&id, TaskOutcome::Completed).unwrap();
     }
 }
 
@@ -305,8 +305,8 @@ fn a_named_task_no_live_worker_serves_waits_with_no_queue_position() {
     let dir = TempDir::new("unserved");
     let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
     let payload = json("null");
-    let waiting = store.submit(Some("unserved"), named("nobody-yet", &payload)).unwrap();
-    let function = store.submit(Some("function"), TaskKind::Function).unwrap();
+    let waiting = store.submit(Some("unserved"), named("nobody-yet", &payload), Schedule::default()).unwrap();
+    let function = store.submit(Some("function"), TaskKind::Function, Schedule::default()).unwrap();
     assert_eq!(status(&store, &waiting)["status"], "PENDING");
     assert!(status(&store, &waiting)["queue_position"].is_null(), "a task no worker serves is not in the line");
     assert_eq!(status(&store, &function)["queue_position"], 1, "counted behind the named task, which may be served any time");
@@ -319,9 +319,9 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     let dir = TempDir::new("basic");
     let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
     let payload = json(r#"{"chapter": 3, "text": "Once upon a time"}"#);
-    let first = store.submit(Some("chapter-3"), named("narrate", &payload)).unwrap();
-    let second = store.submit(None, named("narrate", &payload)).unwrap();
-    assert_eq!(store.submit(Some("chapter-3"), TaskKind::Function).unwrap_err().kind(), ErrorKind::DuplicateId);
+    let first = store.submit(Some("chapter-3"), named("narrate", &payload), Schedule::default()).unwrap();
+    let second = store.submit(None, named("narrate", &payload), Schedule::default()).unwrap();
+    assert_eq!(store.submit(Some("chapter-3"), TaskKind::Function, Schedule::default()).unwrap_err().kind(), ErrorKind::DuplicateId);
 
     let pending = status(&store, &first);
     assert_eq!(pending["status"], "PENDING");
@@ -383,13 +383,13 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     assert_eq!(after["errors"][0], serde_json::json!({"segment_id": 3, "error": "bad\u{0}voice"}));
     assert_eq!(after["checkpoint"], serde_json::json!({"next": 4}));
 
-    assert_eq!(store.finish(&first, Ok(())).unwrap(), TaskState::Completed);
+    assert_eq!(store.finish(&first, TaskOutcome::Completed).unwrap(), TaskState::Completed);
     let done = status(&store, &first);
     assert_eq!(done["status"], "COMPLETED");
     assert_eq!(done["progress"]["current"], 1);
     assert_eq!(store.add_segment(&first, &segment(9)).unwrap_err().kind(), ErrorKind::InvalidState);
     assert_eq!(store.update_progress(&first, 2, 4, None).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(store.finish(&first, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(store.finish(&first, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState);
     assert_eq!(store.status_json("nope").unwrap_err().kind(), ErrorKind::NotFound);
 
     let events = store.wait_events(0, 100, Some(Duration::ZERO)).unwrap();
@@ -414,8 +414,8 @@ fn cancel_failure_and_stale_finish() {
     let a = SqliteStore::open(&path, &Config::default()).unwrap();
     let b = SqliteStore::open(&path, &Config::default()).unwrap();
     assert_ne!(a.worker_id(), b.worker_id());
-    let own = a.submit(Some("a-fn"), TaskKind::Function).unwrap();
-    let later = a.submit(Some("a-later"), TaskKind::Function).unwrap();
+    let own = a.submit(Some("a-fn"), TaskKind::Function, Schedule::default()).unwrap();
+    let later = a.submit(Some("a-later"), TaskKind::Function, Schedule::default()).unwrap();
     // A function task is only ever its submitter's to run.
     assert!(b.claim_next(Some(Duration::from_millis(20))).unwrap().is_none());
     assert_eq!(a.cancel(&later).unwrap(), TaskState::Cancelled);
@@ -423,16 +423,16 @@ fn cancel_failure_and_stale_finish() {
     let claim = a.claim_next(LONG).unwrap().unwrap();
     assert_eq!(&*claim.task_id, "a-fn");
     // Another worker cannot finish a task it does not hold.
-    assert_eq!(b.finish(&own, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(b.finish(&own, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState);
     a.set_failure_message(&own, "the voice model crashed").unwrap();
-    assert_eq!(a.finish(&own, Err(TaskFailure::Code(2))).unwrap(), TaskState::Failed);
+    assert_eq!(a.finish(&own, TaskOutcome::Failed(TaskFailure::Code(2))).unwrap(), TaskState::Failed);
     assert_eq!(status(&b, &own)["error"], "the voice model crashed");
 
-    let c = a.submit(Some("c"), TaskKind::Function).unwrap();
+    let c = a.submit(Some("c"), TaskKind::Function, Schedule::default()).unwrap();
     a.claim_next(LONG).unwrap().unwrap();
     assert_eq!(b.cancel(&c).unwrap(), TaskState::Processing);
     assert!(a.is_cancel_requested(&c).unwrap());
-    assert_eq!(a.finish(&c, Ok(())).unwrap(), TaskState::Cancelled);
+    assert_eq!(a.finish(&c, TaskOutcome::Completed).unwrap(), TaskState::Cancelled);
     assert_eq!(status(&b, &c)["error"], "cancelled while running");
     assert_eq!(b.cancel(&c).unwrap_err().kind(), ErrorKind::InvalidState);
 }
@@ -446,8 +446,8 @@ fn one_task_runs_at_a_time_and_progress_reaches_other_handles() {
     a.register_handler("h").unwrap();
     b.register_handler("h").unwrap();
     let payload = json("null");
-    let first = a.submit(None, named("h", &payload)).unwrap();
-    a.submit(None, named("h", &payload)).unwrap();
+    let first = a.submit(None, named("h", &payload), Schedule::default()).unwrap();
+    a.submit(None, named("h", &payload), Schedule::default()).unwrap();
     let claim = a.claim_next(LONG).unwrap().unwrap();
     assert_eq!(claim.task_id, first);
     assert!(b.claim_next(Some(Duration::from_millis(30))).unwrap().is_none(), "a second task ran at once");
@@ -457,7 +457,7 @@ fn one_task_runs_at_a_time_and_progress_reaches_other_handles() {
     // Coalesced in `a`, committed by its flush thread, seen by `b` from the file.
     let seen: Value = serde_json::from_str(&b.wait_for_change(&first, before, LONG).unwrap()).unwrap();
     assert_eq!(seen["progress"]["current"], 3);
-    a.finish(&first, Ok(())).unwrap();
+    a.finish(&first, TaskOutcome::Completed).unwrap();
     let next = b.claim_next(LONG).unwrap().unwrap();
     assert_ne!(next.task_id, first);
     let finished: Value = serde_json::from_str(&a.wait(&first, LONG).unwrap()).unwrap();
@@ -471,12 +471,12 @@ fn retention_deletes_rows_and_bounds_the_wal() {
     let path = dir.join("tasks.db");
     let store = SqliteStore::open(&path, &config).unwrap();
     for i in 0..40 {
-        let id = store.submit(Some(&format!("t{i}")), TaskKind::Function).unwrap();
+        let id = store.submit(Some(&format!("t{i}")), TaskKind::Function, Schedule::default()).unwrap();
         store.claim_next(LONG).unwrap().unwrap();
         for s in 0..20 {
             store.add_segment(&id, &segment(s)).unwrap();
         }
-        store.finish(&id, Ok(())).unwrap();
+        store.finish(&id, TaskOutcome::Completed).unwrap();
     }
     let stats = store.stats().unwrap();
     assert_eq!((stats.counts.completed, stats.completed_total, stats.retained), (5, 40, 5));
@@ -501,13 +501,18 @@ fn reopening_keeps_every_retained_task() {
     let before = {
         let store = SqliteStore::open(&path, &Config::default()).unwrap();
         for i in 0..2000 {
-            let id = store.submit(Some(&format!("t{i}")), TaskKind::Function).unwrap();
+            let id = store.submit(Some(&format!("t{i}")), TaskKind::Function, Schedule::default()).unwrap();
             if i % 10 != 0 {
                 store.claim_next(LONG).unwrap().unwrap();
                 store.add_segment(&id, &segment(i)).unwrap();
-                store.finish(&id, if i % 3 == 0 { Err(TaskFailure::Message("no voice".into())) } else { Ok(()) }).unwrap();
+                store
+                    .finish(
+                        &id,
+                        if i % 3 == 0 { TaskOutcome::Failed(TaskFailure::Message("no voice".into())) } else { TaskOutcome::Completed },
+                    )
+                    .unwrap();
             } else {
-                store.submit(Some(&format!("named{i}")), named("nobody", &json("[1]"))).unwrap();
+                store.submit(Some(&format!("named{i}")), named("nobody", &json("[1]")), Schedule::default()).unwrap();
                 store.cancel(&id).unwrap();
             }
         }
@@ -578,7 +583,7 @@ fn a_corrupt_file_is_named() {
     {
         let store = SqliteStore::open(&damaged, &Config::default()).unwrap();
         for i in 0..300 {
-            store.submit(Some(&format!("t{i}")), named("h", &json(r#""some payload text""#))).unwrap();
+            store.submit(Some(&format!("t{i}")), named("h", &json(r#""some payload text""#)), Schedule::default()).unwrap();
         }
         store.checkpoint().unwrap();
     }
@@ -630,7 +635,7 @@ fn a_full_disk_is_named() {
     }
     let mut failure = None;
     for i in 0..10_000 {
-        if let Err(e) = store.submit(Some(&format!("t{i}")), named("h", &json(r#""a payload""#))) {
+        if let Err(e) = store.submit(Some(&format!("t{i}")), named("h", &json(r#""a payload""#)), Schedule::default()) {
             failure = Some(e);
             break;
         }
@@ -641,7 +646,7 @@ fn a_full_disk_is_named() {
     assert!(message.contains("the disk is full"), "{message}");
     // Room again: the same handle works on.
     fs::remove_file(&filler).unwrap();
-    store.submit(Some("after"), named("h", &json("1"))).unwrap();
+    store.submit(Some("after"), named("h", &json("1")), Schedule::default()).unwrap();
     assert_eq!(status(&store, "after")["status"], "PENDING");
     drop(store);
 }
@@ -656,7 +661,7 @@ fn processes_sharing_a_file_never_run_two_tasks_at_once() {
     let store = SqliteStore::open(&db, &Config::default()).unwrap();
     let payload = json("{}");
     let named_ids: Vec<String> =
-        (0..30).map(|i| store.submit(Some(&format!("w{i}")), named("work", &payload)).unwrap().to_string()).collect();
+        (0..30).map(|i| store.submit(Some(&format!("w{i}")), named("work", &payload), Schedule::default()).unwrap().to_string()).collect();
     let children: Vec<Child> = (0..3)
         .map(|_| {
             spawn_quiet(
@@ -709,7 +714,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_segment() {
     let store = SqliteStore::open_with(&db, &Config::default(), SqliteOptions { max_attempts: 10_000, ..quick() }).unwrap();
     let ids: Vec<String> = (0..5)
         .map(|i| {
-            store.submit(Some(&format!("chapter-{i}")), named("narrate", &json(&format!("{{\"chapter\": {i}}}")))).unwrap().to_string()
+            store
+                .submit(Some(&format!("chapter-{i}")), named("narrate", &json(&format!("{{\"chapter\": {i}}}"))), Schedule::default())
+                .unwrap()
+                .to_string()
         })
         .collect();
     let child_env = [
@@ -771,7 +779,7 @@ fn a_long_poll_is_woken_by_another_process() {
     let dir = TempDir::new("longpoll");
     let db = dir.join("tasks.db");
     let store = SqliteStore::open(&db, &Config::default()).unwrap();
-    let id = store.submit(Some("polled"), named("nobody-yet", &json("null"))).unwrap();
+    let id = store.submit(Some("polled"), named("nobody-yet", &json("null")), Schedule::default()).unwrap();
     let revision = status(&store, &id)["revision"].as_u64().unwrap();
     let (mut child, mut out) =
         spawn_child("waiter", &[("SFT_DB", db.display().to_string()), ("SFT_TASK", id.to_string()), ("SFT_AFTER", revision.to_string())]);
@@ -807,8 +815,8 @@ fn an_interrupted_named_task_resumes_and_fails_after_max_attempts() {
     let db = dir.join("tasks.db");
     let options = SqliteOptions { max_attempts: 2, ..quick() };
     let store = SqliteStore::open_with(&db, &Config::default(), options).unwrap();
-    let id = store.submit(Some("fragile"), named("stuck", &json(r#"{"chapter": 1}"#))).unwrap();
-    let blocker = store.submit(Some("behind"), named("stuck", &json("2"))).unwrap();
+    let id = store.submit(Some("fragile"), named("stuck", &json(r#"{"chapter": 1}"#)), Schedule::default()).unwrap();
+    let blocker = store.submit(Some("behind"), named("stuck", &json("2")), Schedule::default()).unwrap();
     let child_env = [("SFT_DB", db.display().to_string()), ("SFT_MAX_ATTEMPTS", "2".to_string())];
 
     let (mut child, mut out) = spawn_child("stuck", &child_env);
@@ -878,7 +886,7 @@ fn bench_sqlite_store() {
             (0..2000)
                 .map(|_| {
                     let start = Instant::now();
-                    store.submit(None, named("bench", &payload)).unwrap();
+                    store.submit(None, named("bench", &payload), Schedule::default()).unwrap();
                     micros_since(start)
                 })
                 .collect(),
@@ -905,8 +913,8 @@ fn bench_sqlite_store() {
                 })
                 .collect(),
         );
-        store.finish(&id, Ok(())).unwrap();
-        let small = store.submit(None, named("bench", &payload)).unwrap();
+        store.finish(&id, TaskOutcome::Completed).unwrap();
+        let small = store.submit(None, named("bench", &payload), Schedule::default()).unwrap();
         status_runs.push(
             (0..2000)
                 .map(|_| {
@@ -933,7 +941,7 @@ fn bench_sqlite_store() {
                     (0..250)
                         .map(|_| {
                             let start = Instant::now();
-                            store.submit(None, named("bench", &payload)).unwrap();
+                            store.submit(None, named("bench", &payload), Schedule::default()).unwrap();
                             micros_since(start)
                         })
                         .collect::<Vec<f64>>()
@@ -950,7 +958,7 @@ fn bench_sqlite_store() {
     for run in 0..RUNS {
         let db = dir.join(&format!("wake{run}.db"));
         let store = SqliteStore::open(&db, &Config::default()).unwrap();
-        let id = store.submit(Some("pinged"), named("nobody", &payload)).unwrap();
+        let id = store.submit(Some("pinged"), named("nobody", &payload), Schedule::default()).unwrap();
         let mut revision = status(&store, &id)["revision"].as_u64().unwrap();
         let (mut child, mut out) = spawn_child(
             "pinger",
@@ -981,12 +989,12 @@ fn bench_sqlite_store() {
     store.checkpoint().unwrap();
     let empty = store.disk_usage();
     for _ in 0..5000 {
-        let id = store.submit(None, TaskKind::Function).unwrap();
+        let id = store.submit(None, TaskKind::Function, Schedule::default()).unwrap();
         store.claim_next(LONG).unwrap().unwrap();
         for s in 0..10 {
             store.add_segment(&id, &segment(s)).unwrap();
         }
-        store.finish(&id, Ok(())).unwrap();
+        store.finish(&id, TaskOutcome::Completed).unwrap();
     }
     store.checkpoint().unwrap();
     println!("bytes on disk per retained finished task (10 segments): {:.0}", (store.disk_usage() - empty) as f64 / 5000.0);
@@ -997,9 +1005,9 @@ fn bench_sqlite_store() {
     let store = SqliteStore::open(&db, &Config::default()).unwrap();
     let build = Instant::now();
     for _ in 0..100_000 {
-        let id = store.submit(None, TaskKind::Function).unwrap();
+        let id = store.submit(None, TaskKind::Function, Schedule::default()).unwrap();
         store.claim_next(LONG).unwrap().unwrap();
-        store.finish(&id, Ok(())).unwrap();
+        store.finish(&id, TaskOutcome::Completed).unwrap();
     }
     store.checkpoint().unwrap();
     println!(
@@ -1035,7 +1043,7 @@ fn a_worker_that_lost_its_lease_is_refused() {
     let b = SqliteStore::open(&path, &Config::default()).unwrap();
     a.register_handler("h").unwrap();
     b.register_handler("h").unwrap();
-    let id = a.submit(Some("leased"), named("h", &json("null"))).unwrap();
+    let id = a.submit(Some("leased"), named("h", &json("null")), Schedule::default()).unwrap();
     a.claim_next(LONG).unwrap().unwrap();
     a.add_segment(&id, &segment(0)).unwrap();
     // Without its lock file `a` looks dead to `b`, though it runs on: a stale worker.
@@ -1045,9 +1053,9 @@ fn a_worker_that_lost_its_lease_is_refused() {
     let claim = b.claim_next(LONG).unwrap().unwrap();
     assert_eq!((&*claim.task_id, claim.attempt), ("leased", 2));
     assert_eq!(a.add_segment(&id, &segment(1)).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(a.finish(&id, Ok(())).unwrap_err().kind(), ErrorKind::InvalidState);
+    assert_eq!(a.finish(&id, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState);
     b.add_segment(&id, &segment(1)).unwrap();
-    assert_eq!(b.finish(&id, Ok(())).unwrap(), TaskState::Completed);
+    assert_eq!(b.finish(&id, TaskOutcome::Completed).unwrap(), TaskState::Completed);
     let done = status(&b, &id);
     assert_eq!(done["completed_segments"].as_array().unwrap().len(), 2);
 }

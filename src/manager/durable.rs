@@ -1,4 +1,4 @@
-//! The manager over a durable store (SQLite): the store keeps the registry and the
+//! The manager over a durable store (SQLite, Redis): the store keeps the registry and the
 //! queue, shared by every process that opens it; the manager keeps what cannot be
 //! stored and runs what its worker claims.
 //!
@@ -30,10 +30,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::TaskEvent;
 use crate::runner::{Assignment, Runner};
 use crate::status::TaskState;
-use crate::store::{Claim, SqliteOptions, SqliteStore, Store, TaskKind};
+use crate::store::{Claim, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store, TaskKind};
 use crate::sync::{lock, unix_now, wait_while_until};
 use crate::task::{Deferral, Task};
-use crate::{Listener, TaskId};
+use crate::{Listener, Schedule, TaskId};
 
 /// How long one `claim_next` waits, so that the worker sees a shutdown that soon.
 const CLAIM_WAIT: Duration = Duration::from_millis(100);
@@ -65,9 +65,18 @@ impl Durable {
     /// Opens the SQLite store at `path` with `config`'s settings.
     pub(super) fn open_sqlite(path: &std::path::Path, config: &Config) -> Result<Arc<Self>> {
         let options = SqliteOptions { max_attempts: config.max_attempts, ..SqliteOptions::default() };
-        let store = SqliteStore::open_with(path, config, options)?;
-        Ok(Arc::new(Self {
-            store: Arc::new(store),
+        Ok(Self::over(Arc::new(SqliteStore::open_with(path, config, options)?)))
+    }
+
+    /// Connects to the Redis store at `url` with `config`'s settings.
+    pub(super) fn open_redis(url: &str, config: &Config) -> Result<Arc<Self>> {
+        let options = RedisOptions { max_attempts: config.max_attempts, ..RedisOptions::default() };
+        Ok(Self::over(Arc::new(RedisStore::open_with(url, config, options)?)))
+    }
+
+    fn over(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
             jobs: Mutex::new(HashMap::new()),
             running: Mutex::new(None),
             worker: Mutex::new(WorkerLife::default()),
@@ -75,7 +84,7 @@ impl Durable {
             shut_down: AtomicBool::new(false),
             listener: RwLock::new(None),
             feed_started: AtomicBool::new(false),
-        }))
+        })
     }
 
     fn refuse_after_shutdown(&self) -> Result<()> {
@@ -125,7 +134,7 @@ impl Durable {
             task.changed.notify_all();
             return Ok(TaskState::Pending);
         }
-        let finished = self.store.finish(&task.id, outcome);
+        let finished = self.store.finish(&task.id, outcome.into());
         let mut data = lock(&task.data);
         data.status = match &finished {
             Ok(state) => *state,
@@ -164,7 +173,7 @@ impl TaskManager {
         if jobs.contains_key(&task_id) {
             return Err(super::duplicate_id(&task_id));
         }
-        let id = durable.store.submit(Some(&task_id), TaskKind::Function)?;
+        let id = durable.store.submit(Some(&task_id), TaskKind::Function, Schedule::default())?;
         jobs.insert(id.clone(), make_job(&id));
         Ok(id)
     }
@@ -181,7 +190,7 @@ impl TaskManager {
         if let Some(id) = task_id {
             self.frozen_config().check_task_id(id)?;
         }
-        durable.store.submit(task_id, TaskKind::Named { handler, payload: Some(payload) })
+        durable.store.submit(task_id, TaskKind::Named { handler, payload: Some(payload) }, Schedule::default())
     }
 
     /// Starts the worker thread that claims this process's tasks from the store.

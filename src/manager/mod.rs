@@ -161,26 +161,25 @@ impl TaskManager {
             return Ok(self.durable.get());
         }
         staged.validate()?;
-        match staged.store_choice()? {
+        let durable = match staged.store_choice()? {
             crate::config::StoreChoice::Memory => {
                 if freeze {
                     let _ = self.config.set(staged.clone());
                 }
-                Ok(None)
+                return Ok(None);
             }
-            crate::config::StoreChoice::Sqlite(path) => {
-                let durable = Durable::open_sqlite(&path, &staged)?;
-                let listener = self.listener.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                let _ = self.durable.set(durable);
-                let _ = self.config.set(staged.clone());
-                drop(staged);
-                let durable = self.durable.get().expect("just set");
-                if listener.is_some() {
-                    self.set_durable_listener(durable, listener);
-                }
-                Ok(Some(durable))
-            }
+            crate::config::StoreChoice::Sqlite(path) => Durable::open_sqlite(&path, &staged)?,
+            crate::config::StoreChoice::Redis(url) => Durable::open_redis(&url, &staged)?,
+        };
+        let listener = self.listener.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let _ = self.durable.set(durable);
+        let _ = self.config.set(staged.clone());
+        drop(staged);
+        let durable = self.durable.get().expect("just set");
+        if listener.is_some() {
+            self.set_durable_listener(durable, listener);
         }
+        Ok(Some(durable))
     }
 
     fn frozen_config(&self) -> &Config {

@@ -4,8 +4,8 @@
 //! submitting, reading and changing statuses, claiming the next task for this
 //! process's worker, finishing it, waiting for changes and the change feed. The
 //! in-memory registry can implement it as well as [`SqliteStore`] (one file
-//! shared by every process of one machine) and a networked store (one more
-//! file in this module).
+//! shared by every process of one machine) and [`RedisStore`] (one server shared
+//! by every process of every machine).
 //!
 //! A store handle belongs to one process and carries that process's worker
 //! identity: function tasks it submits are run only by it, named tasks by any
@@ -20,11 +20,14 @@ use crate::error::Result;
 use crate::events::TaskEvent;
 use crate::stats::Stats;
 use crate::status::{CompletedSegment, SegmentError, TaskState};
-use crate::TaskFailure;
 use crate::TaskId;
+use crate::{Schedule, TaskOutcome};
 
+mod redis;
 mod sqlite;
 
+pub(crate) use self::redis::valid_machine_id;
+pub use self::redis::{RedisOptions, RedisStore, MACHINE_ENV_VAR};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// What a submitted task runs.
@@ -65,8 +68,9 @@ pub trait Store: Send + Sync {
     /// Makes this process a worker for named tasks of `handler`.
     fn register_handler(&self, handler: &str) -> Result<()>;
 
-    /// Queues a task under `task_id` (a new UUIDv4 if `None`); durable when it returns.
-    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>) -> Result<TaskId>;
+    /// Queues a task under `task_id` (a new UUIDv4 if `None`) with its `schedule`; durable
+    /// when it returns. A deadline already past is accepted: the task fails at once.
+    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>, schedule: Schedule) -> Result<TaskId>;
 
     /// The status JSON of a task.
     fn status_json(&self, task_id: &str) -> Result<String>;
@@ -77,8 +81,13 @@ pub trait Store: Send + Sync {
     /// Counts by state, queue depth, totals and run times, over every process.
     fn stats(&self) -> Result<Stats>;
 
-    /// Whether cancellation of a task was requested.
+    /// Whether cancellation of a task was requested (also when its deadline passed while it ran).
     fn is_cancel_requested(&self, task_id: &str) -> Result<bool>;
+
+    /// Whether the task is PROCESSING while a PENDING task of a higher priority exists that a
+    /// live worker can run now. Polled between sentences: it never writes and answers from
+    /// one indexed read or a value a background thread keeps fresh.
+    fn is_yield_requested(&self, task_id: &str) -> Result<bool>;
 
     /// Replaces a task's progress. Never waits on a disk write; may be coalesced.
     fn update_progress(&self, task_id: &str, current: u64, total: u64, extra: Option<&Map<String, Value>>) -> Result<()>;
@@ -98,15 +107,18 @@ pub trait Store: Send + Sync {
     /// Cancels a pending task at once (`Cancelled`) or asks a running one to stop (`Processing`).
     fn cancel(&self, task_id: &str) -> Result<TaskState>;
 
-    /// Takes the next task this process may run, in FIFO order, if no task runs
-    /// anywhere; waits up to `timeout` (`None`: no limit) for one. `Ok(None)` on timeout.
+    /// Takes the next task this process may run, if no task runs anywhere: the highest
+    /// priority first, within one priority a requeued (yielded or recovered) task first,
+    /// then submission order; waits up to `timeout` (`None`: no limit) for one. `Ok(None)` on timeout.
     fn claim_next(&self, timeout: Option<Duration>) -> Result<Option<Claim>>;
 
-    /// Finishes a task this handle claimed: COMPLETED on `Ok`, FAILED on `Err`,
-    /// CANCELLED if cancellation was requested; returns the final state. The final
-    /// state and the lease's release are one transaction; a handle that no longer
-    /// holds the lease is refused.
-    fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<TaskState>;
+    /// Ends the run of a task this handle claimed: COMPLETED, FAILED, or for
+    /// [`TaskOutcome::Yielded`] PENDING again at the head of its priority (`yields` + 1,
+    /// `attempt` unchanged, segments, errors, progress and checkpoint kept); CANCELLED
+    /// instead whenever cancellation was requested or the deadline passed. Returns the
+    /// new state. The new state and the lease's release are one transaction; a handle
+    /// that no longer holds the lease is refused.
+    fn finish(&self, task_id: &str, outcome: TaskOutcome) -> Result<TaskState>;
 
     /// Blocks until the task is finished or `timeout` passes; returns its final status.
     fn wait(&self, task_id: &str, timeout: Option<Duration>) -> Result<String>;

@@ -27,8 +27,8 @@ use crate::events::{EventKind, TaskEvent};
 use crate::stats::{StateCounts, Stats};
 use crate::status::{self, CompletedSegment, SegmentError, TaskState};
 use crate::sync::{deadline_after, lock, unix_now};
-use crate::TaskFailure;
 use crate::TaskId;
+use crate::{Schedule, TaskFailure, TaskOutcome};
 
 /// The schema this code writes and reads, kept in the file's `user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -573,7 +573,8 @@ impl Store for SqliteStore {
         self.inner.register_handler(handler)
     }
 
-    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>) -> Result<TaskId> {
+    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>, schedule: Schedule) -> Result<TaskId> {
+        schedule.validate()?;
         self.inner.submit(task_id, kind)
     }
 
@@ -628,8 +629,16 @@ impl Store for SqliteStore {
         self.inner.claim_next(timeout)
     }
 
-    fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<TaskState> {
-        self.inner.finish(task_id, outcome)
+    fn is_yield_requested(&self, task_id: &str) -> Result<bool> {
+        self.status_json(task_id).map(|_| false)
+    }
+
+    fn finish(&self, task_id: &str, outcome: TaskOutcome) -> Result<TaskState> {
+        match outcome {
+            TaskOutcome::Completed => self.inner.finish(task_id, Ok(())),
+            TaskOutcome::Failed(failure) => self.inner.finish(task_id, Err(failure)),
+            TaskOutcome::Yielded => Err(Error::new(ErrorKind::Internal, "yielding is not supported by this store yet")),
+        }
     }
 
     fn wait(&self, task_id: &str, timeout: Option<Duration>) -> Result<String> {
