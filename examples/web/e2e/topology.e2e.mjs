@@ -6,7 +6,7 @@
 //   - the page works against either API process;
 //   - a narration submitted through API process 1 is followed, and heard, on the page of API process 2;
 //   - the two workers speak two narrations at once;
-//   - a voice preview asked for on the page while both workers are busy is heard before either
+//   - a voice preview asked for on that page while both workers are busy is heard before either
 //     narration ends: a narration gives way after its sentence, the page shows it resuming, and
 //     both narrations end COMPLETED with every sentence spoken once.
 // It stops redis-server and the servers after. No browser is downloaded: /usr/bin/chromium (or $CHROMIUM_PATH).
@@ -172,6 +172,8 @@ try {
   };
   const pageA = watchPage(context.pages()[0] || await context.newPage());
   const pageB = watchPage(await context.newPage());
+  // A second page of API process 2: a page that follows a running narration does not start another.
+  const pageC = watchPage(await context.newPage());
   const statusThrough = async (base, taskId) => (await fetch(new URL(`/api/tasks/${taskId}`, base))).json();
   const finalStatus = async (base, taskId) => {
     for (;;) {
@@ -190,6 +192,7 @@ try {
     }
   });
   const narrateOn = async (page, storyId, word) => {
+    await page.bringToFront();
     await page.fill('#story-id', storyId);
     await page.fill('#story-text', storyText(word));
     await page.fill('#pace', PACE);
@@ -201,7 +204,7 @@ try {
   let secondId;
 
   await step('the page works against either API process', async () => {
-    for (const [page, base] of [[pageA, first], [pageB, second]]) {
+    for (const [page, base] of [[pageA, first], [pageB, second], [pageC, second]]) {
       await page.goto(base);
       check((await page.title()).includes('StoryFlow'), `${base}: title ${await page.title()}`);
       check(await page.isEnabled('#narrate-button'), `${base}: Narrate is disabled`);
@@ -211,6 +214,7 @@ try {
 
   await step('a narration submitted through API process 1 is followed and heard on the page of API process 2', async () => {
     firstId = await narrateOn(pageA, 'through-one', 'First');
+    await pageB.bringToFront();
     await pageB.click('#queue-refresh');
     await pageB.waitForSelector(`#queue li[data-task-id="${firstId}"] button.follow`);
     await pageB.click(`#queue li[data-task-id="${firstId}"] button.follow`);
@@ -237,13 +241,15 @@ try {
   });
 
   await step('the two worker processes speak two narrations at once', async () => {
-    // Page A shows the first narration, page B from now on the second one, which it starts.
-    await recordNotes(pageA);
-    secondId = await narrateOn(pageB, 'through-two', 'Second');
+    // Pages A and B show the first narration, page C the second one, which it starts.
     await recordNotes(pageB);
+    await pageC.bringToFront();
+    secondId = await narrateOn(pageC, 'through-two', 'Second');
+    await recordNotes(pageC);
     for (;;) {
       const [one, two] = await Promise.all([statusThrough(first, firstId), statusThrough(second, secondId)]);
-      check(one.status === 'PROCESSING', `the first narration is ${one.status} before the second started`);
+      check(one.status === 'PROCESSING', `the first narration is ${one.status} before the second started: `
+        + `${JSON.stringify(one)} ${JSON.stringify(two)}`);
       if (two.status === 'PROCESSING' && two.completed_segments.length >= 1) break;
       await new Promise((wake) => setTimeout(wake, 100));
     }
@@ -253,6 +259,7 @@ try {
     const before = await Promise.all([statusThrough(first, firstId), statusThrough(second, secondId)]);
     const doneBefore = before.map((status) => status.completed_segments.length + status.errors.length);
     check(before.every((status) => status.status === 'PROCESSING'), `before the preview: ${before.map((s) => s.status)}`);
+    await pageB.bringToFront();
     await pageB.selectOption('#preview-voice', 'en+f3');
     await pageB.click('#preview-button');
     await pageB.waitForFunction(() => /^Preview of en\+f3: started/.test(document.getElementById('preview-state').textContent));
@@ -280,7 +287,7 @@ try {
       // at most (the count read just before the click).
       check(final.checkpoint && final.checkpoint.resume_at <= doneBefore[index] + 2,
         `${final.task_id} gave way at ${JSON.stringify(final.checkpoint)}, ${doneBefore[index]} sentences done at the preview`);
-      const page = index === 0 ? pageA : pageB;
+      const page = index === 0 ? pageB : pageC;
       const notes = await page.evaluate(() => window.notes);
       check(notes.some((text) => /^Resumed at sentence \d+: it waited/.test(text) || text === 'PROCESSING · resumed'),
         `the page of ${final.task_id} never showed it resuming: ${notes.join(' | ')}`);

@@ -376,34 +376,48 @@ async function previewVoice() {
 
 let lastQueue = [];
 
+/** The queue's row of a task: made once, then updated in place, so that a button stays where it is. */
+function queueItem(taskId) {
+  const existing = byId('queue').querySelector(`li[data-task-id="${CSS.escape(taskId)}"]`);
+  if (existing) return existing;
+  const item = document.createElement('li');
+  item.dataset.taskId = taskId;
+  const id = document.createElement('code');
+  id.textContent = taskId;
+  const badge = document.createElement('span');
+  const progress = document.createElement('span');
+  progress.className = 'queue-progress';
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'secondary follow';
+  button.addEventListener('click', () => follow(taskId));
+  item.append(id, ' ', badge, ' ', progress, ' ', button);
+  return item;
+}
+
 function renderQueue(statuses) {
   lastQueue = statuses;
   const list = byId('queue');
-  list.replaceChildren();
-  byId('queue-empty').hidden = statuses.length > 0;
-  for (const status of statuses) {
-    const item = document.createElement('li');
-    item.dataset.taskId = status.task_id;
-    const id = document.createElement('code');
-    id.textContent = status.task_id;
-    const badge = document.createElement('span');
+  const items = statuses.map((status) => {
+    const item = queueItem(status.task_id);
+    const [badge, progress, button] = item.querySelectorAll('span, button');
     badge.className = `badge ${status.status.toLowerCase()}`;
     badge.textContent = badgeText(status);
-    const progress = document.createElement('span');
-    progress.className = 'queue-progress';
     const percentage = status.progress && Number.isInteger(status.progress.percentage) ? status.progress.percentage : 0;
     progress.textContent = status.status === 'PENDING' && status.queue_position !== null
       ? `${percentage}%, ${status.queue_position} ahead` : `${percentage}%`;
-    const button = document.createElement('button');
-    button.type = 'button';
-    button.className = 'secondary follow';
-    const shown = narration && narration.taskId === status.task_id;
+    const shown = Boolean(narration) && narration.taskId === status.task_id;
     button.textContent = shown ? 'Shown above' : 'Follow';
     button.disabled = shown;
-    button.addEventListener('click', () => follow(status.task_id));
-    item.append(id, ' ', badge, ' ', progress, ' ', button);
-    list.append(item);
+    return item;
+  });
+  for (const item of [...list.children]) {
+    if (!items.includes(item)) item.remove();
   }
+  items.forEach((item, index) => {
+    if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
+  });
+  byId('queue-empty').hidden = statuses.length > 0;
 }
 
 async function refreshQueue() {
