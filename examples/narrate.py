@@ -275,7 +275,9 @@ class Display:
         else:
             width = terminal_width()
             for task_id, status, chapter in rows:
-                state = (status["status"], (status.get("progress") or {}).get("current"),
+                # The sentence too: a task may be seen PROCESSING before it names its first one.
+                progress = status.get("progress") or {}
+                state = (status["status"], progress.get("current"), progress.get("current_segment_id"),
                          status.get("cancel_requested"))
                 if self.shown.get(task_id) != state:
                     self.shown[task_id] = state
