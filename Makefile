@@ -77,12 +77,15 @@ test: deps lint-rust build test-rust test-redis test-header test-symbols test-c 
 	@echo "make test: all suites passed"
 
 ## lint-rust: rustfmt (the crate and the fuzz crate, rustfmt.toml) and clippy with every warning an error,
-## with and without the `testing` feature's hooks
+## with and without the `testing` feature's hooks (the Redis tests by name: --all-targets leaves
+## out a target marked test = false)
 lint-rust:
 	$(CARGO) fmt --check
 	cd fuzz && $(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) clippy --locked --all-targets --features testing -- -D warnings
+	$(CARGO) clippy --locked --test redis_store -- -D warnings
+	$(CARGO) clippy --locked --test redis_store --features testing -- -D warnings
 
 # The fault tests (tests/faults) load the release library, so it is built first.
 test-rust: build

@@ -177,8 +177,9 @@ fn submit_many(store: &RedisStore, handler: &str, n: usize) {
     }
 }
 
-/// Tasks per second with `workers` worker processes draining `tasks` queued tasks.
-fn throughput(server: &RedisServer, run: &str, handler: &str, workers: usize, tasks: usize) -> f64 {
+/// Tasks per second with `workers` worker processes draining `tasks` queued tasks, and the
+/// server's CPU time per task meanwhile (microseconds).
+fn throughput(server: &RedisServer, run: &str, handler: &str, workers: usize, tasks: usize) -> (f64, f64) {
     let namespace = format!("bench-{run}-{handler}-{workers}");
     let url = server.url();
     let store = open_store(&url, &namespace, "parent");
@@ -197,7 +198,7 @@ fn throughput(server: &RedisServer, run: &str, handler: &str, workers: usize, ta
         let _: String = server.query(redis::cmd("CONFIG").arg("RESETSTAT"));
     }
     eprintln!("{workers} x {handler}: {:.0} tasks/s, the server busy {:.0}% of the time", tasks as f64 / secs, busy * 100.0);
-    tasks as f64 / secs
+    (tasks as f64 / secs, busy * secs / tasks as f64 * 1e6)
 }
 
 /// CPU seconds the server has used (its main thread and the others).
@@ -235,9 +236,10 @@ fn run_all() {
 
     // Throughput: 1, 2 and 4 worker processes, each a machine of its own.
     for workers in [1, 2, 4] {
-        let noop = throughput(&server, &run, "noop", workers, counts.noop_tasks);
+        let (noop, server_us) = throughput(&server, &run, "noop", workers, counts.noop_tasks);
         put(&format!("noop_{workers}w_tasks_per_s"), noop);
-        let sleep = throughput(&server, &run, "sleep20", workers, counts.sleep_tasks_per_worker * workers);
+        put(&format!("server_cpu_us_per_noop_task_{workers}w"), server_us);
+        let (sleep, _) = throughput(&server, &run, "sleep20", workers, counts.sleep_tasks_per_worker * workers);
         put(&format!("sleep20ms_{workers}w_tasks_per_s"), sleep);
         eprintln!("{workers} workers: {noop:.0} no-op tasks/s, {sleep:.1} 20 ms tasks/s");
     }

@@ -126,13 +126,16 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Submits a task: `task_fn(task_id, user_data)` runs on the worker thread in FIFO order.
+ * Submits a task: `task_fn(task_id, user_data)` runs on the worker thread, at priority 0
+ * in FIFO order (see `sft_submit_task_with_options` for priorities and deadlines).
  *
  * `task_id` NULL makes a new UUIDv4. If `out_task_id` is not NULL it receives
  * the id (free it with `sft_string_free`), or NULL on error.
  *
  * Ownership: on `SFT_OK` the library owns `user_data` and calls
- * `free_user_data` (if not NULL) exactly once: after `task_fn` returns, or
+ * `free_user_data` (if not NULL) exactly once: after `task_fn` returns for the
+ * last time (a task that yields with `sft_yield_task` is run again later with
+ * the same `user_data`; a deferred one keeps it until `sft_finish_task`), or
  * when the task is cancelled before it ran. On any error the caller keeps it
  * and `free_user_data` is never called.
  *
@@ -147,6 +150,62 @@ SftResult sft_submit_task(SftTaskFn task_fn,
                           SftFreeFn free_user_data,
                           const char *task_id,
                           char **out_task_id);
+
+/**
+ * As `sft_submit_task`, scheduled by `options_json`: NULL, or a JSON object with
+ * the optional keys `"priority"` (an integer in the int32 range, default 0;
+ * higher runs first, FIFO within one priority) and `"deadline"` (Unix epoch
+ * seconds as a finite number >= 0, or null for none). A task still `PENDING`
+ * at its deadline never starts: it becomes `FAILED` with the error "its deadline
+ * passed before it started" (also at once for a deadline already past). A task
+ * still running at its deadline is asked to cancel (`sft_is_cancel_requested`),
+ * and ends `CANCELLED` with "its deadline passed while it was running".
+ *
+ * Errors as `sft_submit_task`, and `SFT_ERR_INVALID_ARGUMENT` naming the key
+ * for options that are not a JSON object, an unknown key, a wrong type or a
+ * value out of range; nothing is queued then and the caller keeps `user_data`.
+ *
+ * # Safety
+ * `task_id` and `options_json` are NULL or NUL-terminated strings; `out_task_id`
+ * is NULL or writable.
+ */
+SftResult sft_submit_task_with_options(SftTaskFn task_fn,
+                                       void *user_data,
+                                       SftFreeFn free_user_data,
+                                       const char *task_id,
+                                       const char *options_json,
+                                       char **out_task_id);
+
+/**
+ * Whether a task of a higher priority is waiting while this task runs: the task
+ * should stop at its next convenient point (between two sentences), call
+ * `sft_yield_task` and return, to be run again after the urgent work. Stores
+ * the answer in `*out_requested`; false for a task that is not `PROCESSING`.
+ * Cheap enough to poll per sentence, like `sft_is_cancel_requested`.
+ * Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_ARGUMENT` (NULL pointer).
+ *
+ * # Safety
+ * `task_id` is NULL or NUL-terminated; `out_requested` is NULL or writable.
+ */
+SftResult sft_is_yield_requested(const char *task_id, bool *out_requested);
+
+/**
+ * Says that the running task yields: called by (or for) a `PROCESSING` task
+ * before its function returns, or before `sft_runner_finish` / `sft_finish_task`,
+ * the end of that run then counts as a yield whatever code it returns. The task
+ * goes back to `PENDING` at the head of its priority (ahead of every other task
+ * of that priority) with its segments, errors, progress and checkpoint kept;
+ * its status `"yields"` grows by one and `"attempt"` stays. It runs again after
+ * the higher-priority work: a task function is called again with the same
+ * `user_data`, a runner is handed it again (`"yields"` in the assignment). A
+ * task may yield without being asked. If cancellation was requested, or its
+ * deadline passed, it ends `CANCELLED` instead. Errors: `SFT_ERR_NOT_FOUND`,
+ * `SFT_ERR_INVALID_STATE` (not `PROCESSING`, or running in another process).
+ *
+ * # Safety
+ * `task_id` is NULL or NUL-terminated.
+ */
+SftResult sft_yield_task(const char *task_id);
 
 /**
  * The task's status JSON (see the README for the format), or NULL if the id is
@@ -329,13 +388,15 @@ SftResult sft_defer_task(const char *task_id);
  * it; any other code fails it with `message` (or, if NULL, the text set by
  * `sft_set_task_error` or a generic one). If cancellation was requested it
  * ends `CANCELLED`. The status is final when this returns, and the worker
- * moves on. Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (not running
+ * moves on; after `sft_yield_task` the task is `PENDING` again instead. Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (not running
  * and awaiting completion), `SFT_ERR_INVALID_ARGUMENT`.
  *
  * # Safety
  * `task_id` and `message` are NULL or NUL-terminated.
  */
-SftResult sft_finish_task(const char *task_id, int32_t code, const char *message);
+SftResult sft_finish_task(const char *task_id,
+                          int32_t code,
+                          const char *message);
 
 /**
  * Submits a task with no function, driven from outside (a JS Promise, an
@@ -347,6 +408,20 @@ SftResult sft_finish_task(const char *task_id, int32_t code, const char *message
  * `task_id` is NULL or NUL-terminated; `out_task_id` is NULL or writable.
  */
 SftResult sft_submit_external_task(const char *task_id, char **out_task_id);
+
+/**
+ * As `sft_submit_external_task`, scheduled by `options_json` (NULL, or
+ * `{"priority": …, "deadline": …}` as in `sft_submit_task_with_options`, whose
+ * rules and errors apply). An external task that yields (`sft_yield_task`
+ * before `sft_finish_task`) is `PENDING` again when the finish returns, and
+ * becomes `PROCESSING` again (a "started" event) when the worker reaches it.
+ *
+ * # Safety
+ * `task_id` and `options_json` are NULL or NUL-terminated; `out_task_id` is NULL or writable.
+ */
+SftResult sft_submit_external_task_with_options(const char *task_id,
+                                                const char *options_json,
+                                                char **out_task_id);
 
 /**
  * The change feed: blocks until an event with `seq > after_seq` exists or
@@ -493,6 +568,21 @@ SftResult sft_submit_named(const char *handler,
                            char **out_task_id);
 
 /**
+ * As `sft_submit_named`, scheduled by `options_json` (NULL, or `{"priority": …,
+ * "deadline": …}` as in `sft_submit_task_with_options`, whose rules and errors apply).
+ * A handler yields with `sft_yield_task` and is called again for the task later,
+ * with the same payload; the task's checkpoint says where it left off.
+ *
+ * # Safety
+ * The strings are NULL or NUL-terminated; `out_task_id` is NULL or writable.
+ */
+SftResult sft_submit_named_with_options(const char *handler,
+                                        const char *payload_json,
+                                        const char *task_id,
+                                        const char *options_json,
+                                        char **out_task_id);
+
+/**
  * Records the task's checkpoint (any JSON text, at most
  * `max_extra_json_bytes`), shown as `"checkpoint"` in its status and handed
  * back to a resumed attempt; the latest call wins. It counts as a progress
@@ -530,14 +620,31 @@ SftResult sft_runner_register(uint64_t *out_runner);
 SftResult sft_submit_runner_task(uint64_t runner, const char *task_id, char **out_task_id);
 
 /**
+ * As `sft_submit_runner_task`, scheduled by `options_json` (NULL, or
+ * `{"priority": …, "deadline": …}` as in `sft_submit_task_with_options`, whose
+ * rules and errors apply). A runner task that yields (`sft_yield_task` before
+ * `sft_runner_finish`) is handed to the runner again later, its assignment's
+ * `"yields"` counting how often it yielded; the runner keeps its function meanwhile.
+ *
+ * # Safety
+ * `task_id` and `options_json` are NULL or NUL-terminated; `out_task_id` is NULL or writable.
+ */
+SftResult sft_submit_runner_task_with_options(uint64_t runner,
+                                              const char *task_id,
+                                              const char *options_json,
+                                              char **out_task_id);
+
+/**
  * Blocks until the worker hands this runner something, or `timeout_ms`
  * passes (`SFT_WAIT_FOREVER`: no limit). On `SFT_OK`, `*out_assignment_json`
  * (free it with `sft_string_free`) is
- * `{"task_id":"…","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null}`.
+ * `{"task_id":"…","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null,"yields":0}`.
  *
  * `"run": false` means the task was released without running (cancelled or
  * shut down before it started): forget its function and do not finish it.
- * `"handler"`, `"payload"` and `"checkpoint"` are null for function tasks.
+ * `"handler"` and `"payload"` are null for function tasks; `"checkpoint"` is the
+ * task's last checkpoint (null if none); `"yields"` more than 0 means the task
+ * yielded before and resumes now (its status has what it did so far).
  * With `"run": true` the calling thread is inside that task until it is
  * finished: on that thread, waiting for a `PENDING` task, or for that task
  * itself to finish, returns `SFT_ERR_INVALID_STATE` (it would deadlock).
@@ -550,14 +657,17 @@ SftResult sft_submit_runner_task(uint64_t runner, const char *task_id, char **ou
  * # Safety
  * `out_assignment_json` is NULL or writable.
  */
-SftResult sft_runner_next(uint64_t runner, int64_t timeout_ms, char **out_assignment_json);
+SftResult sft_runner_next(uint64_t runner,
+                          int64_t timeout_ms,
+                          char **out_assignment_json);
 
 /**
  * Finishes the task this runner was handed, from any thread: `code` 0
  * completes it; any other code fails it with `message_json` (NULL, or a JSON
  * string literal, so that NUL and every character round-trip; NULL uses the
  * text set by `sft_set_task_error` or a generic one naming the code). It ends
- * `CANCELLED` instead if cancellation was requested.
+ * `CANCELLED` instead if cancellation was requested. After `sft_yield_task` the
+ * run ends as a yield instead: the task is `PENDING` again when this returns.
  *
  * It cannot fail on the message: one over `max_message_bytes` is shortened at
  * a character boundary and ends with " [shortened from N bytes]"; a lone

@@ -28,6 +28,8 @@ pub enum EventKind {
     CancelRequested,
     /// It reached COMPLETED, FAILED or CANCELLED.
     Finished,
+    /// It yielded to a higher-priority task: PENDING again, at the head of its priority.
+    Yielded,
 }
 
 /// One entry of the change feed.

@@ -37,9 +37,9 @@ pub(crate) fn new_task_id() -> TaskId {
 pub use config::{Config, StoreChoice, STORE_ENV_VAR};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{EventKind, TaskEvent};
-pub use manager::{HandlerFn, Listener, Rejected, TaskBody, TaskContext, TaskFailure, TaskManager};
+pub use manager::{HandlerFn, Listener, Rejected, ResumableBody, TaskBody, TaskContext, TaskFailure, TaskManager};
 pub use runner::{Assignment, RunnerId};
 pub use schedule::{Schedule, TaskOutcome, DEADLINE_PASSED_PENDING, DEADLINE_PASSED_RUNNING};
-pub use stats::{StateCounts, Stats};
+pub use stats::{PriorityPending, StateCounts, Stats};
 pub use status::{parse_extra_json, percentage, CompletedSegment, SegmentError, SegmentId, TaskState, TaskStatus};
 pub use store::{Claim, Recovery, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store, TaskKind, MACHINE_ENV_VAR};

@@ -74,6 +74,12 @@ impl<T> PendingQueue<T> {
         Some(item)
     }
 
+    /// The item with sequence number `seq`, if it is still queued.
+    pub fn get(&self, seq: u64) -> Option<&T> {
+        let index = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        self.slots.get(index)?.as_ref()
+    }
+
     /// Takes every queued item, oldest first.
     pub fn drain(&mut self) -> Vec<T> {
         let mut items = Vec::with_capacity(self.live);

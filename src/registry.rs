@@ -184,7 +184,7 @@ mod tests {
     use super::*;
 
     fn task(id: &str) -> Arc<Task> {
-        Arc::new(Task::new(Arc::from(id), 0.0, true, None))
+        Arc::new(Task::new(Arc::from(id), 0.0, true, None, crate::Schedule::default()))
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub type RunnerId = u64;
 /// What a runner is handed: a task to run, or one released without running.
 ///
 /// Serialises as the assignment JSON of the C API:
-/// `{"task_id":"…","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null}`.
+/// `{"task_id":"…","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null,"yields":0}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Assignment {
     /// The task.
@@ -52,6 +52,8 @@ pub struct Assignment {
     pub attempt: u32,
     /// The last checkpoint the task recorded; `None` if none.
     pub checkpoint: Option<Box<RawValue>>,
+    /// How many times the task yielded before this run: more than 0 means it resumes.
+    pub yields: u32,
 }
 
 impl Assignment {
@@ -60,13 +62,25 @@ impl Assignment {
         serde_json::to_string(self).expect("an assignment serialises")
     }
 
-    /// The assignment of a named task to run: its handler, payload, attempt and checkpoint.
-    pub fn named(task_id: TaskId, handler: String, payload: Box<RawValue>, attempt: u32, checkpoint: Option<Box<RawValue>>) -> Self {
-        Self { task_id, run: true, handler: Some(handler), payload: Some(payload), attempt, checkpoint }
+    /// The assignment of a named task to run: its handler, payload, attempt, checkpoint and yields.
+    pub fn named(
+        task_id: TaskId,
+        handler: String,
+        payload: Box<RawValue>,
+        attempt: u32,
+        checkpoint: Option<Box<RawValue>>,
+        yields: u32,
+    ) -> Self {
+        Self { task_id, run: true, handler: Some(handler), payload: Some(payload), attempt, checkpoint, yields }
     }
 
-    fn new(task_id: TaskId, run: bool) -> Self {
-        Self { task_id, run, handler: None, payload: None, attempt: u32::from(run), checkpoint: None }
+    /// The assignment of a function task to run (its runner keeps the function).
+    fn function(task_id: TaskId, attempt: u32, checkpoint: Option<Box<RawValue>>, yields: u32) -> Self {
+        Self { task_id, run: true, handler: None, payload: None, attempt, checkpoint, yields }
+    }
+
+    fn released(task_id: TaskId) -> Self {
+        Self { task_id, run: false, handler: None, payload: None, attempt: 0, checkpoint: None, yields: 0 }
     }
 }
 
@@ -110,16 +124,16 @@ impl Runner {
         RunnerJob { runner: self.clone(), task_id: task_id.clone(), handed_over: false }
     }
 
-    /// Hands `task` over to run, called by the worker under the task's lock; false if
-    /// the runner closed meanwhile.
-    pub fn hand_over(&self, job: &mut RunnerJob, task: &Arc<Task>) -> bool {
+    /// Hands `task` over to run, called by the worker under the task's lock, with the
+    /// attempt, checkpoint and yields the assignment carries; false if the runner closed meanwhile.
+    pub fn hand_over(&self, job: &mut RunnerJob, task: &Arc<Task>, attempt: u32, checkpoint: Option<Box<RawValue>>, yields: u32) -> bool {
         let mut mailbox = lock(&self.mailbox);
         if mailbox.closed {
             return false;
         }
         mailbox.queued.remove(&job.task_id);
         mailbox.running = Some(task.clone());
-        mailbox.deliveries.push_back(Delivery::Run(task.clone(), Assignment::new(task.id.clone(), true)));
+        mailbox.deliveries.push_back(Delivery::Run(task.clone(), Assignment::function(task.id.clone(), attempt, checkpoint, yields)));
         job.handed_over = true;
         self.delivered.notify_one();
         true
@@ -285,7 +299,7 @@ impl Runners {
                 INSIDE.with(|inside| *inside.borrow_mut() = Some((self as *const Self as usize, task)));
                 assignment
             }
-            Delivery::Released(task_id) => Assignment::new(task_id, false),
+            Delivery::Released(task_id) => Assignment::released(task_id),
         })
     }
 

@@ -52,7 +52,8 @@ impl Counters {
         self.retained[index(state)].fetch_sub(1, Relaxed);
     }
 
-    pub fn snapshot(&self, queue_depth: usize) -> Stats {
+    /// The statistics now; `pending_by_priority` comes from the queue, highest priority first.
+    pub fn snapshot(&self, queue_depth: usize, pending_by_priority: Vec<PriorityPending>) -> Stats {
         let retained = |state: TaskState| self.retained[index(state)].load(Relaxed);
         let run_count = self.run_count.load(Relaxed);
         let run_total = self.run_nanos_total.load(Relaxed) as f64 / 1e9;
@@ -72,6 +73,7 @@ impl Counters {
             cancelled_total: self.cancelled_total.load(Relaxed),
             mean_run_secs: if run_count == 0 { 0.0 } else { run_total / run_count as f64 },
             max_run_secs: self.run_nanos_max.load(Relaxed) as f64 / 1e9,
+            pending_by_priority,
         }
     }
 }
@@ -108,4 +110,15 @@ pub struct Stats {
     pub mean_run_secs: f64,
     /// Longest seconds from start to finish of any task that ran.
     pub max_run_secs: f64,
+    /// Pending tasks per priority, highest priority first, only priorities with pending tasks.
+    pub pending_by_priority: Vec<PriorityPending>,
+}
+
+/// How many tasks of one priority are pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PriorityPending {
+    /// The priority.
+    pub priority: i32,
+    /// How many PENDING tasks have it.
+    pub pending: u64,
 }

@@ -205,6 +205,14 @@ pub struct TaskStatus {
     pub attempt: u32,
     /// The last value given to `set_checkpoint`, if any.
     pub checkpoint: Option<Value>,
+    /// Higher runs first; FIFO within one priority.
+    pub priority: i32,
+    /// Unix time by which it must have started (else FAILED) and finished (else CANCELLED).
+    pub deadline: Option<f64>,
+    /// Whether a higher-priority task waits while this one runs: it should yield.
+    pub yield_requested: bool,
+    /// How many times it yielded to a higher-priority task.
+    pub yields: u32,
 }
 
 /// The serialisable view of one task, borrowed from its state under the task's lock.
@@ -229,6 +237,10 @@ pub(crate) struct StatusView<'a> {
     pub handler: Option<&'a str>,
     pub attempt: u32,
     pub checkpoint: Option<&'a RawValue>,
+    pub priority: i32,
+    pub deadline: Option<f64>,
+    pub yield_requested: bool,
+    pub yields: u32,
 }
 
 /// The integer percentage of `current` out of `total`: floored, clamped to 100, 0 when `total` is 0.

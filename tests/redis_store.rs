@@ -53,11 +53,12 @@ fn nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
-/// Short leases, so that a killed process is found dead within about a second.
+/// Short leases, so that a killed process is found dead within seconds (long enough that
+/// a heartbeat thread delayed by a loaded machine is not taken for a dead one).
 fn quick(machine: &str) -> RedisOptions {
     RedisOptions {
         machine_id: Some(machine.to_owned()),
-        lease: Duration::from_millis(1000),
+        lease: Duration::from_millis(2000),
         heartbeat_interval: Duration::from_millis(100),
         sweep_interval: Duration::from_millis(100),
         ..RedisOptions::default()
@@ -376,7 +377,7 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     assert_eq!(
         assignment,
         serde_json::json!({"task_id": "chapter-3", "run": true, "handler": "narrate",
-                           "payload": {"chapter": 3, "text": "Once upon a time"}, "attempt": 1, "checkpoint": null})
+                           "payload": {"chapter": 3, "text": "Once upon a time"}, "attempt": 1, "checkpoint": null, "yields": 0})
     );
     assert_eq!(status(&store, &second)["queue_position"], 0);
 
@@ -1070,4 +1071,147 @@ fn deadlines_fail_pending_tasks_and_cancel_running_ones() {
     assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
     let stats = store.stats().unwrap();
     assert_eq!((stats.counts.failed, stats.counts.cancelled, stats.counts.pending), (2, 1, 0));
+}
+
+#[test]
+fn a_worker_claims_its_next_task_with_the_end_of_the_last_and_hands_it_back_unused() {
+    let server = RedisServer::start();
+    let options = RedisOptions { claim_on_finish: true, ..quick("m1") };
+    let a = RedisStore::open_with(&server.url(), &Config::default(), options).unwrap();
+    let b = open(&server, "m1");
+    a.register_handler("h").unwrap();
+    b.register_handler("h").unwrap();
+    let payload = json("null");
+    for id in ["first", "second", "third"] {
+        a.submit(Some(id), named("h", &payload), Schedule::default()).unwrap();
+    }
+    assert_eq!(a.claim_next(LONG).unwrap().unwrap().task_id.as_ref(), "first");
+    assert_eq!(a.finish("first", TaskOutcome::Completed).unwrap(), TaskState::Completed);
+    // Claimed with that finish: PROCESSING already, this handle's next claim.
+    assert_eq!(status(&b, "second")["status"], "PROCESSING");
+    let second = a.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+    assert_eq!((&*second.task_id, second.attempt), ("second", 1));
+    a.add_segment("second", &segment(1)).unwrap();
+    assert_eq!(a.finish("second", TaskOutcome::Completed).unwrap(), TaskState::Completed);
+    assert_eq!(status(&b, "third")["status"], "PROCESSING");
+    // Closed before it ran: handed back at the head, as if never started.
+    a.close().unwrap();
+    let back = status(&b, "third");
+    assert_eq!((back["status"].as_str(), back["attempt"].as_u64(), back["queue_position"].as_u64()), (Some("PENDING"), Some(0), Some(0)));
+    let third = b.claim_next(LONG).unwrap().unwrap();
+    assert_eq!((&*third.task_id, third.attempt), ("third", 1));
+    assert_eq!(b.finish("third", TaskOutcome::Completed).unwrap(), TaskState::Completed);
+    assert_eq!(b.stats().unwrap().completed_total, 3);
+}
+
+/// The lower-case name of an error kind, as the cross-language table writes it.
+fn kind_word(kind: ErrorKind) -> String {
+    let name = format!("{kind:?}");
+    let mut word = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            word.push('_');
+        }
+        word.push(c.to_ascii_lowercase());
+    }
+    word
+}
+
+/// Whether every field of `expect` has that value in `actual`.
+fn fields_hold(actual: &Value, expect: &Value) -> bool {
+    expect.as_object().unwrap().iter().all(|(key, value)| &actual[key] == value)
+}
+
+#[test]
+fn the_cross_language_scheduling_table_holds_on_redis() {
+    let server = RedisServer::start();
+    let config = Config { store: server.url(), machine_id: Some("table-box".into()), ..Config::default() };
+    let manager = TaskManager::with_config(config);
+    let table: Value =
+        serde_json::from_str(&fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cases/scheduling.json")).unwrap()).unwrap();
+    let status_of =
+        |id: &str| -> Value { serde_json::from_str(&manager.status_json(id).unwrap_or_else(|| panic!("{id} unknown"))).unwrap() };
+    let until = |id: &str, done: &dyn Fn(&Value) -> bool| -> Value {
+        let mut s = status_of(id);
+        while !done(&s) {
+            s = serde_json::from_str(&manager.wait_for_change(id, s["revision"].as_u64().unwrap(), LONG).unwrap()).unwrap();
+        }
+        s
+    };
+    for case in table["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        for step in case["steps"].as_array().unwrap() {
+            let (verb, target) = step.as_object().unwrap().iter().next().unwrap();
+            let id = target.as_str().unwrap_or_default();
+            let expect = &step["expect"];
+            let context = format!("case {name:?}, step {step}");
+            match verb.as_str() {
+                "submit" => {
+                    let options = match (&step["options"], &step["options_json"]) {
+                        (Value::Object(options), _) => {
+                            let mut options = options.clone();
+                            if let Some(seconds) = options.remove("deadline_in") {
+                                options.insert("deadline".into(), serde_json::json!(epoch_now() + seconds.as_f64().unwrap()));
+                            }
+                            Some(Value::Object(options).to_string())
+                        }
+                        (_, Value::String(text)) => Some(text.clone()),
+                        _ => None,
+                    };
+                    let submitted =
+                        Schedule::from_json(options.as_deref()).and_then(|schedule| manager.submit_external_with(Some(id), schedule));
+                    match step["expect_error"].as_str() {
+                        None => {
+                            submitted.unwrap_or_else(|e| panic!("{context}: {e}"));
+                        }
+                        Some(word) => {
+                            let error = submitted.err().unwrap_or_else(|| panic!("{context}: accepted"));
+                            assert_eq!(kind_word(error.kind()), word, "{context}: {error}");
+                            assert!(error.message().contains(step["message_contains"].as_str().unwrap()), "{context}: {error}");
+                        }
+                    }
+                }
+                "started" => {
+                    until(id, &|s| s["status"] != "PENDING");
+                    assert_eq!(status_of(id)["status"], "PROCESSING", "{context}");
+                }
+                "finish" => manager.finish(id, Ok(())).unwrap_or_else(|e| panic!("{context}: {e}")),
+                "yield" => match step["expect_error"].as_str() {
+                    None => {
+                        manager.yield_task(id).unwrap_or_else(|e| panic!("{context}: {e}"));
+                        manager.finish(id, Ok(())).unwrap_or_else(|e| panic!("{context}: {e}"));
+                    }
+                    Some(word) => {
+                        let error = manager.yield_task(id).err().unwrap_or_else(|| panic!("{context}: accepted"));
+                        assert_eq!(kind_word(error.kind()), word, "{context}: {error}");
+                    }
+                },
+                "cancel" => {
+                    manager.cancel(id).unwrap_or_else(|e| panic!("{context}: {e}"));
+                }
+                "status" => {
+                    let s = status_of(id);
+                    assert!(fields_hold(&s, expect), "{context}: {s}");
+                }
+                "until" => {
+                    until(id, &|s| fields_hold(s, expect));
+                }
+                "finished" => {
+                    let s: Value = serde_json::from_str(&manager.wait(id, LONG).unwrap()).unwrap();
+                    assert!(fields_hold(&s, expect), "{context}: {s}");
+                }
+                "yield_requested" => {
+                    assert_eq!(manager.is_yield_requested(id).unwrap(), expect.as_bool().unwrap(), "{context}");
+                }
+                "missing" => assert!(manager.status_json(id).is_none(), "{context}"),
+                "stats" => {
+                    let stats = serde_json::to_value(manager.read_stats().unwrap()).unwrap();
+                    assert!(fields_hold(&stats, target), "{context}: {stats}");
+                }
+                other => panic!("{context}: unknown step {other}"),
+            }
+        }
+        eprintln!("case {name}: ok");
+    }
+    manager.shutdown(LONG).unwrap();
 }

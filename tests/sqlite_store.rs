@@ -235,6 +235,7 @@ fn child_process() {
             say(&format!("claimed {}", claim.to_json()));
             std::thread::sleep(Duration::from_secs(3600));
         }
+        "yielder" => child_yielder(&store),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -264,6 +265,37 @@ fn child_narrate(store: &SqliteStore) {
         }
         store.finish(&id, TaskOutcome::Completed).unwrap();
         append_line(&ack, &format!("{id} finished"));
+    }
+}
+
+/// Runs `narrate` tasks a sentence at a time, polling the yield check between sentences:
+/// asked to yield, it yields, and a resumed task picks up after its segments.
+fn child_yielder(store: &SqliteStore) {
+    let sentences: i64 = env("SFT_SEGMENTS").parse().unwrap();
+    store.register_handler("narrate").unwrap();
+    say("ready");
+    loop {
+        let Some(claim) = store.claim_next(Some(Duration::from_millis(100))).unwrap() else { continue };
+        let id = claim.task_id.to_string();
+        say(&format!("running {} {}", claim.attempt, claim.yields));
+        let done = status(store, &id)["completed_segments"].as_array().unwrap().len() as i64;
+        let mut yielded = false;
+        for sentence in done..sentences {
+            if store.is_yield_requested(&id).unwrap() {
+                assert_eq!(store.finish(&id, TaskOutcome::Yielded).unwrap(), TaskState::Pending);
+                say(&format!("yielded after {sentence}"));
+                yielded = true;
+                break;
+            }
+            store.add_segment(&id, &segment(sentence)).unwrap();
+            store.set_checkpoint(&id, &json(&(sentence + 1).to_string())).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !yielded {
+            store.finish(&id, TaskOutcome::Completed).unwrap();
+            say("done");
+            return;
+        }
     }
 }
 
@@ -1058,4 +1090,285 @@ fn a_worker_that_lost_its_lease_is_refused() {
     assert_eq!(b.finish(&id, TaskOutcome::Completed).unwrap(), TaskState::Completed);
     let done = status(&b, &id);
     assert_eq!(done["completed_segments"].as_array().unwrap().len(), 2);
+}
+
+// ----- priorities, yields and deadlines -------------------------------------------------
+
+fn at(priority: i32) -> Schedule {
+    Schedule::with_priority(priority)
+}
+
+fn due_in(seconds: f64) -> Schedule {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    Schedule { priority: 0, deadline: Some(now + seconds) }
+}
+
+#[test]
+fn priorities_set_the_claim_order_and_the_queue_positions() {
+    let dir = TempDir::new("priorities");
+    let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
+    store.register_handler("h").unwrap();
+    let payload = json("null");
+    for (id, priority) in [("a", 0), ("b", 0), ("urgent", 10), ("soon", 5), ("later", -3), ("urgent-2", 10)] {
+        store.submit(Some(id), named("h", &payload), at(priority)).unwrap();
+    }
+    let positions: Vec<(String, u64, i64)> = ["urgent", "urgent-2", "soon", "a", "b", "later"]
+        .iter()
+        .map(|id| {
+            let s = status(&store, id);
+            (s["task_id"].as_str().unwrap().to_owned(), s["queue_position"].as_u64().unwrap(), s["priority"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        [
+            ("urgent".into(), 0, 10),
+            ("urgent-2".into(), 1, 10),
+            ("soon".into(), 2, 5),
+            ("a".into(), 3, 0),
+            ("b".into(), 4, 0),
+            ("later".into(), 5, -3)
+        ]
+    );
+    let keys: Vec<String> =
+        serde_json::from_str::<serde_json::Map<String, Value>>(&store.status_json("a").unwrap()).unwrap().keys().cloned().collect();
+    let tail: Vec<&str> = keys.iter().rev().take(5).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["checkpoint", "priority", "deadline", "yield_requested", "yields"]);
+    let by_priority: Vec<(i32, u64)> = store.stats().unwrap().pending_by_priority.iter().map(|p| (p.priority, p.pending)).collect();
+    assert_eq!(by_priority, [(10, 2), (5, 1), (0, 2), (-3, 1)]);
+    let listed: Vec<Value> = serde_json::from_str(&store.list_json(None).unwrap()).unwrap();
+    let listed: Vec<&str> = listed.iter().map(|s| s["task_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["a", "b", "urgent", "soon", "later", "urgent-2"], "listing keeps submission order");
+    let mut order = Vec::new();
+    while let Some(claim) = store.claim_next(Some(Duration::ZERO)).unwrap() {
+        order.push(claim.task_id.to_string());
+        store.finish(&claim.task_id, TaskOutcome::Completed).unwrap();
+    }
+    assert_eq!(order, ["urgent", "urgent-2", "soon", "a", "b", "later"]);
+}
+
+#[test]
+fn a_yield_puts_the_task_back_at_the_head_of_its_priority_with_what_it_did() {
+    let dir = TempDir::new("yield");
+    let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
+    store.register_handler("narrate").unwrap();
+    let payload = json(r#"{"chapter": 1}"#);
+    let book = store.submit(Some("book"), named("narrate", &payload), Schedule::default()).unwrap();
+    let claim = store.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+    assert_eq!((&*claim.task_id, claim.attempt, claim.yields), ("book", 1, 0));
+    store.add_segment(&book, &segment(0)).unwrap();
+    store.add_error(&book, &SegmentError { segment_id: SegmentId::from(1), error: "voice".into() }).unwrap();
+    store.set_checkpoint(&book, &json(r#"{"next": 2}"#)).unwrap();
+    store.update_progress(&book, 2, 10, None).unwrap();
+    assert!(!store.is_yield_requested(&book).unwrap());
+    store.submit(Some("same"), named("narrate", &payload), Schedule::default()).unwrap();
+    assert!(!store.is_yield_requested(&book).unwrap(), "only a higher priority asks for a yield");
+    // A higher task nobody can run asks nothing; one this worker can run does.
+    store.submit(Some("unserved"), named("nobody", &payload), at(9)).unwrap();
+    assert!(!store.is_yield_requested(&book).unwrap());
+    let preview = store.submit(Some("preview"), TaskKind::Function, at(5)).unwrap();
+    assert!(store.is_yield_requested(&book).unwrap());
+    assert_eq!(status(&store, &book)["yield_requested"], true);
+    assert!(!store.is_yield_requested(&preview).unwrap(), "a pending task is never asked");
+    assert_eq!(store.is_yield_requested("nobody").unwrap_err().kind(), ErrorKind::NotFound);
+    let before = store.last_event_seq().unwrap();
+
+    assert_eq!(store.finish(&book, TaskOutcome::Yielded).unwrap(), TaskState::Pending);
+    let yielded = status(&store, &book);
+    assert_eq!((yielded["status"].as_str(), yielded["yields"].as_u64(), yielded["attempt"].as_u64()), (Some("PENDING"), Some(1), Some(1)));
+    // Behind the preview (and the unserved task, which may be served any time), ahead of
+    // the other task of its priority.
+    assert_eq!(yielded["queue_position"], 2);
+    assert_eq!(status(&store, "same")["queue_position"], 3);
+    assert_eq!((yielded["completed_segments"].as_array().unwrap().len(), yielded["errors"].as_array().unwrap().len()), (1, 1));
+    assert_eq!(yielded["checkpoint"], serde_json::json!({"next": 2}));
+    assert_eq!(yielded["progress"]["current"], 2);
+    assert!(yielded["started_at"].is_null());
+    assert!(!yielded["yield_requested"].as_bool().unwrap());
+    let events = store.wait_events(before, 10, LONG).unwrap();
+    assert_eq!((events[0].kind, events[0].status), (EventKind::Yielded, TaskState::Pending));
+    assert_eq!(store.finish(&book, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState);
+
+    let urgent = store.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+    assert_eq!(&*urgent.task_id, "preview");
+    store.finish(&preview, TaskOutcome::Completed).unwrap();
+    let resumed = store.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+    assert_eq!((&*resumed.task_id, resumed.attempt, resumed.yields), ("book", 1, 1));
+    let checkpoint: Value = serde_json::from_str(resumed.checkpoint.as_ref().unwrap().get()).unwrap();
+    assert_eq!(checkpoint, serde_json::json!({"next": 2}));
+    let resumed_json: Value = serde_json::from_str(&resumed.to_json()).unwrap();
+    let keys: Vec<&String> = resumed_json.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["task_id", "run", "handler", "payload", "attempt", "checkpoint", "yields"]);
+    assert_eq!(store.finish(&book, TaskOutcome::Completed).unwrap(), TaskState::Completed);
+    let done = status(&store, &book);
+    assert_eq!((done["yields"].as_u64(), done["attempt"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(&*store.claim_next(Some(Duration::ZERO)).unwrap().unwrap().task_id, "same");
+    store.finish("same", TaskOutcome::Completed).unwrap();
+}
+
+#[test]
+fn cancel_and_a_passed_deadline_win_over_a_yield() {
+    let dir = TempDir::new("yield-cancel");
+    let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
+    let id = store.submit(Some("cancelled"), TaskKind::Function, Schedule::default()).unwrap();
+    store.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+    store.cancel(&id).unwrap();
+    assert_eq!(store.finish(&id, TaskOutcome::Yielded).unwrap(), TaskState::Cancelled);
+    let s = status(&store, &id);
+    assert_eq!((s["error"].as_str(), s["yields"].as_u64()), (Some("cancelled while running"), Some(0)));
+}
+
+#[test]
+fn deadlines_fail_pending_tasks_and_cancel_running_ones_in_sqlite() {
+    let dir = TempDir::new("deadlines");
+    let store = SqliteStore::open_with(dir.join("tasks.db"), &Config::default(), quick()).unwrap();
+    // The worker is busy with a task that outlives the other's deadline.
+    let busy = store.submit(Some("busy"), TaskKind::Function, due_in(0.3)).unwrap();
+    store.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+    let late = store.submit(Some("late"), TaskKind::Function, due_in(0.05)).unwrap();
+    assert!(status(&store, &late)["deadline"].as_f64().is_some());
+    let failed = wait_for(&store, &late, |s| s["status"] != "PENDING");
+    assert_eq!((failed["status"].as_str(), failed["error"].as_str()), (Some("FAILED"), Some(storyflow_tasks::DEADLINE_PASSED_PENDING)));
+    assert_eq!(status(&store, &busy)["status"], "PROCESSING", "failed while the worker was busy");
+    // The running task's deadline passes: it is asked to cancel, and ends saying why.
+    let asked = wait_for(&store, &busy, |s| s["cancel_requested"] == true);
+    assert_eq!(asked["status"], "PROCESSING");
+    assert!(store.is_cancel_requested(&busy).unwrap());
+    assert_eq!(store.finish(&busy, TaskOutcome::Completed).unwrap(), TaskState::Cancelled);
+    assert_eq!(status(&store, &busy)["error"], storyflow_tasks::DEADLINE_PASSED_RUNNING);
+    // A deadline already past at submission is accepted and fails at once.
+    let skewed = store.submit(Some("skewed"), TaskKind::Function, Schedule { priority: 3, deadline: Some(1.0) }).unwrap();
+    let s = status(&store, &skewed);
+    assert_eq!((s["status"].as_str(), s["error"].as_str()), (Some("FAILED"), Some(storyflow_tasks::DEADLINE_PASSED_PENDING)));
+    assert!(store.claim_next(Some(Duration::ZERO)).unwrap().is_none());
+    let bad = Schedule { priority: 0, deadline: Some(-1.0) };
+    assert_eq!(store.submit(None, TaskKind::Function, bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(store.stats().unwrap().counts.pending, 0);
+}
+
+#[test]
+fn a_high_priority_task_from_one_process_makes_another_process_s_task_yield() {
+    let dir = TempDir::new("two-process-yield");
+    let db = dir.join("tasks.db");
+    let store = SqliteStore::open_with(&db, &Config::default(), quick()).unwrap();
+    let (mut child, mut out) = spawn_child("yielder", &[("SFT_DB", db.display().to_string()), ("SFT_SEGMENTS", "400".into())]);
+    assert_eq!(next_message(&mut out).as_deref(), Some("ready"));
+    let book = store.submit(Some("book"), named("narrate", &json(r#"{"chapter": 1}"#)), Schedule::default()).unwrap();
+    assert_eq!(next_message(&mut out).as_deref(), Some("running 1 0"));
+    wait_for(&store, &book, |s| !s["completed_segments"].as_array().unwrap().is_empty());
+    // This process's own function task, at a higher priority: the child's task yields to it.
+    let preview = store.submit(Some("preview"), TaskKind::Function, at(10)).unwrap();
+    let yielded = next_message(&mut out).unwrap();
+    assert!(yielded.starts_with("yielded after "), "{yielded}");
+    let claim = store.claim_next(LONG).unwrap().unwrap();
+    assert_eq!(&*claim.task_id, "preview");
+    let book_meanwhile = status(&store, &book);
+    assert_eq!((book_meanwhile["status"].as_str(), book_meanwhile["yields"].as_u64()), (Some("PENDING"), Some(1)));
+    assert_eq!(book_meanwhile["queue_position"], 0);
+    store.finish(&preview, TaskOutcome::Completed).unwrap();
+    assert_eq!(next_message(&mut out).as_deref(), Some("running 1 1"), "resumed with the same attempt");
+    assert_eq!(next_message(&mut out).as_deref(), Some("done"));
+    assert!(child.wait().unwrap().success());
+    let done = status(&store, &book);
+    assert_eq!((done["status"].as_str(), done["yields"].as_u64(), done["attempt"].as_u64()), (Some("COMPLETED"), Some(1), Some(1)));
+    let segments: Vec<i64> = done["completed_segments"].as_array().unwrap().iter().map(|s| s["segment_id"].as_i64().unwrap()).collect();
+    assert_eq!(segments, (0..400).collect::<Vec<_>>(), "every sentence once, in order, across the yield");
+}
+
+// ----- the manager on the SQLite store: what runs in this process yields too ----------------
+
+fn manager_on(db: &Path) -> std::sync::Arc<storyflow_tasks::TaskManager> {
+    let config = Config { store: format!("sqlite:{}", db.display()), ..Config::default() };
+    storyflow_tasks::TaskManager::with_config(config)
+}
+
+fn manager_status(manager: &storyflow_tasks::TaskManager, id: &str) -> Value {
+    serde_json::from_str(&manager.read_status(id).unwrap()).unwrap()
+}
+
+#[test]
+fn the_manager_on_sqlite_runs_a_resumable_body_again_after_it_yields() {
+    use std::sync::{mpsc, Arc, Mutex};
+    use storyflow_tasks::TaskContext;
+    let dir = TempDir::new("manager-yield");
+    let manager = manager_on(&dir.join("tasks.db"));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (started, has_started) = mpsc::channel::<()>();
+    let started = Mutex::new(Some(started));
+    let book_order = order.clone();
+    manager
+        .submit_resumable(Some("book"), Schedule::default(), move |context: &TaskContext<'_>| {
+            let manager = context.manager();
+            let done = manager.status(context.task_id()).unwrap().completed_segments.len() as i64;
+            book_order.lock().unwrap().push(format!("book from {done}"));
+            for sentence in done..3 {
+                if context.is_yield_requested() {
+                    context.yield_task().unwrap();
+                    return Ok(());
+                }
+                manager.add_completed_segment(context.task_id(), &segment(sentence)).unwrap();
+                if let Some(started) = started.lock().unwrap().take() {
+                    started.send(()).unwrap();
+                    // Waits until the preview is queued: then it is asked to yield.
+                    while !context.is_yield_requested() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    has_started.recv().unwrap();
+    let preview_order = order.clone();
+    manager
+        .submit_with(Some("preview"), at(5), move |_: &TaskContext<'_>| {
+            preview_order.lock().unwrap().push("preview".to_owned());
+            Ok(())
+        })
+        .unwrap();
+    let done: Value = serde_json::from_str(&manager.wait("book", LONG).unwrap()).unwrap();
+    assert_eq!(*order.lock().unwrap(), ["book from 0", "preview", "book from 1"]);
+    assert_eq!((done["status"].as_str(), done["yields"].as_u64(), done["attempt"].as_u64()), (Some("COMPLETED"), Some(1), Some(1)));
+    assert_eq!(done["completed_segments"].as_array().unwrap().len(), 3);
+    // A run-once body cannot yield; a task that is not running cannot either.
+    let (refused, refusal) = mpsc::channel::<ErrorKind>();
+    manager
+        .submit(Some("once"), move |context: &TaskContext<'_>| {
+            refused.send(context.yield_task().unwrap_err().kind()).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(refusal.recv().unwrap(), ErrorKind::InvalidState);
+    manager.wait("once", LONG).unwrap();
+    assert_eq!(manager.yield_task("once").unwrap_err().kind(), ErrorKind::InvalidState);
+    manager.shutdown(LONG).unwrap();
+}
+
+#[test]
+fn the_manager_on_sqlite_hands_a_yielded_runner_task_over_again_and_fails_late_ones() {
+    let dir = TempDir::new("manager-runner");
+    let manager = manager_on(&dir.join("tasks.db"));
+    let runner = manager.register_runner();
+    manager.submit_to_runner_with(runner, Some("run"), at(2)).unwrap();
+    let first = manager.next_assignment(runner, LONG).unwrap();
+    assert_eq!((&*first.task_id, first.attempt, first.yields), ("run", 1, 0));
+    manager.set_checkpoint("run", r#"{"sentence": 4}"#).unwrap();
+    manager.yield_task("run").unwrap();
+    manager.finish_runner_task(runner, "run", Err(TaskFailure::Code(3))).unwrap();
+    let again = manager.next_assignment(runner, LONG).unwrap();
+    assert_eq!((&*again.task_id, again.run, again.attempt, again.yields), ("run", true, 1, 1));
+    assert_eq!(again.checkpoint.map(|c| c.get().to_owned()).as_deref(), Some(r#"{"sentence":4}"#));
+    manager.finish_runner_task(runner, "run", Ok(())).unwrap();
+    assert_eq!(manager_status(&manager, "run")["status"], "COMPLETED");
+
+    // An external task holds the worker while another task's deadline passes.
+    manager.submit_external_with(Some("outside"), Schedule::default()).unwrap();
+    manager.wait_for_change("outside", 1, LONG).unwrap();
+    manager.submit_to_runner_with(runner, Some("late"), due_in(0.05)).unwrap();
+    let late: Value = serde_json::from_str(&manager.wait("late", LONG).unwrap()).unwrap();
+    assert_eq!((late["status"].as_str(), late["error"].as_str()), (Some("FAILED"), Some(storyflow_tasks::DEADLINE_PASSED_PENDING)));
+    manager.finish("outside", Ok(())).unwrap();
+    let stats = manager.read_stats().unwrap();
+    assert!(stats.pending_by_priority.is_empty());
+    manager.shutdown(LONG).unwrap();
 }

@@ -5,9 +5,10 @@ use std::ffi::{c_char, c_void, CString};
 use super::boundary::{borrow_optional_str, borrow_str, call, call_returning_string, guard, into_c_string, last_error, OutString};
 use super::global::process_manager;
 use super::{SftFreeFn, SftResult, SftTaskFn};
-use crate::{CompletedSegment, Error, SegmentError, TaskBody, TaskContext, TaskFailure};
+use crate::{CompletedSegment, Error, ResumableBody, Schedule, SegmentError, TaskContext, TaskFailure};
 
 /// A C task function with its user data; frees the user data exactly once when dropped.
+/// It can run again (after a yield) with the same user data.
 struct ForeignTask {
     run: unsafe extern "C" fn(*const c_char, *mut c_void) -> i32,
     user_data: *mut c_void,
@@ -26,13 +27,13 @@ impl Drop for ForeignTask {
     }
 }
 
-impl TaskBody for ForeignTask {
-    fn run(self: Box<Self>, context: &TaskContext<'_>) -> Result<(), TaskFailure> {
+impl ResumableBody for ForeignTask {
+    fn run(&mut self, context: &TaskContext<'_>) -> Result<(), TaskFailure> {
         let task_id = CString::new(context.task_id()).map_err(|_| TaskFailure::Message("task id contains NUL".into()))?;
         // SAFETY: `run` is the caller's task function, called as documented: the id
-        // lives for the call and `user_data` is the caller's pointer.
+        // lives for the call and `user_data` is the caller's pointer. The worker drops
+        // (frees) it right after the last run returns.
         let code = unsafe { (self.run)(task_id.as_ptr(), self.user_data) };
-        drop(self); // user data is freed right after the function returns
         if code == 0 {
             Ok(())
         } else {
@@ -41,13 +42,16 @@ impl TaskBody for ForeignTask {
     }
 }
 
-/// Submits a task: `task_fn(task_id, user_data)` runs on the worker thread in FIFO order.
+/// Submits a task: `task_fn(task_id, user_data)` runs on the worker thread, at priority 0
+/// in FIFO order (see `sft_submit_task_with_options` for priorities and deadlines).
 ///
 /// `task_id` NULL makes a new UUIDv4. If `out_task_id` is not NULL it receives
 /// the id (free it with `sft_string_free`), or NULL on error.
 ///
 /// Ownership: on `SFT_OK` the library owns `user_data` and calls
-/// `free_user_data` (if not NULL) exactly once: after `task_fn` returns, or
+/// `free_user_data` (if not NULL) exactly once: after `task_fn` returns for the
+/// last time (a task that yields with `sft_yield_task` is run again later with
+/// the same `user_data`; a deferred one keeps it until `sft_finish_task`), or
 /// when the task is cancelled before it ran. On any error the caller keeps it
 /// and `free_user_data` is never called.
 ///
@@ -64,14 +68,44 @@ pub unsafe extern "C" fn sft_submit_task(
     task_id: *const c_char,
     out_task_id: *mut *mut c_char,
 ) -> SftResult {
+    // SAFETY: the caller's guarantees are those of sft_submit_task_with_options with NULL options.
+    unsafe { sft_submit_task_with_options(task_fn, user_data, free_user_data, task_id, std::ptr::null(), out_task_id) }
+}
+
+/// As `sft_submit_task`, scheduled by `options_json`: NULL, or a JSON object with
+/// the optional keys `"priority"` (an integer in the int32 range, default 0;
+/// higher runs first, FIFO within one priority) and `"deadline"` (Unix epoch
+/// seconds as a finite number >= 0, or null for none). A task still `PENDING`
+/// at its deadline never starts: it becomes `FAILED` with the error "its deadline
+/// passed before it started" (also at once for a deadline already past). A task
+/// still running at its deadline is asked to cancel (`sft_is_cancel_requested`),
+/// and ends `CANCELLED` with "its deadline passed while it was running".
+///
+/// Errors as `sft_submit_task`, and `SFT_ERR_INVALID_ARGUMENT` naming the key
+/// for options that are not a JSON object, an unknown key, a wrong type or a
+/// value out of range; nothing is queued then and the caller keeps `user_data`.
+///
+/// # Safety
+/// `task_id` and `options_json` are NULL or NUL-terminated strings; `out_task_id`
+/// is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sft_submit_task_with_options(
+    task_fn: SftTaskFn,
+    user_data: *mut c_void,
+    free_user_data: SftFreeFn,
+    task_id: *const c_char,
+    options_json: *const c_char,
+    out_task_id: *mut *mut c_char,
+) -> SftResult {
     // SAFETY: the caller guarantees `out_task_id` is NULL or writable.
     let out = unsafe { OutString::new(out_task_id) };
     call(|| {
         let Some(run) = task_fn else { return Err(Error::invalid("task_fn is NULL")) };
-        // SAFETY: the caller guarantees `task_id` is NULL or NUL-terminated.
-        let task_id = unsafe { borrow_optional_str(task_id, "task_id") }?;
+        // SAFETY: the caller guarantees `task_id` and `options_json` are NULL or NUL-terminated.
+        let (task_id, options) = unsafe { (borrow_optional_str(task_id, "task_id")?, borrow_optional_str(options_json, "options_json")?) };
+        let schedule = Schedule::from_json(options)?;
         let task = ForeignTask { run, user_data, free_user_data };
-        match process_manager().submit(task_id, task) {
+        match process_manager().submit_resumable(task_id, schedule, task) {
             Ok(id) => {
                 out.set(|| id.to_string());
                 Ok(())
@@ -81,6 +115,53 @@ pub unsafe extern "C" fn sft_submit_task(
                 Err(rejected.error)
             }
         }
+    })
+}
+
+/// Whether a task of a higher priority is waiting while this task runs: the task
+/// should stop at its next convenient point (between two sentences), call
+/// `sft_yield_task` and return, to be run again after the urgent work. Stores
+/// the answer in `*out_requested`; false for a task that is not `PROCESSING`.
+/// Cheap enough to poll per sentence, like `sft_is_cancel_requested`.
+/// Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_ARGUMENT` (NULL pointer).
+///
+/// # Safety
+/// `task_id` is NULL or NUL-terminated; `out_requested` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sft_is_yield_requested(task_id: *const c_char, out_requested: *mut bool) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees a NUL-terminated string.
+        let task_id = unsafe { borrow_str(task_id, "task_id") }?;
+        if out_requested.is_null() {
+            return Err(Error::invalid("out_requested is NULL"));
+        }
+        let requested = process_manager().is_yield_requested(task_id)?;
+        // SAFETY: non-NULL and writable by the caller's guarantee.
+        unsafe { *out_requested = requested };
+        Ok(())
+    })
+}
+
+/// Says that the running task yields: called by (or for) a `PROCESSING` task
+/// before its function returns, or before `sft_runner_finish` / `sft_finish_task`,
+/// the end of that run then counts as a yield whatever code it returns. The task
+/// goes back to `PENDING` at the head of its priority (ahead of every other task
+/// of that priority) with its segments, errors, progress and checkpoint kept;
+/// its status `"yields"` grows by one and `"attempt"` stays. It runs again after
+/// the higher-priority work: a task function is called again with the same
+/// `user_data`, a runner is handed it again (`"yields"` in the assignment). A
+/// task may yield without being asked. If cancellation was requested, or its
+/// deadline passed, it ends `CANCELLED` instead. Errors: `SFT_ERR_NOT_FOUND`,
+/// `SFT_ERR_INVALID_STATE` (not `PROCESSING`, or running in another process).
+///
+/// # Safety
+/// `task_id` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sft_yield_task(task_id: *const c_char) -> SftResult {
+    call(|| {
+        // SAFETY: the caller guarantees a NUL-terminated string.
+        let task_id = unsafe { borrow_str(task_id, "task_id") }?;
+        process_manager().yield_task(task_id)
     })
 }
 

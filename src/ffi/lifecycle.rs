@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::boundary::{borrow_optional_str, borrow_str, call, call_returning_string, guard, timeout_from_ms, OutString};
 use super::global::process_manager;
 use super::{SftEventFn, SftResult};
-use crate::{Error, TaskEvent, TaskFailure, TaskState};
+use crate::{Error, Schedule, TaskEvent, TaskFailure, TaskState};
 
 /// Cancels a task. A `PENDING` task becomes `CANCELLED` at once, never runs,
 /// and its user data is freed. A `PROCESSING` task gets a cancellation request
@@ -115,7 +115,7 @@ pub unsafe extern "C" fn sft_defer_task(task_id: *const c_char) -> SftResult {
 /// it; any other code fails it with `message` (or, if NULL, the text set by
 /// `sft_set_task_error` or a generic one). If cancellation was requested it
 /// ends `CANCELLED`. The status is final when this returns, and the worker
-/// moves on. Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (not running
+/// moves on; after `sft_yield_task` the task is back in the queue instead. Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (not running
 /// and awaiting completion), `SFT_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
@@ -143,12 +143,31 @@ pub unsafe extern "C" fn sft_finish_task(task_id: *const c_char, code: i32, mess
 /// `task_id` is NULL or NUL-terminated; `out_task_id` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn sft_submit_external_task(task_id: *const c_char, out_task_id: *mut *mut c_char) -> SftResult {
+    // SAFETY: the caller's guarantees are those of sft_submit_external_task_with_options with NULL options.
+    unsafe { sft_submit_external_task_with_options(task_id, std::ptr::null(), out_task_id) }
+}
+
+/// As `sft_submit_external_task`, scheduled by `options_json` (NULL, or
+/// `{"priority": …, "deadline": …}` as in `sft_submit_task_with_options`, whose
+/// rules and errors apply). An external task that yields (`sft_yield_task`
+/// before `sft_finish_task`) is back in the queue when the finish returns, and
+/// becomes `PROCESSING` again (a "started" event) when the worker reaches it.
+///
+/// # Safety
+/// `task_id` and `options_json` are NULL or NUL-terminated; `out_task_id` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sft_submit_external_task_with_options(
+    task_id: *const c_char,
+    options_json: *const c_char,
+    out_task_id: *mut *mut c_char,
+) -> SftResult {
     // SAFETY: the caller guarantees `out_task_id` is NULL or writable.
     let out = unsafe { OutString::new(out_task_id) };
     call(|| {
-        // SAFETY: the caller guarantees NULL or a NUL-terminated string.
-        let task_id = unsafe { borrow_optional_str(task_id, "task_id") }?;
-        let id = process_manager().submit_external(task_id)?;
+        // SAFETY: the caller guarantees NULL or NUL-terminated strings.
+        let (task_id, options) = unsafe { (borrow_optional_str(task_id, "task_id")?, borrow_optional_str(options_json, "options_json")?) };
+        let schedule = Schedule::from_json(options)?;
+        let id = process_manager().submit_external_with(task_id, schedule)?;
         out.set(|| id.to_string());
         Ok(())
     })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::boundary::{borrow_optional_str, borrow_str, call, OutString};
 use super::global::process_manager;
 use super::{SftHandlerFn, SftResult};
-use crate::{Error, HandlerFn, TaskFailure};
+use crate::{Error, HandlerFn, Schedule, TaskFailure};
 
 /// A C handler with its data.
 struct ForeignHandler {
@@ -101,14 +101,39 @@ pub unsafe extern "C" fn sft_submit_named(
     task_id: *const c_char,
     out_task_id: *mut *mut c_char,
 ) -> SftResult {
+    // SAFETY: the caller's guarantees are those of sft_submit_named_with_options with NULL options.
+    unsafe { sft_submit_named_with_options(handler, payload_json, task_id, std::ptr::null(), out_task_id) }
+}
+
+/// As `sft_submit_named`, scheduled by `options_json` (NULL, or `{"priority": …,
+/// "deadline": …}` as in `sft_submit_task_with_options`, whose rules and errors apply).
+/// A handler yields with `sft_yield_task` and is called again for the task later,
+/// with the same payload; the task's checkpoint says where it left off.
+///
+/// # Safety
+/// The strings are NULL or NUL-terminated; `out_task_id` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sft_submit_named_with_options(
+    handler: *const c_char,
+    payload_json: *const c_char,
+    task_id: *const c_char,
+    options_json: *const c_char,
+    out_task_id: *mut *mut c_char,
+) -> SftResult {
     // SAFETY: the caller guarantees `out_task_id` is NULL or writable.
     let out = unsafe { OutString::new(out_task_id) };
     call(|| {
         // SAFETY: the caller guarantees NULL or NUL-terminated strings.
-        let (handler, payload_json, task_id) = unsafe {
-            (borrow_str(handler, "handler")?, borrow_optional_str(payload_json, "payload_json")?, borrow_optional_str(task_id, "task_id")?)
+        let (handler, payload_json, task_id, options) = unsafe {
+            (
+                borrow_str(handler, "handler")?,
+                borrow_optional_str(payload_json, "payload_json")?,
+                borrow_optional_str(task_id, "task_id")?,
+                borrow_optional_str(options_json, "options_json")?,
+            )
         };
-        let id = process_manager().submit_named(handler, payload_json, task_id)?;
+        let schedule = Schedule::from_json(options)?;
+        let id = process_manager().submit_named_with(handler, payload_json, task_id, schedule)?;
         out.set(|| id.to_string());
         Ok(())
     })

@@ -7,7 +7,7 @@ use super::boundary::{borrow_optional_str, borrow_str, call, timeout_from_ms, Ou
 use super::global::process_manager;
 use super::SftResult;
 use crate::json::parse_string_lossy;
-use crate::{Error, TaskFailure};
+use crate::{Error, Schedule, TaskFailure};
 
 /// Registers a runner: a binding's thread or event loop that runs the tasks
 /// submitted to it. Stores its id in `*out_runner`. Runner ids are plain
@@ -40,12 +40,32 @@ pub unsafe extern "C" fn sft_runner_register(out_runner: *mut u64) -> SftResult 
 /// `task_id` is NULL or NUL-terminated; `out_task_id` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn sft_submit_runner_task(runner: u64, task_id: *const c_char, out_task_id: *mut *mut c_char) -> SftResult {
+    // SAFETY: the caller's guarantees are those of sft_submit_runner_task_with_options with NULL options.
+    unsafe { sft_submit_runner_task_with_options(runner, task_id, std::ptr::null(), out_task_id) }
+}
+
+/// As `sft_submit_runner_task`, scheduled by `options_json` (NULL, or
+/// `{"priority": …, "deadline": …}` as in `sft_submit_task_with_options`, whose
+/// rules and errors apply). A runner task that yields (`sft_yield_task` before
+/// `sft_runner_finish`) is handed to the runner again later, its assignment's
+/// `"yields"` counting how often it yielded; the runner keeps its function meanwhile.
+///
+/// # Safety
+/// `task_id` and `options_json` are NULL or NUL-terminated; `out_task_id` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sft_submit_runner_task_with_options(
+    runner: u64,
+    task_id: *const c_char,
+    options_json: *const c_char,
+    out_task_id: *mut *mut c_char,
+) -> SftResult {
     // SAFETY: the caller guarantees `out_task_id` is NULL or writable.
     let out = unsafe { OutString::new(out_task_id) };
     call(|| {
-        // SAFETY: the caller guarantees NULL or a NUL-terminated string.
-        let task_id = unsafe { borrow_optional_str(task_id, "task_id") }?;
-        let id = process_manager().submit_to_runner(runner, task_id)?;
+        // SAFETY: the caller guarantees NULL or NUL-terminated strings.
+        let (task_id, options) = unsafe { (borrow_optional_str(task_id, "task_id")?, borrow_optional_str(options_json, "options_json")?) };
+        let schedule = Schedule::from_json(options)?;
+        let id = process_manager().submit_to_runner_with(runner, task_id, schedule)?;
         out.set(|| id.to_string());
         Ok(())
     })
@@ -54,11 +74,13 @@ pub unsafe extern "C" fn sft_submit_runner_task(runner: u64, task_id: *const c_c
 /// Blocks until the worker hands this runner something, or `timeout_ms`
 /// passes (`SFT_WAIT_FOREVER`: no limit). On `SFT_OK`, `*out_assignment_json`
 /// (free it with `sft_string_free`) is
-/// `{"task_id":"…","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null}`.
+/// `{"task_id":"…","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null,"yields":0}`.
 ///
 /// `"run": false` means the task was released without running (cancelled or
 /// shut down before it started): forget its function and do not finish it.
-/// `"handler"`, `"payload"` and `"checkpoint"` are null for function tasks.
+/// `"handler"` and `"payload"` are null for function tasks; `"checkpoint"` is the
+/// task's last checkpoint (null if none); `"yields"` more than 0 means the task
+/// yielded before and resumes now (its status has what it did so far).
 /// With `"run": true` the calling thread is inside that task until it is
 /// finished: on that thread, waiting for a `PENDING` task, or for that task
 /// itself to finish, returns `SFT_ERR_INVALID_STATE` (it would deadlock).
@@ -89,7 +111,9 @@ pub unsafe extern "C" fn sft_runner_next(runner: u64, timeout_ms: i64, out_assig
 /// completes it; any other code fails it with `message_json` (NULL, or a JSON
 /// string literal, so that NUL and every character round-trip; NULL uses the
 /// text set by `sft_set_task_error` or a generic one naming the code). It ends
-/// `CANCELLED` instead if cancellation was requested.
+/// `CANCELLED` instead if cancellation was requested. After `sft_yield_task` the
+/// run ends as a yield instead: the task is back in the queue when this returns
+/// (`PENDING`, or handed over again already if nothing was ahead of it).
 ///
 /// It cannot fail on the message: one over `max_message_bytes` is shortened at
 /// a character boundary and ends with " [shortened from N bytes]"; a lone

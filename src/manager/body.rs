@@ -37,11 +37,32 @@ where
     }
 }
 
+/// Work that the worker may run more than once: after a run that yielded to a
+/// higher-priority task ([`TaskContext::yield_task`]) it is run again when the task
+/// resumes, and it picks up where its status (segments, checkpoint) says it left off.
+///
+/// Implemented for every `FnMut(&TaskContext) -> Result<(), TaskFailure> + Send`.
+pub trait ResumableBody: Send + 'static {
+    /// Runs (or resumes) the task; the manager's locks are not held.
+    fn run(&mut self, context: &TaskContext<'_>) -> Result<(), TaskFailure>;
+}
+
+impl<F> ResumableBody for F
+where
+    F: FnMut(&TaskContext<'_>) -> Result<(), TaskFailure> + Send + 'static,
+{
+    fn run(&mut self, context: &TaskContext<'_>) -> Result<(), TaskFailure> {
+        self(context)
+    }
+}
+
 /// What a queued task will do when the worker reaches it; it travels in the queue beside
 /// its task, so that whoever takes the task out of the queue owns it.
 pub(super) enum Job {
-    /// Run this body.
+    /// Run this body, once: it cannot yield.
     Body(Box<dyn TaskBody>),
+    /// Run this body, and again after each yield.
+    Resumable(Box<dyn ResumableBody>),
     /// Nothing to run: the task holds the worker until `finish` is called (a task driven from outside).
     External,
     /// Handed to a runner, which runs it and finishes it; the worker waits meanwhile.
@@ -83,6 +104,20 @@ impl<'a> TaskContext<'a> {
             return durable.store.is_cancel_requested(&self.task.id).unwrap_or(false);
         }
         crate::sync::lock(&self.task.data).cancel_requested
+    }
+
+    /// Whether a task of a higher priority waits: the task should stop at its next
+    /// convenient point and [`TaskContext::yield_task`]. Cheap enough to poll per sentence.
+    pub fn is_yield_requested(&self) -> bool {
+        self.manager.is_yield_requested(&self.task.id).unwrap_or(false)
+    }
+
+    /// Says that this run yields: when the body returns (or its deferred completion is
+    /// finished) the task goes back to PENDING at the head of its priority, whatever the
+    /// outcome, keeping its segments, errors, progress and checkpoint. A run-once body
+    /// ([`TaskManager::submit`]) cannot yield: [`crate::ErrorKind::InvalidState`].
+    pub fn yield_task(&self) -> Result<()> {
+        self.manager.yield_task(&self.task.id)
     }
 
     /// Hands completion off: after the body returns, the worker stays with this task

@@ -33,7 +33,7 @@ use crate::status::TaskState;
 use crate::store::{Claim, RedisOptions, RedisStore, SqliteOptions, SqliteStore, Store, TaskKind};
 use crate::sync::{lock, unix_now, wait_while_until};
 use crate::task::{Deferral, Task};
-use crate::{Listener, Schedule, TaskId};
+use crate::{Listener, Schedule, TaskId, TaskOutcome};
 
 /// How long one `claim_next` waits, so that the worker sees a shutdown that soon.
 const CLAIM_WAIT: Duration = Duration::from_millis(100);
@@ -54,6 +54,10 @@ pub(super) struct Durable {
     jobs: Mutex<HashMap<TaskId, Job>>,
     /// The stand-in of the task the worker runs now.
     running: Mutex<Option<Arc<Task>>>,
+    /// The worker is in a claim: a task it claims is PROCESSING in the store a moment
+    /// before its stand-in is in `running`.
+    claiming: Mutex<bool>,
+    claim_done: Condvar,
     worker: Mutex<WorkerLife>,
     worker_exited: Condvar,
     shut_down: AtomicBool,
@@ -70,7 +74,8 @@ impl Durable {
 
     /// Connects to the Redis store at `url` with `config`'s settings.
     pub(super) fn open_redis(url: &str, config: &Config) -> Result<Arc<Self>> {
-        let options = RedisOptions { max_attempts: config.max_attempts, ..RedisOptions::default() };
+        // The worker claims its next task with the end of the last: one round trip less each.
+        let options = RedisOptions { max_attempts: config.max_attempts, claim_on_finish: true, ..RedisOptions::default() };
         Ok(Self::over(Arc::new(RedisStore::open_with(url, config, options)?)))
     }
 
@@ -79,6 +84,8 @@ impl Durable {
             store,
             jobs: Mutex::new(HashMap::new()),
             running: Mutex::new(None),
+            claiming: Mutex::new(false),
+            claim_done: Condvar::new(),
             worker: Mutex::new(WorkerLife::default()),
             worker_exited: Condvar::new(),
             shut_down: AtomicBool::new(false),
@@ -97,6 +104,31 @@ impl Durable {
     /// The stand-in of the running task if it is `task_id`.
     fn running(&self, task_id: &str) -> Option<Arc<Task>> {
         lock(&self.running).as_ref().filter(|task| &*task.id == task_id).cloned()
+    }
+
+    /// The stand-in of the running task `task_id`, waiting for it if the worker has just
+    /// claimed it: a caller that saw the task PROCESSING may call at once (finish an
+    /// external task, yield, defer), before the worker installed the stand-in.
+    fn running_now(&self, task_id: &str) -> Option<Arc<Task>> {
+        if let Some(task) = self.running(task_id) {
+            return Some(task);
+        }
+        if !matches!(self.state_of(task_id), Ok(TaskState::Processing)) {
+            return None;
+        }
+        let mut claiming = lock(&self.claiming);
+        while *claiming && self.running(task_id).is_none() {
+            claiming = self.claim_done.wait(claiming).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(claiming);
+        self.running(task_id)
+    }
+
+    fn set_claiming(&self, claiming: bool) {
+        *lock(&self.claiming) = claiming;
+        if !claiming {
+            self.claim_done.notify_all();
+        }
     }
 
     /// Whether this worker's shutdown stopped `task`, a named task, on this process only.
@@ -134,7 +166,13 @@ impl Durable {
             task.changed.notify_all();
             return Ok(TaskState::Pending);
         }
-        let finished = self.store.finish(&task.id, outcome.into());
+        // A run that said it yields ends as a yield, whatever it returned (but a panic).
+        let yielding = std::mem::take(&mut lock(&task.data).yielding);
+        let outcome = if yielding { TaskOutcome::Yielded } else { outcome.into() };
+        // The store may claim the worker's next task with this end (Redis): from here until
+        // the worker installed its stand-in, a caller that sees it PROCESSING waits for it.
+        self.set_claiming(true);
+        let finished = self.store.finish(&task.id, outcome);
         let mut data = lock(&task.data);
         data.status = match &finished {
             Ok(state) => *state,
@@ -160,6 +198,7 @@ impl TaskManager {
         self: &Arc<Self>,
         durable: &Arc<Durable>,
         task_id: Option<&str>,
+        schedule: Schedule,
         make_job: impl FnOnce(&TaskId) -> Job,
     ) -> Result<TaskId> {
         durable.refuse_after_shutdown()?;
@@ -173,7 +212,7 @@ impl TaskManager {
         if jobs.contains_key(&task_id) {
             return Err(super::duplicate_id(&task_id));
         }
-        let id = durable.store.submit(Some(&task_id), TaskKind::Function, Schedule::default())?;
+        let id = durable.store.submit(Some(&task_id), TaskKind::Function, schedule)?;
         jobs.insert(id.clone(), make_job(&id));
         Ok(id)
     }
@@ -185,12 +224,13 @@ impl TaskManager {
         handler: &str,
         payload: &RawValue,
         task_id: Option<&str>,
+        schedule: Schedule,
     ) -> Result<TaskId> {
         durable.refuse_after_shutdown()?;
         if let Some(id) = task_id {
             self.frozen_config().check_task_id(id)?;
         }
-        durable.store.submit(task_id, TaskKind::Named { handler, payload: Some(payload) }, Schedule::default())
+        durable.store.submit(task_id, TaskKind::Named { handler, payload: Some(payload) }, schedule)
     }
 
     /// Starts the worker thread that claims this process's tasks from the store.
@@ -221,9 +261,22 @@ impl TaskManager {
         Ok(state)
     }
 
+    /// Says that the task this process runs yields at the end of its run.
+    pub(super) fn yield_durable(&self, durable: &Durable, task_id: &str) -> Result<()> {
+        let Some(task) = durable.running_now(task_id) else {
+            let state = durable.state_of(task_id)?;
+            return Err(Error::invalid_state(format!(
+                "only a task this process runs can yield; task {task_id:?} is {} here",
+                if state == TaskState::Processing { "run by another process" } else { state.as_str() }
+            )));
+        };
+        let mut data = lock(&task.data);
+        super::mark_yielding(task_id, &mut data)
+    }
+
     /// Marks the running task as completing later.
     pub(super) fn defer_durable(&self, durable: &Durable, task_id: &str) -> Result<()> {
-        let Some(task) = durable.running(task_id) else {
+        let Some(task) = durable.running_now(task_id) else {
             let state = durable.state_of(task_id)?;
             return Err(Error::invalid_state(format!(
                 "only a task this process runs can defer its completion; task {task_id:?} is {}",
@@ -239,7 +292,7 @@ impl TaskManager {
 
     /// Finishes a deferred or external task of this process.
     pub(super) fn finish_durable(&self, durable: &Durable, task_id: &str, outcome: std::result::Result<(), TaskFailure>) -> Result<()> {
-        let awaiting = durable.running(task_id).filter(|task| lock(&task.data).deferral == Deferral::Awaiting);
+        let awaiting = durable.running_now(task_id).filter(|task| lock(&task.data).deferral == Deferral::Awaiting);
         let Some(task) = awaiting else {
             let state = durable.state_of(task_id)?;
             return Err(Error::invalid_state(format!("task {task_id:?} is {} and not awaiting deferred completion", state.as_str())));
@@ -292,14 +345,14 @@ impl TaskManager {
         let inside = self.runners.task_inside().is_some_and(|inside| Arc::ptr_eq(&inside, &task));
         if !inside {
             let data = lock(&task.data);
-            let (data, _) = wait_while_until(&task.changed, data, deadline, |data| !data.status.is_finished());
-            if data.status.is_finished() {
+            let (data, _) = wait_while_until(&task.changed, data, deadline, |data| data.status == TaskState::Processing);
+            if data.status != TaskState::Processing {
                 return;
             }
         }
         if runner.take_running(&task.id).is_none() {
             let data = lock(&task.data);
-            let _ = wait_while_until(&task.changed, data, None, |data| !data.status.is_finished());
+            let _ = wait_while_until(&task.changed, data, None, |data| data.status == TaskState::Processing);
             return;
         }
         lock(&task.data).deferral = Deferral::Finished;
@@ -408,14 +461,21 @@ fn follow_feed(durable: &Durable, mut after: u64) {
 /// shutdown; then closes the store.
 fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
     manager.mark_worker_thread();
+    let mut feed_seen = durable.store.last_event_seq().unwrap_or(0);
     while !durable.shut_down.load(Ordering::Acquire) {
+        durable.set_claiming(true);
         match durable.store.claim_next(Some(CLAIM_WAIT)) {
             Ok(Some(claim)) => run_claim(manager, durable, claim),
-            Ok(None) => {}
+            Ok(None) => durable.set_claiming(false),
             // Storage trouble (a lock held past the busy timeout, a full disk): try again.
-            Err(_) => std::thread::sleep(CLAIM_WAIT),
+            Err(_) => {
+                durable.set_claiming(false);
+                std::thread::sleep(CLAIM_WAIT);
+            }
         }
+        release_finished_jobs(durable, &mut feed_seen);
     }
+    durable.set_claiming(false);
     // What was cancelled by another process never comes back: its user data goes now.
     let left: Vec<Job> = lock(&durable.jobs).drain().map(|(_, job)| job).collect();
     left.into_iter().for_each(|job| drop_job(Some(job)));
@@ -425,30 +485,90 @@ fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
     durable.worker_exited.notify_all();
 }
 
+/// Drops the jobs of this process's tasks that finished without running here (a passed
+/// deadline, a cancel from another process), as the change feed tells: their user data
+/// goes now rather than at shutdown. Reads only the events since the last look.
+fn release_finished_jobs(durable: &Durable, seen: &mut u64) {
+    loop {
+        let Ok(events) = durable.store.wait_events(*seen, 256, Some(Duration::ZERO)) else { return };
+        let full = events.len() == 256;
+        for event in events {
+            *seen = (*seen).max(event.seq);
+            if event.kind == crate::EventKind::Finished {
+                let job = lock(&durable.jobs).remove(&event.task_id);
+                drop_job(job);
+            }
+        }
+        if !full {
+            return;
+        }
+    }
+}
+
 /// Runs one claimed task and finishes it in the store (or waits for whoever finishes it).
 fn run_claim(manager: &Arc<TaskManager>, durable: &Durable, claim: Claim) {
-    let task = Arc::new(Task::new(claim.task_id.clone(), unix_now(), false, claim.handler.as_deref().map(Arc::from)));
+    let handler = claim.handler.as_deref().map(Arc::from);
+    let task = Arc::new(Task::new(claim.task_id.clone(), unix_now(), false, handler, Schedule::default()));
     {
         let mut data = lock(&task.data);
         data.status = TaskState::Processing;
         data.attempt = claim.attempt;
         data.checkpoint = claim.checkpoint.clone();
+        data.yields = claim.yields;
+        // A named task is run again by its name; a function task by the job it keeps.
+        data.can_yield = claim.handler.is_some();
+        // An external task awaits its finish from the start: one may come as soon as the
+        // stand-in is in place.
+        if claim.handler.is_none() && matches!(lock(&durable.jobs).get(&claim.task_id), Some(Job::External)) {
+            data.deferral = Deferral::Awaiting;
+        }
     }
     *lock(&durable.running) = Some(task.clone());
-    let outcome = match &claim.handler {
-        Some(name) => run_named(manager, &task, &claim, name),
+    durable.set_claiming(false);
+    let (outcome, kept) = match &claim.handler {
+        Some(name) => (run_named(manager, &task, &claim, name), None),
         None => run_function(manager, durable, &task),
     };
-    let data = lock(&task.data);
+    let mut data = lock(&task.data);
     match (data.deferral, outcome) {
-        (Deferral::NotDeferred, Ran::Returned(outcome) | Ran::Panicked(outcome)) | (Deferral::Awaiting, Ran::Panicked(outcome)) => {
+        (Deferral::NotDeferred, Ran::Returned(outcome)) => {
+            let yielding = data.yielding;
             drop(data);
+            // Back in place before the store can hand the task to this worker again.
+            if yielding {
+                if let Some(job) = kept {
+                    lock(&durable.jobs).insert(task.id.clone(), super::worker::rerun(job, &task.id));
+                }
+            } else {
+                drop_job(kept);
+            }
+            let finished = durable.finish_running(&task, outcome);
+            if yielding && !matches!(finished, Ok(TaskState::Pending)) {
+                drop_job(lock(&durable.jobs).remove(&task.id));
+            }
+        }
+        (Deferral::NotDeferred | Deferral::Awaiting, Ran::Panicked(outcome)) => {
+            data.yielding = false;
+            drop(data);
+            drop_job(kept);
             let _ = durable.finish_running(&task, outcome);
         }
-        (Deferral::Awaiting, _) => {
-            let _ = wait_while_until(&task.changed, data, None, |data| !data.status.is_finished());
+        (Deferral::Awaiting | Deferral::Finished, _) => {
+            let (data, _) = wait_while_until(&task.changed, data, None, |data| data.status == TaskState::Processing);
+            let yielded = data.status == TaskState::Pending;
+            drop(data);
+            match kept {
+                Some(job) if yielded => {
+                    // Put back, then looked at: a cancel that came between the yield and
+                    // now found no job to drop, so the job is dropped here instead.
+                    lock(&durable.jobs).insert(task.id.clone(), super::worker::rerun(job, &task.id));
+                    if !matches!(durable.state_of(&task.id), Ok(TaskState::Pending)) {
+                        drop_job(lock(&durable.jobs).remove(&task.id));
+                    }
+                }
+                kept => drop_job(kept),
+            }
         }
-        (Deferral::Finished, _) => {}
     }
     *lock(&durable.running) = None;
 }
@@ -482,8 +602,14 @@ fn run_named(manager: &Arc<TaskManager>, task: &Arc<Task>, claim: &Claim, name: 
             guarded("handler", || handler(&context, payload))
         }
         Some(Handler::Runner(runner)) => {
-            let assignment =
-                Assignment::named(task.id.clone(), name.to_owned(), payload.to_owned(), claim.attempt, claim.checkpoint.clone());
+            let assignment = Assignment::named(
+                task.id.clone(),
+                name.to_owned(),
+                payload.to_owned(),
+                claim.attempt,
+                claim.checkpoint.clone(),
+                claim.yields,
+            );
             let mut data = lock(&task.data);
             if !runner.hand_over_named(task, assignment) {
                 drop(data);
@@ -498,32 +624,40 @@ fn run_named(manager: &Arc<TaskManager>, task: &Arc<Task>, claim: &Claim, name: 
     }
 }
 
-fn run_function(manager: &Arc<TaskManager>, durable: &Durable, task: &Arc<Task>) -> Ran {
+/// Runs this process's job of a function task; returns what ran with the job to keep, so
+/// that it can run again if the task yields (a run-once body is gone).
+fn run_function(manager: &Arc<TaskManager>, durable: &Durable, task: &Arc<Task>) -> (Ran, Option<Job>) {
     let job = lock(&durable.jobs).remove(&task.id);
+    lock(&task.data).can_yield = matches!(job, Some(Job::Resumable(_) | Job::External | Job::Runner(_)));
     match job {
         Some(Job::Body(body)) => {
             let context = TaskContext { manager, task };
-            guarded("task", || body.run(&context))
+            (guarded("task", || body.run(&context)), None)
+        }
+        Some(Job::Resumable(mut body)) => {
+            let context = TaskContext { manager, task };
+            (guarded("task", || body.run(&context)), Some(Job::Resumable(body)))
         }
         Some(Job::External) => {
             lock(&task.data).deferral = Deferral::Awaiting;
-            Ran::Returned(Ok(()))
+            (Ran::Returned(Ok(())), Some(Job::External))
         }
         Some(Job::Runner(mut runner_job)) => {
             let runner = runner_job.runner().clone();
             let mut data = lock(&task.data);
-            if !runner.hand_over(&mut runner_job, task) {
+            let (attempt, checkpoint, yields) = (data.attempt, data.checkpoint.clone(), data.yields);
+            if !runner.hand_over(&mut runner_job, task, attempt, checkpoint, yields) {
                 drop(data);
                 drop_job(Some(Job::Runner(runner_job)));
-                return Ran::Returned(Err(TaskFailure::Message("its runner closed before it ran".into())));
+                return (Ran::Returned(Err(TaskFailure::Message("its runner closed before it ran".into()))), None);
             }
             data.deferral = Deferral::Awaiting;
-            Ran::Returned(Ok(()))
+            (Ran::Returned(Ok(())), Some(Job::Runner(runner_job)))
         }
         Some(named @ Job::Named { .. }) => {
             drop_job(Some(named));
-            Ran::Returned(Err(TaskFailure::Message("a named task was stored as a function task".into())))
+            (Ran::Returned(Err(TaskFailure::Message("a named task was stored as a function task".into()))), None)
         }
-        None => Ran::Returned(Err(TaskFailure::Message("this process holds no function for it".into()))),
+        None => (Ran::Returned(Err(TaskFailure::Message("this process holds no function for it".into()))), None),
     }
 }

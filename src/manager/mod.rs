@@ -11,6 +11,7 @@
 //! listeners).
 
 mod body;
+mod deadlines;
 mod durable;
 mod named;
 mod worker;
@@ -30,14 +31,15 @@ use crate::events::{EventKind, EventLog, TaskEvent};
 use crate::registry::Registry;
 use crate::retention::Retention;
 use crate::runner::{Assignment, Runner, RunnerId, Runners};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, PriorityPending, Stats};
 use crate::status::{self, CompletedSegment, SegmentError, TaskState, TaskStatus};
 use crate::sync::{deadline_after, lock, unix_now, wait_while_until};
 use crate::task::{Deferral, Task, TaskData};
 use crate::work_queue::{Queued, WorkQueue};
-use crate::TaskId;
+use crate::{Schedule, TaskId, DEADLINE_PASSED_PENDING, DEADLINE_PASSED_RUNNING};
 use body::Job;
-pub use body::{HandlerFn, TaskBody, TaskContext, TaskFailure};
+pub use body::{HandlerFn, ResumableBody, TaskBody, TaskContext, TaskFailure};
+use deadlines::Deadlines;
 use durable::Durable;
 use named::Handlers;
 
@@ -63,7 +65,8 @@ thread_local! {
     static WORKER_OF: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A registry of tasks and the one worker thread that runs them in FIFO order.
+/// A registry of tasks and the one worker thread that runs them, highest priority first and
+/// in submission order within one priority.
 ///
 /// Create one with [`TaskManager::new`]; the C API and the bindings share a
 /// process-wide one. The worker starts on the first submission and runs until
@@ -83,6 +86,8 @@ pub struct TaskManager {
     staged_config: Mutex<Config>,
     /// The durable store, once opened (set before `config` is fixed); never set for the memory store.
     durable: OnceLock<Arc<Durable>>,
+    /// The memory store's deadlines, watched by a thread started at the first one.
+    deadlines: Arc<Deadlines>,
 }
 
 impl TaskManager {
@@ -106,6 +111,7 @@ impl TaskManager {
             config: OnceLock::new(),
             staged_config: Mutex::new(config),
             durable: OnceLock::new(),
+            deadlines: Arc::new(Deadlines::new()),
         })
     }
 
@@ -191,10 +197,29 @@ impl TaskManager {
     /// Queues `body` under `task_id` (a new UUIDv4 if `None`) and returns the id.
     ///
     /// On any error the body is handed back untouched in [`Rejected`].
+    /// The body runs once: it cannot yield ([`TaskManager::submit_resumable`] makes one that can).
     pub fn submit<B: TaskBody>(self: &Arc<Self>, task_id: Option<&str>, body: B) -> Result<TaskId, Rejected<B>> {
+        self.submit_with(task_id, Schedule::default(), body)
+    }
+
+    /// As [`TaskManager::submit`], scheduled by `schedule` (its priority and deadline).
+    pub fn submit_with<B: TaskBody>(self: &Arc<Self>, task_id: Option<&str>, schedule: Schedule, body: B) -> Result<TaskId, Rejected<B>> {
         // Boxed before the queue lock is taken; under it the box only changes type.
         let mut body = Some(Box::new(body));
-        self.submit_job(task_id, false, None, |_| Job::Body(body.take().expect("the job is made once")))
+        self.submit_job(task_id, false, None, schedule, |_| Job::Body(body.take().expect("the job is made once")))
+            .map_err(|error| Rejected { error, body: *body.take().expect("a refused submission keeps its body") })
+    }
+
+    /// Queues a body that may yield to a higher-priority task: it is run again when the task
+    /// resumes. Otherwise as [`TaskManager::submit_with`].
+    pub fn submit_resumable<B: ResumableBody>(
+        self: &Arc<Self>,
+        task_id: Option<&str>,
+        schedule: Schedule,
+        body: B,
+    ) -> Result<TaskId, Rejected<B>> {
+        let mut body = Some(Box::new(body));
+        self.submit_job(task_id, false, None, schedule, |_| Job::Resumable(body.take().expect("the job is made once")))
             .map_err(|error| Rejected { error, body: *body.take().expect("a refused submission keeps its body") })
     }
 
@@ -202,7 +227,12 @@ impl TaskManager {
     /// PROCESSING and holds the worker until [`TaskManager::finish`] is called.
     /// This is how an event loop (a JS Promise, an asyncio coroutine) runs a task.
     pub fn submit_external(self: &Arc<Self>, task_id: Option<&str>) -> Result<TaskId> {
-        self.submit_job(task_id, true, None, |_| Job::External)
+        self.submit_external_with(task_id, Schedule::default())
+    }
+
+    /// As [`TaskManager::submit_external`], scheduled by `schedule`.
+    pub fn submit_external_with(self: &Arc<Self>, task_id: Option<&str>, schedule: Schedule) -> Result<TaskId> {
+        self.submit_job(task_id, true, None, schedule, |_| Job::External)
     }
 
     /// Queues a task with the job `make_job` makes, once the task is accepted (a runner's job
@@ -212,17 +242,19 @@ impl TaskManager {
         task_id: Option<&str>,
         finished_from_outside: bool,
         handler: Option<TaskId>,
+        schedule: Schedule,
         make_job: impl FnOnce(&TaskId) -> Job,
     ) -> Result<TaskId> {
+        schedule.validate()?;
         if let Some(durable) = self.open_store(true)? {
-            return self.submit_durable(durable, task_id, make_job);
+            return self.submit_durable(durable, task_id, schedule, make_job);
         }
         let config = self.frozen_config();
         let task_id = config.task_id_or_new(task_id)?;
         self.ensure_worker()?;
         // Allocated before the queue lock: malloc now and then consolidates for milliseconds,
         // which under the lock would stall every submitter and every reader of a queue position.
-        let task = Arc::new(Task::new(task_id.clone(), unix_now(), finished_from_outside, handler));
+        let task = Arc::new(Task::new(task_id.clone(), unix_now(), finished_from_outside, handler, schedule));
         let mut queue = self.queue.submission();
         if queue.is_shut_down() {
             return Err(Error::new(ErrorKind::ShutDown, "the task manager was shut down"));
@@ -244,14 +276,46 @@ impl TaskManager {
         // Under the queue lock: a cancel of the just published task waits for the push,
         // then takes the job out of the queue with it.
         let job = make_job(&task_id);
+        let watched = schedule.deadline.map(|deadline| (task.clone(), deadline));
         queue.push(Queued { task, job });
         self.counters.submitted();
         // Recorded under the queue lock so that "submitted" precedes the worker's "started".
         let event = self.record(&task_id, EventKind::Submitted, TaskState::Pending, 1);
         drop(queue);
         self.deliver(event);
+        if let Some((task, deadline)) = watched {
+            self.watch_deadline(&task, deadline);
+        }
         self.collect_expired();
         Ok(task_id)
+    }
+
+    /// Has the task's deadline watched; one already past (clock skew) fails it at once.
+    fn watch_deadline(self: &Arc<Self>, task: &Arc<Task>, deadline: f64) {
+        if deadline <= unix_now() || self.deadlines.watch(self, task, deadline).is_err() {
+            // Without a timer thread the deadline could pass unseen: the worker checks it
+            // when it reaches the task, and a task already late fails now.
+            if deadline <= unix_now() {
+                self.deadline_passed(task);
+            }
+        }
+    }
+
+    /// What a passed deadline does: a pending task fails, a running one is asked to cancel.
+    fn deadline_passed(&self, task: &Arc<Task>) {
+        let mut data = lock(&task.data);
+        match data.status {
+            TaskState::Pending => self.end_pending(task, data, TaskState::Failed, DEADLINE_PASSED_PENDING, None),
+            TaskState::Processing => {
+                if !data.cancel_requested {
+                    data.deadline_cancel = true;
+                }
+                let event = self.request_cancel(task, &mut data);
+                drop(data);
+                self.deliver(event);
+            }
+            _ => {}
+        }
     }
 
     // ----- runners ---------------------------------------------------------
@@ -266,9 +330,14 @@ impl TaskManager {
     /// PROCESSING and is handed to the runner's [`TaskManager::next_assignment`]; the
     /// worker stays with it until [`TaskManager::finish_runner_task`].
     pub fn submit_to_runner(self: &Arc<Self>, runner: RunnerId, task_id: Option<&str>) -> Result<TaskId> {
+        self.submit_to_runner_with(runner, task_id, Schedule::default())
+    }
+
+    /// As [`TaskManager::submit_to_runner`], scheduled by `schedule`.
+    pub fn submit_to_runner_with(self: &Arc<Self>, runner: RunnerId, task_id: Option<&str>, schedule: Schedule) -> Result<TaskId> {
         // A runner that closes after this check gets the task back unrun from the worker.
         let runner = self.runners.get_open(runner)?;
-        self.submit_job(task_id, true, None, |task_id| Job::Runner(runner.enqueue(task_id)))
+        self.submit_job(task_id, true, None, schedule, |task_id| Job::Runner(runner.enqueue(task_id)))
     }
 
     /// Blocks until the worker hands `runner` a task, or `timeout` passes.
@@ -284,7 +353,8 @@ impl TaskManager {
     }
 
     /// Finishes the task `runner` was handed, from any thread: `Ok` completes it, `Err`
-    /// fails it (CANCELLED instead if cancellation was requested). It cannot fail on the
+    /// fails it (CANCELLED instead if cancellation was requested); after
+    /// [`TaskManager::yield_task`] it goes back to PENDING instead. It cannot fail on the
     /// message: one over `max_message_bytes` is shortened and says so.
     pub fn finish_runner_task(&self, runner: RunnerId, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<()> {
         let runner = self.runners.get(runner)?;
@@ -306,7 +376,7 @@ impl TaskManager {
             return Err(Error::invalid_state(format!("task {task_id:?} is {} already", data.status.as_str())));
         }
         data.deferral = Deferral::Finished;
-        let event = self.finalize(&task, &mut data, outcome);
+        let event = self.end_run(&task, &mut data, outcome);
         drop(data);
         self.deliver(event);
         Ok(())
@@ -395,9 +465,11 @@ impl TaskManager {
     /// Renders a task's status under its lock.
     fn render(&self, task: &Task, data: &TaskData) -> Box<RawValue> {
         let position = (data.status == TaskState::Pending && !task.awaiting_handler.load(Ordering::Acquire))
-            // A task the worker already dequeued but not yet started is next: 0.
-            .then(|| self.queue.position(task.queue_seq.load(Ordering::Relaxed)).unwrap_or(0));
-        data.to_raw(&task.id, task.handler.as_deref(), position)
+            // A task the worker already dequeued but not yet started (or is putting back
+            // after a yield) is next: 0.
+            .then(|| self.queue.position(task).unwrap_or(0));
+        let yield_requested = data.status == TaskState::Processing && self.queue.has_pending_above(task.priority);
+        data.to_raw(task, position, yield_requested)
     }
 
     /// The status JSON of a task, or `None` if the id is unknown (or the store cannot be read).
@@ -448,7 +520,7 @@ impl TaskManager {
             .filter_map(|task| {
                 let data = lock(&task.data);
                 let wanted = filter.is_none_or(|state| state == data.status);
-                wanted.then(|| (task.queue_seq.load(Ordering::Relaxed), self.render(&task, &data)))
+                wanted.then(|| (task.order.load(Ordering::Relaxed), self.render(&task, &data)))
             })
             .collect();
         rendered.sort_unstable_by_key(|(seq, _)| *seq);
@@ -459,7 +531,7 @@ impl TaskManager {
     /// Counts by state, queue depth, totals and run times (zeros if the store cannot be
     /// read: [`TaskManager::read_stats`] says why).
     pub fn stats(&self) -> Stats {
-        self.read_stats().unwrap_or_else(|_| Counters::default().snapshot(0))
+        self.read_stats().unwrap_or_else(|_| Counters::default().snapshot(0, Vec::new()))
     }
 
     /// As [`TaskManager::stats`], with the store's error if it cannot be opened or read.
@@ -471,8 +543,18 @@ impl TaskManager {
     }
 
     fn memory_stats(&self) -> Stats {
-        let depth = self.queue.depth() + lock(&self.handlers).parked_len();
-        self.counters.snapshot(depth)
+        // The tasks set aside for a handler are pending too, each at its own priority.
+        let parked = lock(&self.handlers).parked_priorities();
+        let mut by_priority = self.queue.depth_by_priority();
+        for priority in parked {
+            match by_priority.binary_search_by(|(p, _)| priority.cmp(p)) {
+                Ok(index) => by_priority[index].1 += 1,
+                Err(index) => by_priority.insert(index, (priority, 1)),
+            }
+        }
+        let depth = by_priority.iter().map(|(_, n)| n).sum();
+        let by_priority = by_priority.into_iter().map(|(priority, n)| PriorityPending { priority, pending: n as u64 }).collect();
+        self.counters.snapshot(depth, by_priority)
     }
 
     /// Whether cancellation of a task was requested (polled by running tasks).
@@ -651,12 +733,25 @@ impl TaskManager {
 
     /// PENDING -> CANCELLED; frees the job (user data) after releasing the lock: `job` if the
     /// caller holds it, else the one the task still has in the queue.
-    fn cancel_pending(&self, task: &Arc<Task>, mut data: std::sync::MutexGuard<'_, TaskData>, reason: &str, job: Option<Job>) {
-        data.status = TaskState::Cancelled;
+    fn cancel_pending(&self, task: &Arc<Task>, data: std::sync::MutexGuard<'_, TaskData>, reason: &str, job: Option<Job>) {
+        self.end_pending(task, data, TaskState::Cancelled, reason, job);
+    }
+
+    /// PENDING -> `state` (CANCELLED, or FAILED for a passed deadline) with `reason` as its
+    /// `error`; frees the job as [`TaskManager::cancel_pending`] does.
+    fn end_pending(
+        &self,
+        task: &Arc<Task>,
+        mut data: std::sync::MutexGuard<'_, TaskData>,
+        state: TaskState,
+        reason: &str,
+        job: Option<Job>,
+    ) {
+        data.status = state;
         data.message = Some(reason.into());
         data.completed_at = Some(unix_now());
-        let job = job.or_else(|| self.queue.remove(task.queue_seq.load(Ordering::Relaxed))).or_else(|| self.take_parked(task));
-        self.counters.transition(TaskState::Pending, TaskState::Cancelled);
+        let job = job.or_else(|| self.queue.remove(task)).or_else(|| self.take_parked(task));
+        self.counters.transition(TaskState::Pending, state);
         let event = self.bump(task, &mut data, EventKind::Finished);
         self.retire(task, &data);
         drop(data);
@@ -686,7 +781,8 @@ impl TaskManager {
     }
 
     /// Finishes a deferred or external task from any thread: `Ok` completes it,
-    /// `Err` fails it (CANCELLED instead if cancellation was requested).
+    /// `Err` fails it (CANCELLED instead if cancellation was requested); after
+    /// [`TaskManager::yield_task`] it goes back to PENDING instead.
     pub fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<()> {
         if let Err(TaskFailure::Message(message)) = &outcome {
             self.config().check_message("failure message", message)?;
@@ -700,17 +796,91 @@ impl TaskManager {
             return Err(Error::invalid_state(format!("task {task_id:?} is {} and not awaiting deferred completion", data.status.as_str())));
         }
         data.deferral = Deferral::Finished;
-        let event = self.finalize(&task, &mut data, outcome);
+        let event = self.end_run(&task, &mut data, outcome);
         drop(data);
         self.deliver(event);
         Ok(())
+    }
+
+    // ----- cooperative yield ------------------------------------------------------
+
+    /// Whether the task runs while a task of a higher priority waits that this process can
+    /// run: it should yield. Memory store: one atomic load and the task's lock.
+    pub fn is_yield_requested(&self, task_id: &str) -> Result<bool> {
+        if let Some(durable) = self.open_store(false)? {
+            return durable.store.is_yield_requested(task_id);
+        }
+        let task = self.find(task_id)?;
+        let running = lock(&task.data).status == TaskState::Processing;
+        Ok(running && self.queue.has_pending_above(task.priority))
+    }
+
+    /// Says that the running task yields: the end of this run (its function's return, its
+    /// runner's or deferred finish) puts it back to PENDING at the head of its priority,
+    /// whatever the outcome, with its segments, errors, progress and checkpoint; `yields`
+    /// grows by one and `attempt` stays. A task may yield unasked. Cancellation and a
+    /// passed deadline still win. Errors: [`ErrorKind::NotFound`], [`ErrorKind::InvalidState`]
+    /// (not running, or a run-once body of [`TaskManager::submit`]).
+    pub fn yield_task(&self, task_id: &str) -> Result<()> {
+        if let Some(durable) = self.open_store(false)? {
+            return self.yield_durable(durable, task_id);
+        }
+        let task = self.find(task_id)?;
+        let mut data = lock(&task.data);
+        mark_yielding(task_id, &mut data)
+    }
+
+    /// PROCESSING -> PENDING after a yield, under the task's lock, unless cancellation or the
+    /// deadline wins (then it is finalised). True: the caller puts the task back in the queue.
+    fn yield_run(&self, task: &Arc<Task>, data: &mut TaskData) -> (Option<TaskEvent>, bool) {
+        data.yielding = false;
+        let late = task.deadline.is_some_and(|deadline| deadline <= unix_now());
+        if data.cancel_requested || late {
+            if !data.cancel_requested {
+                data.deadline_cancel = true;
+                data.cancel_requested = true;
+            }
+            return (self.finalize(task, data, Ok(())), false);
+        }
+        data.status = TaskState::Pending;
+        data.started_at = None;
+        data.yields += 1;
+        data.resuming = true;
+        self.counters.transition(TaskState::Processing, TaskState::Pending);
+        (self.bump(task, data, EventKind::Yielded), true)
+    }
+
+    /// The end of a run finished from outside (a deferred, external or runner task): a yield
+    /// marks it PENDING, and the worker, which holds its job, puts it back in the queue.
+    fn end_run(&self, task: &Arc<Task>, data: &mut TaskData, outcome: Result<(), TaskFailure>) -> Option<TaskEvent> {
+        if data.yielding {
+            return self.yield_run(task, data).0;
+        }
+        self.finalize(task, data, outcome)
+    }
+
+    /// Puts a task that yielded back at the head of its priority with `job`, which runs it
+    /// again; unless it was cancelled meanwhile (the job is dropped) or the queue shut down.
+    fn requeue_yielded(&self, task: &Arc<Task>, job: Job) {
+        let data = lock(&task.data);
+        if data.status != TaskState::Pending {
+            drop(data);
+            drop_job(Some(job));
+            return;
+        }
+        if let Err(Queued { job, .. }) = self.queue.requeue_yielded(Queued { task: task.clone(), job }) {
+            self.end_pending(task, data, TaskState::Cancelled, "cancelled by shutdown", Some(job));
+        }
     }
 
     /// PENDING -> PROCESSING, under the task's lock, as the worker starts it.
     fn start(&self, task: &Task, data: &mut TaskData) -> Option<TaskEvent> {
         data.status = TaskState::Processing;
         data.started_at = Some(unix_now());
-        data.attempt += 1;
+        // A task resumed after a yield goes on with the same attempt.
+        if !std::mem::take(&mut data.resuming) {
+            data.attempt += 1;
+        }
         self.counters.transition(TaskState::Pending, TaskState::Processing);
         self.bump(task, data, EventKind::Started)
     }
@@ -718,6 +888,7 @@ impl TaskManager {
     /// PROCESSING -> COMPLETED / FAILED / CANCELLED, under the task's lock; also queues it for cleanup.
     fn finalize(&self, task: &Arc<Task>, data: &mut TaskData, outcome: Result<(), TaskFailure>) -> Option<TaskEvent> {
         let (state, message) = match (outcome, data.cancel_requested) {
+            (_, true) if data.deadline_cancel => (TaskState::Cancelled, Some(DEADLINE_PASSED_RUNNING.into())),
             (_, true) => (TaskState::Cancelled, Some("cancelled while running".into())),
             (Ok(()), false) => (TaskState::Completed, None),
             (Err(TaskFailure::Message(message)), false) => (TaskState::Failed, Some(message.into_boxed_str())),
@@ -898,6 +1069,7 @@ impl TaskManager {
         if let Some(durable) = self.durable() {
             return self.shutdown_durable(durable, deadline);
         }
+        self.deadlines.stop();
         let (cancelled, running) = self.queue.shut_down();
         for Queued { task, job } in cancelled {
             let data = lock(&task.data);
@@ -955,6 +1127,20 @@ impl TaskManager {
     }
 }
 
+/// Marks a running task's run as one that yields, under its lock.
+fn mark_yielding(task_id: &str, data: &mut TaskData) -> Result<()> {
+    if data.status != TaskState::Processing {
+        return Err(Error::invalid_state(format!("only a running task can yield; task {task_id:?} is {}", data.status.as_str())));
+    }
+    if !data.can_yield {
+        return Err(Error::invalid_state(format!(
+            "task {task_id:?} runs a body that cannot run again, so it cannot yield: submit it as resumable"
+        )));
+    }
+    data.yielding = true;
+    Ok(())
+}
+
 fn finished_already(task_id: &str, state: TaskState) -> Error {
     Error::invalid_state(format!("task {task_id:?} already finished as {}: its status is final", state.as_str()))
 }
@@ -979,3 +1165,6 @@ mod tests;
 
 #[cfg(test)]
 mod named_tests;
+
+#[cfg(test)]
+mod schedule_tests;

@@ -24,7 +24,7 @@ use crate::status::{self, TaskState};
 use crate::sync::lock;
 use crate::task::Task;
 use crate::work_queue::Queued;
-use crate::TaskId;
+use crate::{Schedule, TaskId};
 
 /// Who runs the named tasks of one name in this process.
 #[derive(Clone)]
@@ -44,9 +44,9 @@ pub(super) struct Handlers {
 }
 
 impl Handlers {
-    /// How many named tasks wait for a handler.
-    pub fn parked_len(&self) -> usize {
-        self.parked.len()
+    /// The priorities of the named tasks waiting for a handler, one per task.
+    pub fn parked_priorities(&self) -> Vec<i32> {
+        self.parked.iter().map(|queued| queued.task.priority).collect()
     }
 }
 
@@ -113,6 +113,18 @@ impl TaskManager {
     /// makes a new UUIDv4. Errors as [`TaskManager::submit_external`], and
     /// [`ErrorKind::InvalidArgument`] for a bad handler name or payload.
     pub fn submit_named(self: &Arc<Self>, handler: &str, payload_json: Option<&str>, task_id: Option<&str>) -> Result<TaskId> {
+        self.submit_named_with(handler, payload_json, task_id, Schedule::default())
+    }
+
+    /// As [`TaskManager::submit_named`], scheduled by `schedule`.
+    pub fn submit_named_with(
+        self: &Arc<Self>,
+        handler: &str,
+        payload_json: Option<&str>,
+        task_id: Option<&str>,
+        schedule: Schedule,
+    ) -> Result<TaskId> {
+        schedule.validate()?;
         let durable = self.open_store(true)?;
         let config = self.frozen_config();
         config.check_handler_name(handler)?;
@@ -124,10 +136,10 @@ impl TaskManager {
             None => status::to_raw(&serde_json::Value::Null)?,
         };
         if let Some(durable) = durable {
-            return self.submit_named_durable(durable, handler, &payload, task_id);
+            return self.submit_named_durable(durable, handler, &payload, task_id, schedule);
         }
         let handler: TaskId = Arc::from(handler);
-        self.submit_job(task_id, false, Some(handler.clone()), |_| Job::Named { handler, payload })
+        self.submit_job(task_id, false, Some(handler.clone()), schedule, |_| Job::Named { handler, payload })
     }
 
     /// Records a task's checkpoint (any JSON text), handed back to a resumed attempt.

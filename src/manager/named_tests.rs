@@ -25,13 +25,13 @@ fn recording_handler() -> (HandlerFn, mpsc::Receiver<(String, String)>) {
 }
 
 #[test]
-fn every_status_has_handler_attempt_and_checkpoint_after_cancel_requested() {
+fn every_status_has_handler_attempt_checkpoint_then_the_schedule_after_cancel_requested() {
     let manager = TaskManager::new();
     let id = manager.submit(None, |_: &TaskContext<'_>| Ok(())).unwrap();
     let status = manager.wait(&id, PATIENCE).unwrap();
     let keys: Vec<String> = serde_json::from_str::<Map<String, Value>>(&status).unwrap().keys().cloned().collect();
-    let tail: Vec<&str> = keys.iter().rev().take(4).rev().map(String::as_str).collect();
-    assert_eq!(tail, ["cancel_requested", "handler", "attempt", "checkpoint"]);
+    let tail: Vec<&str> = keys.iter().rev().take(8).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["cancel_requested", "handler", "attempt", "checkpoint", "priority", "deadline", "yield_requested", "yields"]);
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!((status["handler"].clone(), status["attempt"].clone(), status["checkpoint"].clone()), (Value::Null, 1.into(), Value::Null));
 }
@@ -133,7 +133,7 @@ fn a_runner_serves_a_name_with_the_assignment_filled_and_its_close_unregisters_i
     let assignment = manager.next_assignment(runner, PATIENCE).unwrap();
     assert_eq!(
         serde_json::to_string(&assignment).unwrap(),
-        r#"{"task_id":"s1","run":true,"handler":"speak","payload":{"text":"hi"},"attempt":1,"checkpoint":null}"#
+        r#"{"task_id":"s1","run":true,"handler":"speak","payload":{"text":"hi"},"attempt":1,"checkpoint":null,"yields":0}"#
     );
     assert_eq!(status_value(&manager, &id)["status"], "PROCESSING");
     // Inside the task: waiting for it would deadlock.

@@ -481,10 +481,13 @@ fn shutdown_times_out_on_a_task_that_does_not_stop() {
 fn caller_strings_round_trip_exactly() {
     let manager = TaskManager::new();
     let tricky = "id \"quoted\" \\ back\nline\ttab \u{1} ünïcødé 🎧";
+    // Held pending behind a gate, so that the reports reach it before it finishes.
+    let (open, _) = running_gate(&manager, None);
     let id = manager.submit(Some(tricky), ok).unwrap();
     let segment = CompletedSegment { segment_id: tricky.into(), audio_url: tricky.into(), duration: 0.0 };
     manager.add_completed_segment(&id, &segment).unwrap();
     manager.add_error(&id, &SegmentError { segment_id: (-5).into(), error: tricky.into() }).unwrap();
+    drop(open);
     let parsed = status_of_wait(&manager, &id);
     assert_eq!(parsed.task_id, tricky);
     assert_eq!(parsed.completed_segments[0], segment);
@@ -592,7 +595,7 @@ fn a_runner_is_handed_its_tasks_in_the_one_fifo_and_finishes_them() {
     let assignment = manager.next_assignment(runner, PATIENCE).unwrap();
     assert_eq!(
         serde_json::to_string(&assignment).unwrap(),
-        r#"{"task_id":"first","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null}"#
+        r#"{"task_id":"first","run":true,"handler":null,"payload":null,"attempt":1,"checkpoint":null,"yields":0}"#
     );
     assert_eq!(status(&manager, &first).status, TaskState::Processing);
     // Inside "first", waiting for the pending "second" or for "first" itself would deadlock.

@@ -36,7 +36,8 @@
 -- Task hash fields: seq, state (0 PENDING .. 4 CANCELLED), handler, payload, owner, runner,
 -- token (the lease), mid (machine), attempt, checkpoint, progress, nseg, nerr, created,
 -- started, completed, message, rev, cancel, dlr (cancel asked by the deadline), prio,
--- deadline, yields, resuming (it yielded: its next start keeps its attempt), qm (queue
+-- deadline, yields, resuming (it yielded: its next start keeps its attempt), resumed (the
+-- last claim was such a start), next (the task claimed with its finish), qm (queue
 -- member), op / sop / cop / ftoken (ids of the last submit, append, cancel and finish, so
 -- that a call retried after a lost reply is not done twice).
 --
@@ -266,6 +267,64 @@ local function yield_wanted(id)
   return 0
 end
 
+-- The first task by (priority, fifo) among worker `w`'s own function tasks and the named
+-- tasks of its handlers (ARGV[first_handler..]), if nothing runs on its machine: claimed
+-- under `token`. A task found past its deadline on the way is FAILED instead.
+local function claim_for(w, machine, token, deadline_text, first_handler)
+  if not redis.call('ZSCORE', P .. 'workers', w) then return {'dead'} end
+  local slot = P .. 'm:' .. machine
+  local held = redis.call('GET', slot)
+  if held then
+    -- The same claim again, after its reply was lost: it was done; handed over again.
+    local n = load(tkey(held), true)
+    if n and n.state == '1' and n.token == token then
+      return {'ok', held, n.handler or false, n.payload or false, tonumber(n.attempt), n.checkpoint or false, tonumber(n.yields),
+        tonumber(n.prio)}
+    end
+    return {'busy'}
+  end
+  local queues = {P .. 'qw:' .. w}
+  for i = first_handler, #ARGV do queues[#queues + 1] = P .. 'qh:' .. ARGV[i] end
+  while true do
+    local best, best_score
+    for _, q in ipairs(queues) do
+      local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+      if head[1] then
+        local score = tonumber(head[2])
+        if (not best) or score < best_score or (score == best_score and head[1] < best) then
+          best, best_score = head[1], score
+        end
+      end
+    end
+    if not best then return {'empty'} end
+    local id = string.sub(best, 17)
+    local k = tkey(id)
+    local t = load(k, true)
+    dequeue(t)
+    if t.deadline and tonumber(t.deadline) <= NOW then
+      finalize(id, k, t, 3, deadline_text)
+    else
+      -- A task that yielded goes on with its attempt: a yield is not an interruption.
+      -- `resumed` remembers it, should the claim be handed back unused.
+      local attempt = tonumber(t.attempt)
+      local resumed = 1
+      if not t.resuming then
+        attempt = attempt + 1
+        resumed = 0
+      end
+      local rev = tonumber(t.rev) + 1
+      redis.call('HSET', k, 'state', 1, 'runner', w, 'token', token, 'mid', machine, 'started', NOW_S, 'attempt', attempt,
+        'rev', rev, 'resumed', resumed)
+      redis.call('HDEL', k, 'qm', 'resuming')
+      redis.call('SET', slot, id)
+      redis.call('SADD', P .. 'own:' .. w, id)
+      counts(0, 1)
+      event(id, EV_STARTED, 1, rev)
+      return {'ok', id, t.handler or false, t.payload or false, attempt, t.checkpoint or false, tonumber(t.yields), tonumber(t.prio)}
+    end
+  end
+end
+
 --@@ register_worker
 -- ARGV: worker id, lease ms, pid, host, machine
 local w = ARGV[A]
@@ -360,46 +419,7 @@ return {'ok'}
 
 --@@ claim
 -- ARGV: worker id, machine, lease token, deadline-passed text, handlers...
--- The first task by (priority, fifo) among this worker's own function tasks and the named
--- tasks of its handlers, if nothing runs on its machine.
-local w, machine, token = ARGV[A], ARGV[A + 1], ARGV[A + 2]
-if not redis.call('ZSCORE', P .. 'workers', w) then return {'dead'} end
-local slot = P .. 'm:' .. machine
-if redis.call('EXISTS', slot) == 1 then return {'busy'} end
-local queues = {P .. 'qw:' .. w}
-for i = A + 4, #ARGV do queues[#queues + 1] = P .. 'qh:' .. ARGV[i] end
-while true do
-  local best, best_score
-  for _, q in ipairs(queues) do
-    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-    if head[1] then
-      local score = tonumber(head[2])
-      if (not best) or score < best_score or (score == best_score and head[1] < best) then
-        best, best_score = head[1], score
-      end
-    end
-  end
-  if not best then return {'empty'} end
-  local id = string.sub(best, 17)
-  local k = tkey(id)
-  local t = load(k, true)
-  dequeue(t)
-  if t.deadline and tonumber(t.deadline) <= NOW then
-    finalize(id, k, t, 3, ARGV[A + 3])
-  else
-    -- A task that yielded goes on with its attempt: a yield is not an interruption.
-    local attempt = tonumber(t.attempt)
-    if not t.resuming then attempt = attempt + 1 end
-    local rev = tonumber(t.rev) + 1
-    redis.call('HSET', k, 'state', 1, 'runner', w, 'token', token, 'mid', machine, 'started', NOW_S, 'attempt', attempt, 'rev', rev)
-    redis.call('HDEL', k, 'qm', 'resuming')
-    redis.call('SET', slot, id)
-    redis.call('SADD', P .. 'own:' .. w, id)
-    counts(0, 1)
-    event(id, EV_STARTED, 1, rev)
-    return {'ok', id, t.handler or false, t.payload or false, attempt, t.checkpoint or false, tonumber(t.yields), tonumber(t.prio)}
-  end
-end
+return claim_for(ARGV[A], ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], A + 4)
 
 --@@ append
 -- ARGV: id, token ('' if not leased here), body, 's' (segment) or 'e' (error), cap, op
@@ -479,15 +499,34 @@ return {'finished', state}
 
 --@@ finish
 -- ARGV: id, token, outcome ('c' completed, 'f' failed, 'y' yielded), message ('' none),
---       fallback message (''), latest coalesced progress (''), deadline-passed text
+--       fallback message (''), latest coalesced progress (''), deadline-passed texts
+--       (running, pending), worker id, machine, next lease token ('': claim nothing),
+--       handlers...
+-- Returns {'ok', new state} and, with a next token, what a claim returns (a worker's next
+-- task with the same round trip: the end of one run and the start of the next).
 local id, token, outcome = ARGV[A], ARGV[A + 1], ARGV[A + 2]
 local k = tkey(id)
+local function done(state)
+  if ARGV[A + 10] == '' then return {'ok', state} end
+  local claimed = claim_for(ARGV[A + 8], ARGV[A + 9], ARGV[A + 10], ARGV[A + 7], A + 11)
+  if claimed[1] == 'ok' then redis.call('HSET', k, 'next', claimed[2]) end
+  return {'ok', state, claimed}
+end
 local t = load(k)
 if not t then return {'notfound'} end
 local state = tonumber(t.state)
 if state ~= 1 or t.token ~= token then
-  -- The same finish again, after its reply was lost: it was done.
-  if t.ftoken == token then return {'ok', state} end
+  -- The same finish again, after its reply was lost: it was done, and so was the claim
+  -- that came with it, which is handed over again.
+  if t.ftoken == token then
+    local next_id = redis.call('HGET', k, 'next')
+    local n = next_id and load(tkey(next_id), true)
+    if n and n.state == '1' and n.token == ARGV[A + 10] then
+      return {'ok', state, {'ok', next_id, n.handler or false, n.payload or false, tonumber(n.attempt), n.checkpoint or false,
+        tonumber(n.yields), tonumber(n.prio)}}
+    end
+    return {'ok', state}
+  end
   return {'lease', state}
 end
 local extra = 0
@@ -501,11 +540,11 @@ if t.cancel == '1' then
   local message = 'cancelled while running'
   if t.dlr == '1' then message = ARGV[A + 6] end
   finalize(id, k, t, 4, message, extra)
-  return {'ok', 4}
+  return done(4)
 end
 if outcome == 'y' then
   put_back(id, k, t, true, extra)
-  return {'ok', 0}
+  return done(0)
 end
 -- Run times in whole microseconds: integer sums stay exact.
 local ran = math.max(math.floor((NOW - tonumber(t.started or NOW)) * 1000000 + 0.5), 0)
@@ -514,12 +553,27 @@ redis.call('HINCRBY', P .. 'counts', 'runus', ran)
 redis.call('ZADD', P .. 'runmax', 'GT', ran, 'us')
 if outcome == 'c' then
   finalize(id, k, t, 2, nil, extra)
-  return {'ok', 2}
+  return done(2)
 end
 local message = ARGV[A + 3]
 if message == '' then message = t.message or ARGV[A + 4] end
 finalize(id, k, t, 3, message, extra)
-return {'ok', 3}
+return done(3)
+
+--@@ unclaim
+-- ARGV: id, token. Hands back a task claimed with a finish and never started: at the head
+-- of its priority, its attempt as before the claim.
+local id = ARGV[A]
+local k = tkey(id)
+local t = load(k)
+if not t or t.state ~= '1' or t.token ~= ARGV[A + 1] then return 0 end
+put_back(id, k, t, false)
+if redis.call('HGET', k, 'resumed') == '1' then
+  redis.call('HSET', k, 'resuming', 1)
+else
+  redis.call('HINCRBY', k, 'attempt', -1)
+end
+return 1
 
 --@@ deadlines
 -- ARGV: pending text. Fails the PENDING tasks whose deadline passed and asks the

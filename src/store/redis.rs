@@ -32,7 +32,7 @@ use super::{Claim, Recovery, Store, TaskKind};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventKind, TaskEvent};
-use crate::stats::{StateCounts, Stats};
+use crate::stats::{PriorityPending, StateCounts, Stats};
 use crate::status::{self, CompletedSegment, SegmentError, TaskState};
 use crate::sync::{deadline_after, lock};
 use crate::TaskId;
@@ -52,7 +52,7 @@ const WATCH_GRACE: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Event kinds as the scripts number them.
-const EVENT_KINDS: [EventKind; 7] = [
+const EVENT_KINDS: [EventKind; 8] = [
     EventKind::Submitted,
     EventKind::Started,
     EventKind::Progress,
@@ -60,10 +60,10 @@ const EVENT_KINDS: [EventKind; 7] = [
     EventKind::Error,
     EventKind::CancelRequested,
     EventKind::Finished,
+    EventKind::Yielded,
 ];
-/// The kind number of a task put back after a yield (reported as `submitted` until the
-/// feed has a kind of its own for it).
-const YIELDED_KIND: usize = 7;
+/// The kind numbers of the events that may make a task claimable: submitted, finished, yielded.
+const QUEUE_KINDS: [usize; 3] = [0, 6, 7];
 
 /// Settings of the Redis store that the manager's [`Config`] does not hold.
 #[derive(Debug, Clone)]
@@ -92,6 +92,10 @@ pub struct RedisOptions {
     /// How long `finish` retries while the server is unreachable, before it reports the
     /// error (the worker has nothing else to do until the task's end is written).
     pub finish_retry_for: Duration,
+    /// Whether `finish` also claims this handle's next task in the same round trip, for
+    /// the next `claim_next` (a worker's loop: the manager sets it). A claim not taken by
+    /// the time the handle closes is handed back, its attempt as before.
+    pub claim_on_finish: bool,
 }
 
 impl Default for RedisOptions {
@@ -108,6 +112,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(10),
             finish_retry_for: Duration::from_secs(60),
+            claim_on_finish: false,
         }
     }
 }
@@ -131,6 +136,7 @@ struct Scripts {
     status: Script,
     peek: Script,
     collect: Script,
+    unclaim: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -162,6 +168,7 @@ fn scripts() -> &'static Scripts {
             status: take("status"),
             peek: take("peek"),
             collect: take("collect"),
+            unclaim: take("unclaim"),
         }
     })
 }
@@ -427,6 +434,13 @@ struct Inner {
     reaped: AtomicBool,
     /// Ends of runs (the finish script's arguments) not written because the server was away.
     unwritten_endings: Mutex<Vec<Vec<String>>>,
+    /// The next task, claimed by the last finish, for the next `claim_next`.
+    prefetched: Mutex<Option<Claim>>,
+    /// The token of a claim the server did not answer (it may have been made).
+    unanswered_claim: Mutex<Option<String>>,
+    /// Set by a change that may ask a task run here to yield (a submit of this process, a
+    /// queue event seen on the feed): the next yield check reads the answer again.
+    yield_answers_stale: AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -500,6 +514,9 @@ impl RedisStore {
             closed: AtomicBool::new(false),
             reaped: AtomicBool::new(false),
             unwritten_endings: Mutex::new(Vec::new()),
+            prefetched: Mutex::new(None),
+            unanswered_claim: Mutex::new(None),
+            yield_answers_stale: AtomicBool::new(false),
         });
         let lease_ms = inner.options.lease.as_millis().to_string();
         inner.script(
@@ -657,6 +674,10 @@ impl Store for RedisStore {
         }
         let flushed = self.inner.flush_progress();
         self.inner.retry_unwritten_endings();
+        if let Some(claim) = lock(&self.inner.prefetched).take() {
+            let token = self.inner.token_of(&claim.task_id);
+            let _ = self.inner.script(&scripts().unclaim, &[&claim.task_id, &token], |_| Ok(()));
+        }
         // What this handle still holds is handled as if its process had died, so nothing
         // it owned is left waiting for a worker that will never come.
         let max_attempts = self.inner.options.max_attempts.to_string();
@@ -733,6 +754,9 @@ impl Inner {
     }
 
     fn bump(&self, queue: bool) {
+        if queue {
+            self.yield_answers_stale.store(true, Ordering::SeqCst);
+        }
         let mut state = lock(&self.notifier.state);
         state.any += 1;
         if queue {
@@ -842,7 +866,7 @@ impl Inner {
                         for entry in parts.next().map(items).unwrap_or_default() {
                             let Some((seq, kind, _, _, _)) = parse_entry(entry) else { continue };
                             newest = Some(seq.max(newest.unwrap_or(0)));
-                            queue |= matches!(kind, 0 | 6 | YIELDED_KIND);
+                            queue |= QUEUE_KINDS.contains(&kind);
                         }
                     }
                     if let Some(seq) = newest {
@@ -998,6 +1022,7 @@ impl Inner {
                 DEADLINE_PASSED_PENDING,
             ],
         )?;
+        self.yield_answers_stale.store(true, Ordering::SeqCst);
         Ok(task_id)
     }
 
@@ -1075,6 +1100,9 @@ impl Inner {
             if self.reaped.load(Ordering::SeqCst) {
                 return Err(self.reaped_error());
             }
+            if let Some(claim) = lock(&self.prefetched).take() {
+                return Ok(Some(claim));
+            }
             let seen = self.generations().queue;
             // Nothing happened to the queue since a claim found nothing: no need to ask
             // again (but ask now and then, in case a wake-up was lost with a connection).
@@ -1094,11 +1122,24 @@ impl Inner {
     }
 
     fn try_claim(&self) -> Result<Option<Claim>> {
-        let token = new_token();
+        // A claim whose reply was lost may have been made: asked again under the same
+        // token, the server hands it over instead of leaving it leased to nobody.
+        let token = lock(&self.unanswered_claim).take().unwrap_or_else(new_token);
         let handlers: Vec<String> = lock(&self.handlers).iter().cloned().collect();
         let mut args: Vec<&str> = vec![&self.worker_id, &self.machine_id, &token, DEADLINE_PASSED_PENDING];
         args.extend(handlers.iter().map(String::as_str));
-        let reply = self.script(&scripts().claim, &args, Ok)?;
+        let reply = match self.script(&scripts().claim, &args, Ok) {
+            Err(e) if is_unreachable(&e) => {
+                *lock(&self.unanswered_claim) = Some(token);
+                return Err(e);
+            }
+            other => other?,
+        };
+        self.take_claim(reply, token)
+    }
+
+    /// Reads a claim's reply: the task is this handle's now, under `token`.
+    fn take_claim(&self, reply: Value, token: String) -> Result<Option<Claim>> {
         let mut parts = items(reply).into_iter();
         let code = parts.next().as_ref().and_then(text).unwrap_or_default();
         match code.as_str() {
@@ -1115,9 +1156,10 @@ impl Inner {
         let payload = rest.get(2).and_then(text).map(raw).transpose()?;
         let attempt = rest.get(3).and_then(int).unwrap_or(1) as u32;
         let checkpoint = rest.get(4).and_then(text).map(raw).transpose()?;
+        let yields = rest.get(5).and_then(int).unwrap_or(0) as u32;
         lock(&self.live).insert(task_id.clone(), Live { token, progress: None, dirty: false, version: 0, yield_requested: false });
         self.live_changed.notify_all();
-        Ok(Some(Claim { task_id: Arc::from(task_id), run: true, handler, payload, attempt, checkpoint }))
+        Ok(Some(Claim { task_id: Arc::from(task_id), run: true, handler, payload, attempt, checkpoint, yields }))
     }
 
     fn finish(&self, task_id: &str, outcome: &TaskOutcome) -> Result<TaskState> {
@@ -1143,6 +1185,16 @@ impl Inner {
         };
         let mut args: Vec<String> =
             vec![task_id.to_owned(), token, outcome.to_owned(), message, fallback, String::new(), DEADLINE_PASSED_RUNNING.to_owned()];
+        let claim_next = self.options.claim_on_finish && !self.closed.load(Ordering::SeqCst);
+        args.extend([
+            DEADLINE_PASSED_PENDING.to_owned(),
+            self.worker_id.clone(),
+            self.machine_id.clone(),
+            if claim_next { new_token() } else { String::new() },
+        ]);
+        if claim_next {
+            args.extend(lock(&self.handlers).iter().cloned());
+        }
         // The worker has nothing else to do until this is written: while the server is
         // away it tries again (the token makes a repeat harmless), up to a limit.
         let give_up = Instant::now() + self.options.finish_retry_for;
@@ -1184,7 +1236,15 @@ impl Inner {
                 self.bump(true);
             }
         }
-        Ok(result?.first().and_then(int).map_or(TaskState::Failed, state_of))
+        let mut rest = result?.into_iter();
+        let state = rest.next().as_ref().and_then(int).map_or(TaskState::Failed, state_of);
+        if let Some(claimed) = rest.next() {
+            // The worker's next task, claimed with this end: handed to its next claim_next.
+            if let Ok(Some(claim)) = self.take_claim(claimed, args[10].clone()) {
+                *lock(&self.prefetched) = Some(claim);
+            }
+        }
+        Ok(state)
     }
 
     /// Tries again the ends of runs that could not be written while the server was away.
@@ -1293,9 +1353,27 @@ impl Inner {
     fn stats(&self) -> Result<Stats> {
         let (counts_key, queue_key, max_key) =
             (format!("{}counts", self.prefix), format!("{}q", self.prefix), format!("{}runmax", self.prefix));
-        let (counts, pending, longest): (HashMap<String, String>, u64, Option<f64>) = self.pool.run(|conn| {
-            redis::pipe().cmd("HGETALL").arg(&counts_key).cmd("ZCARD").arg(&queue_key).cmd("ZSCORE").arg(&max_key).arg("us").query(conn)
-        })?;
+        let prio_key = format!("{}prio", self.prefix);
+        let (counts, pending, longest, by_priority): (HashMap<String, String>, u64, Option<f64>, HashMap<i32, i64>) =
+            self.pool.run(|conn| {
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(&counts_key)
+                    .cmd("ZCARD")
+                    .arg(&queue_key)
+                    .cmd("ZSCORE")
+                    .arg(&max_key)
+                    .arg("us")
+                    .cmd("HGETALL")
+                    .arg(&prio_key)
+                    .query(conn)
+            })?;
+        let mut pending_by_priority: Vec<PriorityPending> = by_priority
+            .into_iter()
+            .filter(|(_, pending)| *pending > 0)
+            .map(|(priority, pending)| PriorityPending { priority, pending: pending as u64 })
+            .collect();
+        pending_by_priority.sort_by_key(|p| std::cmp::Reverse(p.priority));
         let get = |name: &str| counts.get(name).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         let n = |name: &str| get(name).max(0.0) as u64;
         let runs = n("runs");
@@ -1316,6 +1394,7 @@ impl Inner {
             cancelled_total: n("t4"),
             mean_run_secs: if runs == 0 { 0.0 } else { get("runus") / 1e6 / runs as f64 },
             max_run_secs: longest.unwrap_or(0.0) / 1e6,
+            pending_by_priority,
         })
     }
 
@@ -1393,8 +1472,15 @@ impl Inner {
     }
 
     /// Whether a higher-priority task waits that this task's machine could run: for a task
-    /// run here the ticker's answer (no round trip), else one read.
+    /// run here the ticker's answer (no round trip; at most `yield_refresh_interval` old
+    /// after a submit elsewhere, read again at once after a change seen here), else one read.
     fn is_yield_requested(&self, task_id: &str) -> Result<bool> {
+        if self.yield_answers_stale.swap(false, Ordering::SeqCst) && lock(&self.live).contains_key(task_id) {
+            if let Err(e) = self.refresh_yield_answers() {
+                self.yield_answers_stale.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
         if let Some(live) = lock(&self.live).get(task_id) {
             return Ok(live.yield_requested);
         }
@@ -1422,10 +1508,7 @@ fn parse_entry(entry: Value) -> Option<(u64, usize, i64, u64, String)> {
 }
 
 fn event_kind(code: usize) -> EventKind {
-    match code {
-        YIELDED_KIND => EventKind::Submitted,
-        code => EVENT_KINDS.get(code).copied().unwrap_or(EventKind::Progress),
-    }
+    EVENT_KINDS.get(code).copied().unwrap_or(EventKind::Progress)
 }
 
 fn is_unreachable(e: &Error) -> bool {

@@ -24,14 +24,14 @@ use super::{Claim, Recovery, Store, TaskKind};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventKind, TaskEvent};
-use crate::stats::{StateCounts, Stats};
+use crate::stats::{PriorityPending, StateCounts, Stats};
 use crate::status::{self, CompletedSegment, SegmentError, TaskState};
 use crate::sync::{deadline_after, lock, unix_now};
 use crate::TaskId;
-use crate::{Schedule, TaskFailure, TaskOutcome};
+use crate::{Schedule, TaskFailure, TaskOutcome, DEADLINE_PASSED_PENDING, DEADLINE_PASSED_RUNNING};
 
 /// The schema this code writes and reads, kept in the file's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Marks the file as a task store (`PRAGMA application_id`, "SFT1").
 const APPLICATION_ID: i64 = 0x5346_5431;
@@ -42,6 +42,8 @@ const RETENTION_BATCH: i64 = 64;
 /// Most surplus events one retention transaction deletes.
 const EVENT_TRIM_BATCH: i64 = 1024;
 
+/// The first schema (`user_version` 1). A new file gets it and then every migration, so
+/// that a new file and an upgraded one are the same.
 const SCHEMA: &str = "
 CREATE TABLE tasks (
     seq INTEGER PRIMARY KEY,
@@ -103,6 +105,31 @@ CREATE TRIGGER tasks_deleted AFTER DELETE ON tasks BEGIN
     DELETE FROM segment_errors WHERE task_seq = OLD.seq;
 END;
 ";
+
+/// Schema version 2: priorities, deadlines and yields. The claim order becomes priority
+/// descending, then `fifo`; the deadline index lets the sweep find the next deadline in
+/// one read. `resuming`: the task yielded, so its next claim goes on with its attempt.
+/// `cancel_requested` 2 means the deadline passed while it ran.
+const MIGRATION_2: &str = "
+ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN deadline REAL;
+ALTER TABLE tasks ADD COLUMN yields INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN resuming INTEGER NOT NULL DEFAULT 0;
+DROP INDEX tasks_queue;
+CREATE INDEX tasks_queue ON tasks(priority DESC, fifo) WHERE state = 0;
+CREATE INDEX tasks_deadlines ON tasks(deadline) WHERE deadline IS NOT NULL AND state < 2;
+";
+
+/// The migrations, in order: `MIGRATIONS[i]` takes a file from version `i + 1` to `i + 2`.
+const MIGRATIONS: [&str; 1] = [MIGRATION_2];
+
+/// `cancel_requested` of a task asked to stop by a cancel.
+const CANCEL_BY_REQUEST: i64 = 1;
+/// `cancel_requested` of a task asked to stop because its deadline passed while it ran.
+const CANCEL_BY_DEADLINE: i64 = 2;
+
+/// How often the sweep looks for a passed deadline (a task of any process may have one).
+const DEADLINE_POLL: Duration = Duration::from_millis(40);
 
 /// Settings of the SQLite store that the manager's [`Config`] does not hold.
 #[derive(Debug, Clone)]
@@ -193,8 +220,9 @@ struct Inner {
 /// The first claimable task: seq, task id, handler, owner.
 type QueueHead = (i64, String, Option<String>, Option<String>);
 
-/// What finishing reads of the task: seq, state, runner, cancel requested, started at, message, revision.
-type FinishRow = (i64, i64, Option<String>, bool, Option<f64>, Option<String>, i64);
+/// What finishing reads of the task: seq, state, runner, cancel requested (0, or how it was
+/// requested), started at, message, revision, priority, deadline.
+type FinishRow = (i64, i64, Option<String>, i64, Option<f64>, Option<String>, i64, i32, Option<f64>);
 
 /// The row fields most mutations look at.
 struct RowHead {
@@ -224,9 +252,22 @@ struct StatusOut<'a> {
     handler: Option<String>,
     attempt: u32,
     checkpoint: Option<Box<RawValue>>,
+    priority: i32,
+    deadline: Option<f64>,
+    yield_requested: bool,
+    yields: u32,
 }
 
-const EVENT_KINDS: [EventKind; 7] = [
+/// Whether task `?1` is PROCESSING while a task of a higher priority is pending that some
+/// live worker can run now and whose deadline (against `?2`, now) has not passed: then the
+/// running task should yield. A lookup by id and one range of the claim index.
+const YIELD_REQUESTED: &str = "SELECT t.state = 1 AND EXISTS (SELECT 1 FROM tasks AS p \
+     WHERE p.state = 0 AND p.priority > t.priority AND (p.deadline IS NULL OR p.deadline > ?2) AND ( \
+         (p.handler IS NULL AND EXISTS (SELECT 1 FROM workers AS w WHERE w.worker_id = p.owner)) \
+      OR (p.handler IS NOT NULL AND EXISTS (SELECT 1 FROM worker_handlers AS h WHERE h.handler = p.handler)))) \
+     FROM tasks AS t WHERE t.task_id = ?1";
+
+const EVENT_KINDS: [EventKind; 8] = [
     EventKind::Submitted,
     EventKind::Started,
     EventKind::Progress,
@@ -234,6 +275,7 @@ const EVENT_KINDS: [EventKind; 7] = [
     EventKind::Error,
     EventKind::CancelRequested,
     EventKind::Finished,
+    EventKind::Yielded,
 ];
 
 fn kind_code(kind: EventKind) -> i64 {
@@ -379,7 +421,8 @@ fn connect(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection>
     Ok(conn)
 }
 
-/// Creates the schema in a new file, or checks that an existing one is ours and not newer.
+/// Creates the schema in a new file, or checks that an existing one is ours and not newer
+/// and upgrades one of an older schema.
 fn prepare_schema(path: &Path, conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| open_db_error(path, e))?;
     let read = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<(i64, i64, i64)> {
@@ -388,11 +431,11 @@ fn prepare_schema(path: &Path, conn: &mut Connection) -> Result<()> {
         let tables = tx.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
         Ok((version, app, tables))
     };
-    let (version, app, tables) = read(&tx).map_err(|e| open_db_error(path, e))?;
+    let (mut version, app, tables) = read(&tx).map_err(|e| open_db_error(path, e))?;
     if app == 0 && version == 0 && tables == 0 {
         tx.execute_batch(SCHEMA).map_err(|e| open_db_error(path, e))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(|e| open_db_error(path, e))?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| open_db_error(path, e))?;
+        version = 1;
     } else if app != APPLICATION_ID {
         return Err(opening_error(
             path,
@@ -408,6 +451,14 @@ fn prepare_schema(path: &Path, conn: &mut Connection) -> Result<()> {
         ));
     } else if version < 1 {
         return Err(opening_error(path, format!("it has schema version {version}, which no storyflow-tasks wrote")));
+    }
+    if version < SCHEMA_VERSION {
+        // Upgraded in the transaction of the check: every process that opens the file
+        // afterwards sees the new schema, and a failed upgrade changes nothing.
+        for migration in &MIGRATIONS[(version - 1) as usize..] {
+            tx.execute_batch(migration).map_err(|e| open_db_error(path, e))?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| open_db_error(path, e))?;
     }
     tx.commit().map_err(|e| open_db_error(path, e))
 }
@@ -574,8 +625,7 @@ impl Store for SqliteStore {
     }
 
     fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>, schedule: Schedule) -> Result<TaskId> {
-        schedule.validate()?;
-        self.inner.submit(task_id, kind)
+        self.inner.submit(task_id, kind, schedule)
     }
 
     fn status_json(&self, task_id: &str) -> Result<String> {
@@ -630,15 +680,12 @@ impl Store for SqliteStore {
     }
 
     fn is_yield_requested(&self, task_id: &str) -> Result<bool> {
-        self.status_json(task_id).map(|_| false)
+        let requested: Option<bool> = self.inner.with_reader(|conn| self.inner.yield_requested(conn, task_id))?;
+        requested.ok_or_else(|| Error::not_found(task_id))
     }
 
     fn finish(&self, task_id: &str, outcome: TaskOutcome) -> Result<TaskState> {
-        match outcome {
-            TaskOutcome::Completed => self.inner.finish(task_id, Ok(())),
-            TaskOutcome::Failed(failure) => self.inner.finish(task_id, Err(failure)),
-            TaskOutcome::Yielded => Err(Error::new(ErrorKind::Internal, "yielding is not supported by this store yet")),
-        }
+        self.inner.finish(task_id, outcome)
     }
 
     fn wait(&self, task_id: &str, timeout: Option<Duration>) -> Result<String> {
@@ -801,12 +848,15 @@ impl Inner {
                 return;
             }
             if live.is_empty() {
-                let _ = self.live_changed.wait_timeout(live, self.options.sweep_interval);
+                // Woken early by a submission with a deadline; never sleeps past the poll,
+                // since another process may have submitted one.
+                let _ = self.live_changed.wait_timeout(live, self.options.sweep_interval.min(DEADLINE_POLL));
             } else {
                 drop(live);
-                std::thread::sleep(self.options.progress_flush_interval);
+                std::thread::sleep(self.options.progress_flush_interval.min(DEADLINE_POLL));
                 let _ = self.flush_progress();
             }
+            let _ = self.enforce_deadlines();
             let generation = self.generation();
             if generation != seen {
                 seen = generation;
@@ -951,7 +1001,8 @@ impl Inner {
         let row = tx
             .prepare_cached(
                 "SELECT seq, state, progress, n_segments, n_errors, created_at, started_at, completed_at, message, \
-                 revision, cancel_requested, handler, attempt, checkpoint, fifo FROM tasks WHERE task_id = ?1",
+                 revision, cancel_requested, handler, attempt, checkpoint, fifo, priority, deadline, yields \
+                 FROM tasks WHERE task_id = ?1",
             )
             .db()?
             .query_row([task_id], |r| {
@@ -967,13 +1018,25 @@ impl Inner {
                     r.get::<_, Option<String>>(11)?,
                     r.get::<_, i64>(12)?,
                     r.get::<_, Option<String>>(13)?,
-                    r.get::<_, i64>(14)?,
+                    (r.get::<_, i64>(14)?, r.get::<_, i32>(15)?, r.get::<_, Option<f64>>(16)?, r.get::<_, i64>(17)?),
                 ))
             })
             .optional()
             .db()?;
-        let Some((seq, state, progress, (n_segments, n_errors), times, message, revision, cancel, handler, attempt, checkpoint, fifo)) =
-            row
+        let Some((
+            seq,
+            state,
+            progress,
+            (n_segments, n_errors),
+            times,
+            message,
+            revision,
+            cancel,
+            handler,
+            attempt,
+            checkpoint,
+            (fifo, priority, deadline, yields),
+        )) = row
         else {
             return Ok(None);
         };
@@ -1000,12 +1063,20 @@ impl Inner {
             _ => false,
         };
         let queue_position = if state == TaskState::Pending && !waits_for_handler {
-            let ahead: i64 =
-                tx.prepare_cached("SELECT count(*) FROM tasks WHERE state = 0 AND fifo < ?1").db()?.query_row([fifo], |r| r.get(0)).db()?;
+            // Every pending task of a higher priority, then those ahead in its own.
+            let ahead: i64 = tx
+                .prepare_cached(
+                    "SELECT (SELECT count(*) FROM tasks WHERE state = 0 AND priority > ?1) \
+                          + (SELECT count(*) FROM tasks WHERE state = 0 AND priority = ?1 AND fifo < ?2)",
+                )
+                .db()?
+                .query_row(params![priority, fifo], |r| r.get(0))
+                .db()?;
             Some(ahead as u64)
         } else {
             None
         };
+        let yield_requested = state == TaskState::Processing && self.yield_requested(&tx, task_id)?.unwrap_or(false);
         drop(tx);
         let (mut progress, mut revision) = (progress.map(raw).transpose()?.unwrap_or_else(empty_progress), revision as u64);
         if let Some(live) = lock(&self.live).get(task_id).filter(|live| live.dirty && live.seq == seq) {
@@ -1030,6 +1101,10 @@ impl Inner {
             handler,
             attempt: attempt as u32,
             checkpoint: checkpoint.map(raw).transpose()?,
+            priority,
+            deadline,
+            yield_requested,
+            yields: yields as u32,
         };
         serde_json::to_string(&status).map(Some).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))
     }
@@ -1101,6 +1176,14 @@ impl Inner {
             }
             let (count, total, max): (i64, f64, f64) =
                 tx.query_row("SELECT count, total, max FROM run_times", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).db()?;
+            let pending_by_priority = {
+                let mut stmt = tx
+                    .prepare_cached("SELECT priority, count(*) FROM tasks WHERE state = 0 GROUP BY priority ORDER BY priority DESC")
+                    .db()?;
+                let rows =
+                    stmt.query_map([], |r| Ok(PriorityPending { priority: r.get(0)?, pending: r.get::<_, i64>(1)?.max(0) as u64 })).db()?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().db()?
+            };
             Ok(Stats {
                 counts: StateCounts {
                     pending: retained[0],
@@ -1117,6 +1200,7 @@ impl Inner {
                 cancelled_total: totals[4],
                 mean_run_secs: if count == 0 { 0.0 } else { total / count as f64 },
                 max_run_secs: max,
+                pending_by_priority,
             })
         })
     }
@@ -1132,7 +1216,8 @@ impl Inner {
         Ok(())
     }
 
-    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>) -> Result<TaskId> {
+    fn submit(&self, task_id: Option<&str>, kind: TaskKind<'_>, schedule: Schedule) -> Result<TaskId> {
+        schedule.validate()?;
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorKind::ShutDown, "the task store was closed"));
         }
@@ -1163,17 +1248,28 @@ impl Inner {
             let seq: i64 = tx.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| r.get(0)).db()?;
             let inserted = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO tasks (seq, task_id, state, fifo, handler, payload, owner, created_at) \
-                     VALUES (?1, ?2, 0, ?1, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO tasks (seq, task_id, state, fifo, handler, payload, owner, created_at, priority, deadline) \
+                     VALUES (?1, ?2, 0, ?1, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .db()?
-                .execute(params![seq, &*task_id, handler, payload, owner, now])
+                .execute(params![seq, &*task_id, handler, payload, owner, now, schedule.priority, schedule.deadline])
                 .db()?;
             if inserted == 0 {
                 return Err(duplicate_id(&task_id));
             }
-            self.record(tx, &task_id, EventKind::Submitted, TaskState::Pending, 1).db()
+            self.record(tx, &task_id, EventKind::Submitted, TaskState::Pending, 1).db()?;
+            if schedule.deadline.is_some_and(|deadline| deadline <= now) {
+                // Accepted (the clocks of two machines may disagree) and failed at once.
+                self.fail_row(tx, seq, &task_id, 1, DEADLINE_PASSED_PENDING, now)?;
+                self.enforce_retention_cap(tx)?;
+            }
+            Ok(())
         })?;
+        if schedule.deadline.is_some() {
+            // The sweep looks at its next deadline again.
+            let _live = lock(&self.live);
+            self.live_changed.notify_all();
+        }
         Ok(task_id)
     }
 
@@ -1336,7 +1432,8 @@ impl Inner {
         }
     }
 
-    /// The head of the FIFO among tasks some live worker can run, if nothing runs anywhere.
+    /// The next task in claim order (priority descending, then `fifo`) among tasks some live
+    /// worker can run and whose deadline has not passed, if nothing runs anywhere.
     fn queue_head(&self, conn: &Connection) -> rusqlite::Result<Option<QueueHead>> {
         let running: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 1)", [], |r| r.get(0))?;
         if running {
@@ -1345,12 +1442,13 @@ impl Inner {
         // A named task whose handler no worker registered does not hold up the
         // tasks behind it; a function task waits for its owner's turn.
         conn.prepare_cached(
-            "SELECT seq, task_id, handler, owner FROM tasks AS t WHERE state = 0 AND ( \
+            "SELECT seq, task_id, handler, owner FROM tasks AS t WHERE state = 0 \
+               AND (deadline IS NULL OR deadline > ?1) AND ( \
                  (handler IS NULL AND EXISTS (SELECT 1 FROM workers AS w WHERE w.worker_id = t.owner)) \
               OR (handler IS NOT NULL AND EXISTS (SELECT 1 FROM worker_handlers AS h WHERE h.handler = t.handler))) \
-             ORDER BY fifo LIMIT 1",
+             ORDER BY priority DESC, fifo LIMIT 1",
         )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([unix_now()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()
     }
 
@@ -1375,18 +1473,19 @@ impl Inner {
             if !self.is_mine(&handler, &owner) {
                 return Ok(None);
             }
-            let (revision, attempt, payload, checkpoint): (i64, i64, Option<String>, Option<String>) = tx
+            // A task resumed after a yield goes on with its attempt.
+            let (revision, attempt, payload, checkpoint, yields): (i64, i64, Option<String>, Option<String>, i64) = tx
                 .prepare_cached(
-                    "UPDATE tasks SET state = 1, runner = ?2, attempt = attempt + 1, started_at = ?3, \
-                     revision = revision + 1 WHERE seq = ?1 RETURNING revision, attempt, payload, checkpoint",
+                    "UPDATE tasks SET state = 1, runner = ?2, attempt = attempt + 1 - resuming, resuming = 0, started_at = ?3, \
+                     revision = revision + 1 WHERE seq = ?1 RETURNING revision, attempt, payload, checkpoint, yields",
                 )
                 .db()?
-                .query_row(params![seq, self.worker_id, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_row(params![seq, self.worker_id, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
                 .db()?;
             self.record(tx, &task_id, EventKind::Started, TaskState::Processing, revision).db()?;
-            Ok(Some((seq, task_id, handler, attempt, payload, checkpoint)))
+            Ok(Some((seq, task_id, handler, attempt, payload, checkpoint, yields)))
         })?;
-        let Some((seq, task_id, handler, attempt, payload, checkpoint)) = claim else {
+        let Some((seq, task_id, handler, attempt, payload, checkpoint, yields)) = claim else {
             return Ok(None);
         };
         lock(&self.live).insert(task_id.clone(), Live { seq, progress: None, dirty: false, version: 0 });
@@ -1398,11 +1497,12 @@ impl Inner {
             payload: payload.map(raw).transpose()?,
             attempt: attempt as u32,
             checkpoint: checkpoint.map(raw).transpose()?,
+            yields: yields as u32,
         }))
     }
 
-    fn finish(&self, task_id: &str, outcome: Result<(), TaskFailure>) -> Result<TaskState> {
-        if let Err(TaskFailure::Message(message)) = &outcome {
+    fn finish(&self, task_id: &str, outcome: TaskOutcome) -> Result<TaskState> {
+        if let TaskOutcome::Failed(TaskFailure::Message(message)) = &outcome {
             self.config.check_message("failure message", message)?;
         }
         let now = unix_now();
@@ -1410,12 +1510,17 @@ impl Inner {
         let latest = lock(&self.live).get(task_id).filter(|live| live.dirty).and_then(|live| live.progress.clone());
         let result = self.write(|tx| {
             let row: Option<FinishRow> = tx
-                .prepare_cached("SELECT seq, state, runner, cancel_requested, started_at, message, revision FROM tasks WHERE task_id = ?1")
+                .prepare_cached(
+                    "SELECT seq, state, runner, cancel_requested, started_at, message, revision, priority, deadline \
+                     FROM tasks WHERE task_id = ?1",
+                )
                 .db()?
-                .query_row([task_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+                .query_row([task_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+                })
                 .optional()
                 .db()?;
-            let Some((seq, state, runner, cancel_requested, started_at, message, revision)) = row else {
+            let Some((seq, state, runner, cancel_requested, started_at, message, revision, priority, deadline)) = row else {
                 return Err(Error::not_found(task_id));
             };
             if state_of(state) != TaskState::Processing || runner.as_deref() != Some(self.worker_id.as_str()) {
@@ -1424,17 +1529,39 @@ impl Inner {
                     state_of(state).as_str()
                 )));
             }
+            let late = deadline.is_some_and(|deadline| deadline <= now);
+            let revision_step = 1 + i64::from(latest.is_some());
             let (final_state, message) = match (&outcome, cancel_requested) {
-                (_, true) => (TaskState::Cancelled, Some("cancelled while running".to_owned())),
-                (Ok(()), false) => (TaskState::Completed, message),
-                (Err(TaskFailure::Message(text)), false) => (TaskState::Failed, Some(text.clone())),
-                (Err(TaskFailure::Code(code)), false) => {
+                (_, CANCEL_BY_DEADLINE) => (TaskState::Cancelled, Some(DEADLINE_PASSED_RUNNING.to_owned())),
+                (_, CANCEL_BY_REQUEST) => (TaskState::Cancelled, Some("cancelled while running".to_owned())),
+                (TaskOutcome::Yielded, _) if late => (TaskState::Cancelled, Some(DEADLINE_PASSED_RUNNING.to_owned())),
+                (TaskOutcome::Yielded, _) => {
+                    // Back at the head of its priority, ahead of every pending task of it; the
+                    // state and the lease's release are one statement, as for a final state.
+                    let changed = tx
+                        .prepare_cached(
+                            "UPDATE tasks SET state = 0, runner = NULL, started_at = NULL, yields = yields + 1, resuming = 1, \
+                             progress = coalesce(?4, progress), revision = revision + ?5, \
+                             fifo = (SELECT coalesce(min(fifo), ?1) FROM tasks WHERE state = 0 AND priority = ?3) - 1 \
+                             WHERE seq = ?1 AND state = 1 AND runner = ?2",
+                        )
+                        .db()?
+                        .execute(params![seq, self.worker_id, priority, latest.as_ref().map(|p| p.get()), revision_step])
+                        .db()?;
+                    if changed != 1 {
+                        return Err(lease_lost(task_id));
+                    }
+                    self.record(tx, task_id, EventKind::Yielded, TaskState::Pending, revision + revision_step).db()?;
+                    return Ok(TaskState::Pending);
+                }
+                (TaskOutcome::Completed, _) => (TaskState::Completed, message),
+                (TaskOutcome::Failed(TaskFailure::Message(text)), _) => (TaskState::Failed, Some(text.clone())),
+                (TaskOutcome::Failed(TaskFailure::Code(code)), _) => {
                     (TaskState::Failed, Some(message.unwrap_or_else(|| format!("task function returned {code}"))))
                 }
             };
             // The final state and the lease's release are one statement: no window in
             // which the task is finished but still leased, or released but not finished.
-            let revision_step = 1 + i64::from(latest.is_some());
             let changed = tx
                 .prepare_cached(
                     "UPDATE tasks SET state = ?3, message = ?4, completed_at = ?5, runner = NULL, \
@@ -1472,6 +1599,63 @@ impl Inner {
             lock(&self.live).remove(task_id);
         }
         result
+    }
+
+    /// Whether the task is PROCESSING while a higher-priority task some live worker can run
+    /// waits; `None` for an unknown task. Two index lookups, no write.
+    fn yield_requested(&self, conn: &Connection, task_id: &str) -> Result<Option<bool>> {
+        conn.prepare_cached(YIELD_REQUESTED).db()?.query_row(params![task_id, unix_now()], |r| r.get(0)).optional().db()
+    }
+
+    // ----- deadlines ---------------------------------------------------------------
+
+    /// The earliest deadline still to act on: of a pending task, or of a running one not yet
+    /// asked to cancel. One read of the deadline index.
+    fn next_deadline(&self) -> Result<Option<f64>> {
+        self.with_reader(|conn| {
+            conn.prepare_cached(
+                "SELECT min(deadline) FROM tasks WHERE deadline IS NOT NULL AND state < 2 \
+                 AND (state = 0 OR cancel_requested = 0)",
+            )
+            .db()?
+            .query_row([], |r| r.get(0))
+            .db()
+        })
+    }
+
+    /// Fails every pending task whose deadline passed and asks a running one past its
+    /// deadline to cancel; returns how many tasks it changed. Every process's sweep may do
+    /// it: the statements only touch tasks still in those states.
+    fn enforce_deadlines(&self) -> Result<usize> {
+        let now = unix_now();
+        if self.next_deadline()?.is_none_or(|deadline| deadline > now) {
+            return Ok(0);
+        }
+        self.write(|tx| {
+            let due: Vec<(i64, String, i64, i64)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT seq, task_id, state, revision FROM tasks WHERE deadline IS NOT NULL AND deadline <= ?1 \
+                         AND state < 2 AND (state = 0 OR cancel_requested = 0)",
+                    )
+                    .db()?;
+                let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).db()?;
+                rows.collect::<rusqlite::Result<_>>().db()?
+            };
+            for (seq, task_id, state, revision) in &due {
+                if state_of(*state) == TaskState::Pending {
+                    self.fail_row(tx, *seq, task_id, *revision, DEADLINE_PASSED_PENDING, now)?;
+                } else {
+                    tx.prepare_cached("UPDATE tasks SET cancel_requested = ?2, revision = revision + 1 WHERE seq = ?1")
+                        .db()?
+                        .execute(params![seq, CANCEL_BY_DEADLINE])
+                        .db()?;
+                    self.record(tx, task_id, EventKind::CancelRequested, TaskState::Processing, revision + 1).db()?;
+                }
+            }
+            self.enforce_retention_cap(tx)?;
+            Ok(due.len())
+        })
     }
 
     // ----- retention ---------------------------------------------------------------
@@ -1585,7 +1769,8 @@ impl Inner {
                     None => {
                         tx.prepare_cached(
                             "UPDATE tasks SET state = 0, runner = NULL, started_at = NULL, revision = revision + 1, \
-                             fifo = (SELECT coalesce(min(fifo), ?2) FROM tasks WHERE state = 0) - 1 WHERE seq = ?1",
+                             fifo = (SELECT coalesce(min(fifo), ?2) FROM tasks WHERE state = 0 \
+                                     AND priority = (SELECT priority FROM tasks WHERE seq = ?1)) - 1 WHERE seq = ?1",
                         )
                         .db()?
                         .execute(params![seq, seq])
@@ -1670,6 +1855,65 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(&counts[..2], &[(1, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn a_file_of_the_first_schema_opens_upgraded_with_its_tasks_kept() {
+        let dir = std::env::temp_dir().join(format!("sft-migrate-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            // What a storyflow-tasks of schema version 1 wrote: a queued named task and a
+            // requeued one at the head of the line.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let insert =
+                "INSERT INTO tasks (seq, task_id, state, fifo, handler, payload, created_at) VALUES (?1, ?2, 0, ?3, 'h', 'null', 0)";
+            conn.execute(insert, params![1, "queued", 1]).unwrap();
+            conn.execute(insert, params![2, "requeued", 0]).unwrap();
+        }
+        let store = SqliteStore::open(&path, &Config::default()).unwrap();
+        let version: i64 = lock(&store.inner.writer).query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        store.register_handler("h").unwrap();
+        let status: serde_json::Value = serde_json::from_str(&store.status_json("queued").unwrap()).unwrap();
+        assert_eq!(
+            (status["priority"].as_i64(), status["yields"].as_u64(), status["queue_position"].as_u64()),
+            (Some(0), Some(0), Some(1))
+        );
+        assert!(status["deadline"].is_null());
+        store.submit(Some("urgent"), TaskKind::Named { handler: "h", payload: None }, Schedule::with_priority(1)).unwrap();
+        let order: Vec<String> = (0..3)
+            .map(|_| {
+                let claim = store.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
+                store.finish(&claim.task_id, TaskOutcome::Completed).unwrap();
+                claim.task_id.to_string()
+            })
+            .collect();
+        assert_eq!(order, ["urgent", "requeued", "queued"]);
+        store.close().unwrap();
+        // Opening it again finds it current: nothing more to do.
+        SqliteStore::open(&path, &Config::default()).unwrap().close().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_new_file_has_the_schema_an_upgraded_one_has() {
+        let schema = |conn: &Connection| -> Vec<String> {
+            let mut stmt = conn.prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name").unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+            rows.collect::<rusqlite::Result<_>>().unwrap()
+        };
+        let mut fresh = Connection::open_in_memory().unwrap();
+        prepare_schema(Path::new(":memory:"), &mut fresh).unwrap();
+        let mut old = Connection::open_in_memory().unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        prepare_schema(Path::new(":memory:"), &mut old).unwrap();
+        assert_eq!(schema(&fresh), schema(&old));
     }
 
     #[test]

@@ -46,7 +46,8 @@ static void test_a_c_handler_runs_named_tasks_with_their_payload(void) {
   CHECK_RESULT(sft_submit_named("narrate", "{\"chapter\": 1}", NULL, &task_id), SFT_OK);
   CHECK(task_id != NULL && strlen(task_id) == 36);
   CHECK(finishes_as(task_id, "COMPLETED"));
-  CHECK(status_has(task_id, "\"cancel_requested\":false,\"handler\":\"narrate\",\"attempt\":1,\"checkpoint\":{\"next_sentence\":1}}"));
+  CHECK(status_has(task_id, "\"cancel_requested\":false,\"handler\":\"narrate\",\"attempt\":1,\"checkpoint\":{\"next_sentence\":1},"
+                            "\"priority\":0,\"deadline\":null,\"yield_requested\":false,\"yields\":0}"));
   CHECK(status_has(task_id, "\"completed_segments\":[{\"segment_id\":0,\"audio_url\":\"/a/0.wav\",\"duration\":1.5}]"));
   /* Final is final. */
   CHECK_RESULT(sft_set_checkpoint(task_id, "2"), SFT_ERR_INVALID_STATE);
@@ -67,10 +68,11 @@ static void test_a_c_handler_runs_named_tasks_with_their_payload(void) {
   CHECK_RESULT(sft_set_checkpoint("named-nobody", "1"), SFT_ERR_NOT_FOUND);
   CHECK_RESULT(sft_set_checkpoint("named-fails", NULL), SFT_ERR_INVALID_ARGUMENT);
 
-  /* A function task's status has the three keys too. */
+  /* A function task's status has the three keys and the schedule too. */
   CHECK_RESULT(sft_submit_task(task_count_run, &unobserved_usage, NULL, "named-plain", NULL), SFT_OK);
   CHECK(finishes_as("named-plain", "COMPLETED"));
-  CHECK(status_has("named-plain", "\"cancel_requested\":false,\"handler\":null,\"attempt\":1,\"checkpoint\":null}"));
+  CHECK(status_has("named-plain", "\"cancel_requested\":false,\"handler\":null,\"attempt\":1,\"checkpoint\":null,"
+                                "\"priority\":0,\"deadline\":null,\"yield_requested\":false,\"yields\":0}"));
 }
 
 static void test_a_task_without_its_handler_waits_and_does_not_hold_up_the_queue(void) {
@@ -120,7 +122,7 @@ static void test_a_runner_serves_a_name(void) {
   char *assignment = NULL;
   CHECK_RESULT(sft_runner_next(runner, PATIENCE_MS, &assignment), SFT_OK);
   CHECK(assignment && strcmp(assignment, "{\"task_id\":\"speak-1\",\"run\":true,\"handler\":\"speak\",\"payload\":{\"text\":\"hi\"},"
-                                         "\"attempt\":1,\"checkpoint\":null}") == 0);
+                                         "\"attempt\":1,\"checkpoint\":null,\"yields\":0}") == 0);
   sft_string_free(assignment);
   CHECK(status_has("speak-1", "\"status\":\"PROCESSING\""));
   CHECK_RESULT(sft_wait_task("speak-1", PATIENCE_MS, NULL), SFT_ERR_INVALID_STATE); /* inside it */

@@ -56,7 +56,7 @@ static void test_run_in_fifo_order_and_finish(void) {
   gate_open(&gate);
   char *assignment = next_assignment(runner, PATIENCE_MS, SFT_OK);
   CHECK(assignment && strcmp(assignment, "{\"task_id\":\"run-1\",\"run\":true,\"handler\":null,\"payload\":null,"
-                                         "\"attempt\":1,\"checkpoint\":null}") == 0);
+                                         "\"attempt\":1,\"checkpoint\":null,\"yields\":0}") == 0);
   sft_string_free(assignment);
   CHECK(status_has("run-1", "\"status\":\"PROCESSING\""));
   CHECK(finishes_as("run-gate", "COMPLETED"));
@@ -131,7 +131,7 @@ static void test_cancelled_before_running_comes_back_not_to_run(void) {
   CHECK_RESULT(sft_cancel_task("run-cancelled"), SFT_OK);
   char *assignment = next_assignment(runner, 0, SFT_OK);
   CHECK(assignment && strcmp(assignment, "{\"task_id\":\"run-cancelled\",\"run\":false,\"handler\":null,\"payload\":null,"
-                                         "\"attempt\":0,\"checkpoint\":null}") == 0);
+                                         "\"attempt\":0,\"checkpoint\":null,\"yields\":0}") == 0);
   sft_string_free(assignment);
   CHECK(status_has("run-cancelled", "\"status\":\"CANCELLED\""));
   CHECK_RESULT(sft_runner_finish(runner, "run-cancelled", 0, NULL), SFT_ERR_INVALID_STATE);

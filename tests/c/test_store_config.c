@@ -101,7 +101,7 @@ int main(void) {
   CHECK_RESULT(sft_submit_named("narrate", "{\"chapter\":1}", "cfg-named", NULL), SFT_OK);
   assignment = NULL;
   CHECK_RESULT(sft_runner_next(runner, 60000, &assignment), SFT_OK);
-  CHECK(json_has(assignment, "{\"task_id\":\"cfg-named\",\"run\":true,\"handler\":\"narrate\",\"payload\":{\"chapter\":1},\"attempt\":1,\"checkpoint\":null}"));
+  CHECK(json_has(assignment, "{\"task_id\":\"cfg-named\",\"run\":true,\"handler\":\"narrate\",\"payload\":{\"chapter\":1},\"attempt\":1,\"checkpoint\":null,\"yields\":0}"));
   sft_string_free(assignment);
   CHECK_RESULT(sft_runner_finish(runner, "cfg-named", 1, "\"no voice\""), SFT_OK);
   CHECK(finishes_as("cfg-named", "FAILED"));
