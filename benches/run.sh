@@ -12,9 +12,12 @@
 # memory-against-SQLite figures of benches/stores.rs: they are folded into
 # target/bench/results.json, and BENCHMARKS.md is left as it is), BENCH_ONLY=redis (only
 # the Redis store's figures of benches/redis.rs, against a redis-server it starts; their
-# medians are printed beside the targets), BENCH_QUICK=1 (benches/stores.rs and
-# benches/redis.rs with small counts; see their headers, and for benches/stores.rs
-# BENCH_STORES_CALLS and BENCH_STORES_TASKS).
+# medians are printed beside the targets), BENCH_ONLY=scheduling (only the preview-wait and
+# yield-check figures of benches/scheduling.rs, printed and written to
+# target/bench/scheduling.json; BENCHMARKS.md is left as it is), BENCH_QUICK=1
+# (benches/stores.rs and benches/redis.rs with small counts, benches/scheduling.rs with a
+# short queue; see their headers, and for benches/stores.rs BENCH_STORES_CALLS and
+# BENCH_STORES_TASKS).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,7 +29,7 @@ COUNT=${BENCH_COUNT:-1000000}
 PYTHON=${PYTHON:-python3}
 MAKE=${MAKE:-make}
 ONLY=${BENCH_ONLY:-}
-case "$ONLY" in "" | stores | redis) ;; *) echo "BENCH_ONLY: only 'stores' and 'redis' are known" >&2; exit 2 ;; esac
+case "$ONLY" in "" | stores | redis | scheduling) ;; *) echo "BENCH_ONLY: only 'stores', 'redis' and 'scheduling' are known" >&2; exit 2 ;; esac
 export STORYFLOW_TASKS_LIB=$ROOT/target/release/libstoryflow_tasks.so
 
 began=$(date +%s)
@@ -45,8 +48,8 @@ for line in sys.stdin:
     if message.get("reason") == "compiler-artifact" and message["target"]["name"] == sys.argv[1] and message.get("executable"):
         print(message["executable"])' "$1"
 }
-[ "$ONLY" = redis ] || stores=$(bench_executable stores)
-[ "$ONLY" = stores ] || redis_bench=$(bench_executable redis)
+case "$ONLY" in redis | scheduling) ;; *) stores=$(bench_executable stores) ;; esac
+case "$ONLY" in stores | scheduling) ;; *) redis_bench=$(bench_executable redis) ;; esac
 if [ -z "$ONLY" ]; then
     baselines=$(bench_executable baselines)
     c_bench=$OUT/c_bench
@@ -68,6 +71,23 @@ run() {
         : >"$file"
     fi
 }
+
+scheduling=$(bench_executable scheduling)
+# The scheduling figures run once: the FIFO wait alone is a minute, and the benchmark
+# repeats the other samples itself. SQLite's file goes under target/ (a real disk).
+run_scheduling() {
+    rm -rf "$OUT/scheduling-sqlite"
+    run scheduling "$scheduling" "$OUT/scheduling-sqlite"
+    cat "$SAMPLES/r$rep.scheduling.err"
+}
+if [ "$ONLY" = scheduling ]; then
+    rep=all
+    echo "== the preview's wait behind a queued book (benches/scheduling.rs)"
+    run_scheduling
+    cp "$SAMPLES/r$rep.scheduling.json" "$OUT/scheduling.json"
+    echo "== wrote $OUT/scheduling.json ($(($(date +%s) - began)) s); BENCHMARKS.md left as it is"
+    exit 0
+fi
 
 # The stores alternate within each run, so that both see the same machine load. The
 # SQLite files go to a fresh directory under target/ (a real disk; /tmp may be a tmpfs),
@@ -130,6 +150,8 @@ done
 # the bindings' own benchmarks, which repeat and fold their runs themselves.
 # Whatever cannot run is reported as missing.
 rep=all
+echo "== the preview's wait behind a queued book (benches/scheduling.rs)"
+run_scheduling
 echo "== the original design in pure Python, Python binding, Node engines"
 run original_submit_growth "$PYTHON" benches/original_submit_growth.py
 venv_python=$ROOT/.venv/bin/python

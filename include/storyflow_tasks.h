@@ -388,7 +388,7 @@ SftResult sft_defer_task(const char *task_id);
  * it; any other code fails it with `message` (or, if NULL, the text set by
  * `sft_set_task_error` or a generic one). If cancellation was requested it
  * ends `CANCELLED`. The status is final when this returns, and the worker
- * moves on; after `sft_yield_task` the task is `PENDING` again instead. Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (not running
+ * moves on; after `sft_yield_task` the task is back in the queue instead. Errors: `SFT_ERR_NOT_FOUND`, `SFT_ERR_INVALID_STATE` (not running
  * and awaiting completion), `SFT_ERR_INVALID_ARGUMENT`.
  *
  * # Safety
@@ -413,7 +413,7 @@ SftResult sft_submit_external_task(const char *task_id, char **out_task_id);
  * As `sft_submit_external_task`, scheduled by `options_json` (NULL, or
  * `{"priority": …, "deadline": …}` as in `sft_submit_task_with_options`, whose
  * rules and errors apply). An external task that yields (`sft_yield_task`
- * before `sft_finish_task`) is `PENDING` again when the finish returns, and
+ * before `sft_finish_task`) is back in the queue when the finish returns, and
  * becomes `PROCESSING` again (a "started" event) when the worker reaches it.
  *
  * # Safety
@@ -667,7 +667,8 @@ SftResult sft_runner_next(uint64_t runner,
  * string literal, so that NUL and every character round-trip; NULL uses the
  * text set by `sft_set_task_error` or a generic one naming the code). It ends
  * `CANCELLED` instead if cancellation was requested. After `sft_yield_task` the
- * run ends as a yield instead: the task is `PENDING` again when this returns.
+ * run ends as a yield instead: the task is back in the queue when this returns
+ * (`PENDING`, or handed over again already if nothing was ahead of it).
  *
  * It cannot fail on the message: one over `max_message_bytes` is shortened at
  * a character boundary and ends with " [shortened from N bytes]"; a lone

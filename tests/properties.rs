@@ -833,10 +833,21 @@ impl Machine {
                 "cancel_requested",
                 "handler",
                 "attempt",
-                "checkpoint"
+                "checkpoint",
+                "priority",
+                "deadline",
+                "yield_requested",
+                "yields"
             ]
         );
         let context = || format!("task {index} ({:?}): {json}", task.id);
+        // The model submits everything at the default schedule: nothing ever asks for a yield.
+        assert_eq!(
+            (&status["priority"], &status["deadline"], &status["yield_requested"], &status["yields"]),
+            (&Value::from(0), &Value::Null, &Value::from(false), &Value::from(0)),
+            "{}",
+            context()
+        );
         assert_eq!(status["task_id"], task.id.as_str(), "{}", context());
         assert_eq!(status["status"], task.state.as_str(), "{}", context());
         assert_eq!(status["revision"], task.revision, "{}", context());

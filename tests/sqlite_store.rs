@@ -380,7 +380,11 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
             "cancel_requested",
             "handler",
             "attempt",
-            "checkpoint"
+            "checkpoint",
+            "priority",
+            "deadline",
+            "yield_requested",
+            "yields"
         ]
     );
 
@@ -392,7 +396,7 @@ fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     assert_eq!(
         assignment,
         serde_json::json!({"task_id": "chapter-3", "run": true, "handler": "narrate",
-                           "payload": {"chapter": 3, "text": "Once upon a time"}, "attempt": 1, "checkpoint": null})
+                           "payload": {"chapter": 3, "text": "Once upon a time"}, "attempt": 1, "checkpoint": null, "yields": 0})
     );
     assert_eq!(status(&store, &second)["queue_position"], 0);
 
@@ -647,7 +651,7 @@ fn another_applications_database_and_a_newer_schema_are_named() {
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
     let message = open_error(&newer);
-    assert!(message.contains("schema version 99, newer than version 1"), "{message}");
+    assert!(message.contains("schema version 99, newer than version 2"), "{message}");
 }
 
 #[test]

@@ -93,6 +93,14 @@ export interface TaskStatus {
   attempt: number;
   /** The last value given to setCheckpoint; null if none. */
   checkpoint: JsonValue;
+  /** Higher runs first; FIFO within one priority. 0 unless given at submit. */
+  priority: number;
+  /** Unix epoch seconds; null for no deadline. */
+  deadline: number | null;
+  /** Whether the task should yield now (isYieldRequested); false unless PROCESSING. */
+  yield_requested: boolean;
+  /** How often the task yielded. */
+  yields: number;
 }
 
 /** The result given to addCompletedSegment. */
@@ -114,6 +122,34 @@ export interface TaskStats {
   cancelled_total: number;
   mean_run_secs: number;
   max_run_secs: number;
+  /** Pending tasks per priority, highest first; only priorities with pending tasks. */
+  pending_by_priority: PriorityPending[];
+}
+
+/** One entry of `pending_by_priority`. */
+export interface PriorityPending {
+  priority: number;
+  pending: number;
+}
+
+/**
+ * How a task is scheduled, given at submit. The library checks the values and
+ * refuses a bad one (or an unknown key) with an InvalidArgumentError naming it.
+ */
+export interface ScheduleOptions {
+  /** An integer in -2^31..2^31-1; higher runs first, FIFO within one priority. Default 0. */
+  priority?: number | bigint;
+  /**
+   * A Date, or Unix epoch seconds: a task still PENDING then never starts (FAILED),
+   * a PROCESSING one is asked to cancel (CANCELLED). Default: none.
+   */
+  deadline?: Date | number | null;
+}
+
+/** The options a submit takes in place of a task id. */
+export interface SubmitOptions extends ScheduleOptions {
+  /** The id to use; by default a new UUIDv4. */
+  taskId?: string | null;
 }
 
 /** Settings for configure() and what getConfig() returns. */
@@ -135,7 +171,7 @@ export interface TaskConfig {
 }
 
 /** What a change-feed event is about. */
-export type TaskEventKind = 'submitted' | 'started' | 'progress' | 'segment' | 'error' | 'cancel_requested' | 'finished';
+export type TaskEventKind = 'submitted' | 'started' | 'progress' | 'segment' | 'error' | 'cancel_requested' | 'yielded' | 'finished';
 
 /** One change-feed event. */
 export interface TaskEvent {
@@ -188,8 +224,14 @@ export interface HandlerContext {
   signal: AbortSignal;
   /** 1 on the first start, 2, 3, ... when an interrupted task is resumed. */
   attempt: number;
-  /** The last value given to setCheckpoint (kept across an interruption); null if none. */
+  /** The last value given to setCheckpoint (kept across an interruption and a yield); null if none. */
   checkpoint: JsonValue;
+  /** How often the task yielded before this run: 0 on its first run. */
+  yields: number;
+  /** Whether a task of a higher priority waits (tm.isYieldRequested of this task): poll it between sentences. */
+  shouldYield(): boolean;
+  /** Makes this run's end a yield (tm.yieldTask of this task): call it, then return. */
+  yield(): void;
 }
 
 /**
@@ -240,14 +282,14 @@ export class TaskManager {
   /** Task events of every task of the process. */
   readonly events: TaskEventEmitter;
 
-  /** Submits a JS task; returns its id (a new UUIDv4 unless taskId is given). */
-  submitTask(fn: TaskFunction, taskId?: string | null): string;
+  /** Submits a JS task; returns its id (a new UUIDv4 unless a task id is given, positionally or as `taskId`). */
+  submitTask(fn: TaskFunction, taskIdOrOptions?: string | null | SubmitOptions): string;
   /** Serves the named tasks of `name` in this process (a worker for the store's shared queue); SFT_ERR_DUPLICATE_ID if already served here. */
   registerHandler<Payload = JsonValue>(name: string, fn: HandlerFunction<Payload>): void;
   /** The handler names registered on this thread, in order. */
   handlerNames(): string[];
   /** Queues a named task for whichever process serves `name`; returns its id. */
-  submitNamed(name: string, payload?: unknown, taskId?: string | null): string;
+  submitNamed(name: string, payload?: unknown, taskIdOrOptions?: string | null | SubmitOptions): string;
   /** Records the running task's checkpoint (any JSON value); false if the task is unknown or finished. */
   setCheckpoint(taskId: string, value: unknown): boolean;
   /** The task's status, or null if it is unknown. */
@@ -263,6 +305,10 @@ export class TaskManager {
   addError(taskId: string, segmentId: SegmentId, message: string): boolean;
   /** Whether cancellation of the task was requested. */
   isCancelRequested(taskId: string): boolean;
+  /** Whether the running task should yield: a task of a higher priority waits that a worker can run now. */
+  isYieldRequested(taskId: string): boolean;
+  /** Makes the running task's end a yield (back to PENDING at the head of its priority, its work kept): call it, then return. */
+  yieldTask(taskId: string): void;
   /** Cancels a pending task, or requests cancellation of a running one; resolves with the status right after (null only if the task already left the registry). */
   cancel(taskId: string): Promise<TaskStatus | null>;
   /** Resolves with the final status; rejects with SFT_ERR_TIMEOUT after `timeout` ms, SFT_ERR_NOT_FOUND for an unknown id. */

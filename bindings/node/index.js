@@ -85,6 +85,41 @@ function optionsObject(options, operation) {
   return options;
 }
 
+/**
+ * The submit options as JSON text for the library's *_with_options functions,
+ * or null for the defaults. The library parses and checks them (priority an
+ * integer in i32 range, deadline a finite number of epoch seconds >= 0 or null,
+ * no other key) and refuses a bad one naming its key; here a Date deadline
+ * becomes epoch seconds, and a key set to undefined counts as left out.
+ */
+function scheduleJson(schedule, operation) {
+  const options = {};
+  for (const [key, value] of Object.entries(schedule)) {
+    if (value === undefined) continue;
+    options[key] = key === 'deadline' && value instanceof Date ? value.getTime() / 1000 : value;
+  }
+  return Object.keys(options).length === 0 ? null : toJson(options, 'options', operation);
+}
+
+/**
+ * The last argument of a submit: a task id (the positional form), or the
+ * options `{ taskId, priority, deadline }`; undefined or null for neither.
+ * @returns {{ taskId: string | null, optionsJson: string | null }}
+ */
+function submitArguments(taskIdOrOptions, operation) {
+  if (taskIdOrOptions === undefined || taskIdOrOptions === null) return { taskId: null, optionsJson: null };
+  if (typeof taskIdOrOptions === 'string') return { taskId: requireText(taskIdOrOptions, 'taskId', operation), optionsJson: null };
+  if (typeof taskIdOrOptions !== 'object' || Array.isArray(taskIdOrOptions)) {
+    throw new TypeError(`${operation}: the last argument must be a task id or an options object { taskId, priority, deadline }, ` +
+      `got ${describe(taskIdOrOptions)}`);
+  }
+  const { taskId, ...schedule } = taskIdOrOptions;
+  return {
+    taskId: taskId === undefined || taskId === null ? null : requireText(taskId, 'taskId', operation),
+    optionsJson: scheduleJson(schedule, operation),
+  };
+}
+
 let instance = null;
 
 /**
@@ -130,7 +165,10 @@ class TaskManager {
      * Listeners do not keep the process alive by themselves.
      */
     this.events = new EventEmitter();
-    this.#runner = new TaskRunner(this.#native, () => this.#feed.kick(), !isMainThread);
+    this.#runner = new TaskRunner(this.#native, () => this.#feed.kick(), !isMainThread, (taskId) => ({
+      shouldYield: () => this.isYieldRequested(taskId),
+      yield: () => this.yieldTask(taskId),
+    }));
     this.#feed = new ChangeFeed(this.#native, this.events, this.#runner);
     Object.freeze(this);
     instance = this;
@@ -175,23 +213,30 @@ class TaskManager {
 
   /**
    * Submits a JS task. `fn(taskId, signal)` runs on the main thread when the
-   * library's single worker reaches it (FIFO with every other task of the
-   * process); the worker stays with it until the value it returns (a Promise
-   * or not) settles. A throw or rejection fails the task with the error's
-   * message. `signal` is aborted when cancellation of the task is requested.
+   * library's single worker reaches it (higher priority first, FIFO within one
+   * priority, with every other task of the process); the worker stays with it
+   * until the value it returns (a Promise or not) settles. A throw or rejection
+   * fails the task with the error's message. `signal` is aborted when
+   * cancellation of the task is requested (also when its deadline passes while
+   * it runs).
    * @param {(taskId: string, signal: AbortSignal) => unknown} fn
-   * @param {string} [taskId] the id to use; by default a new UUIDv4
+   * @param {string | { taskId?: string | null, priority?: number | bigint, deadline?: Date | number | null }} [taskIdOrOptions]
+   *   the id to use (by default a new UUIDv4), or options: `taskId`; `priority`,
+   *   an integer in -2^31..2^31-1, higher first (default 0); `deadline`, a Date
+   *   or Unix epoch seconds: a task still pending then never starts (FAILED), a
+   *   running one is asked to cancel
    * @returns {string} the task id
    * @throws {TypeError} fn is not a function, or taskId is not a string
-   * @throws {StoryflowTasksError} SFT_ERR_DUPLICATE_ID, SFT_ERR_INVALID_ARGUMENT, SFT_ERR_QUEUE_FULL, SFT_ERR_SHUT_DOWN
+   * @throws {InvalidArgumentError} an option the library refuses (named in the message); nothing is queued
+   * @throws {StoryflowTasksError} SFT_ERR_DUPLICATE_ID, SFT_ERR_QUEUE_FULL, SFT_ERR_SHUT_DOWN
    */
-  submitTask(fn, taskId = undefined) {
+  submitTask(fn, taskIdOrOptions = undefined) {
     if (typeof fn !== 'function') throw new TypeError(`submitTask: fn must be a function, got ${describe(fn)}`);
-    const wanted = taskId === undefined || taskId === null ? null : requireText(taskId, 'taskId', 'submitTask');
+    const { taskId, optionsJson } = submitArguments(taskIdOrOptions, 'submitTask');
     // Listeners added right after this call hear the task's events from its submission on.
     this.#feed.anchor();
     try {
-      const { code, value } = this.#runner.submit(wanted, fn);
+      const { code, value } = this.#runner.submit(taskId, fn, optionsJson);
       this.#check(code, 'submitTask');
       return value;
     } finally {
@@ -202,15 +247,18 @@ class TaskManager {
   /**
    * Serves the named tasks of `name` in this process, which makes it a worker
    * for the shared queue (the store's: other processes of one SQLite file
-   * submit to it too). `fn(payload, { id, signal, attempt, checkpoint })` runs
-   * on this thread, like a JS task, when the worker reaches such a task; it
-   * gets the payload given to submitNamed, the attempt (1, then 2, ... when an
-   * interrupted task is resumed) and the last checkpoint recorded with
-   * setCheckpoint (or null), all parsed losslessly. A throw or rejection fails
-   * the task (no retry); `signal` aborts when cancellation is requested.
-   * Registered handlers alone do not keep the process alive.
+   * submit to it too). `fn(payload, context)` runs on this thread, like a JS
+   * task, when the worker reaches such a task; it gets the payload given to
+   * submitNamed and `context`: `id`, `signal` (aborts when cancellation is
+   * requested), `attempt` (1, then 2, ... when an interrupted task is resumed),
+   * `checkpoint` (the last one recorded with setCheckpoint, or null; parsed
+   * losslessly like the payload), `yields` (how often the task yielded so far),
+   * `shouldYield()` (isYieldRequested of the task) and `yield()` (yieldTask of
+   * the task: call it, then return). A throw or rejection fails the task (no
+   * retry). Registered handlers alone do not keep the process alive.
    * @param {string} name
-   * @param {(payload: any, context: { id: string, signal: AbortSignal, attempt: number, checkpoint: any }) => unknown} fn
+   * @param {(payload: any, context: { id: string, signal: AbortSignal, attempt: number, checkpoint: any, yields: number,
+   *   shouldYield: () => boolean, yield: () => void }) => unknown} fn
    * @throws {TypeError} name is not a string, or fn is not a function
    * @throws {StoryflowTasksError} SFT_ERR_DUPLICATE_ID (name already served in this process), SFT_ERR_INVALID_ARGUMENT, a store error
    */
@@ -234,19 +282,20 @@ class TaskManager {
    * until one registers it, without holding up the tasks behind it.
    * @param {string} name the handler name
    * @param {unknown} [payload] any JSON value (BigInt included); undefined: null
-   * @param {string} [taskId] the id to use; by default a new UUIDv4
+   * @param {string | { taskId?: string | null, priority?: number | bigint, deadline?: Date | number | null }} [taskIdOrOptions]
+   *   the id to use (by default a new UUIDv4), or options as for submitTask
    * @returns {string} the task id
-   * @throws {InvalidArgumentError} a value JSON cannot carry in payload, a NUL in name or taskId
+   * @throws {InvalidArgumentError} a value JSON cannot carry in payload, a NUL in name or taskId, an option the library refuses
    * @throws {StoryflowTasksError} SFT_ERR_DUPLICATE_ID, SFT_ERR_QUEUE_FULL, SFT_ERR_SHUT_DOWN, a store error
    */
-  submitNamed(name, payload = undefined, taskId = undefined) {
+  submitNamed(name, payload = undefined, taskIdOrOptions = undefined) {
     const operation = 'submitNamed';
     requireText(name, 'name', operation);
     const payloadJson = payload === undefined ? null : toJson(payload, 'payload', operation);
-    const wanted = taskId === undefined || taskId === null ? null : requireText(taskId, 'taskId', operation);
+    const { taskId, optionsJson } = submitArguments(taskIdOrOptions, operation);
     this.#feed.anchor();
     try {
-      const { code, value } = this.#native.submitNamed(name, payloadJson, wanted);
+      const { code, value } = this.#native.submitNamed(name, payloadJson, taskId, optionsJson);
       this.#check(code, operation);
       return value;
     } finally {
@@ -273,7 +322,7 @@ class TaskManager {
    * The task's status (a fresh object with the wire keys: task_id, status,
    * progress, completed_segments, errors, created_at, started_at, completed_at,
    * error, revision, queue_position, cancel_requested, handler, attempt,
-   * checkpoint), or null if unknown.
+   * checkpoint, priority, deadline, yield_requested, yields), or null if unknown.
    * @param {string} taskId
    * @returns {object | null}
    */
@@ -344,6 +393,37 @@ class TaskManager {
     const { code, value } = this.#native.isCancelRequested(requireText(taskId, 'taskId', 'isCancelRequested'));
     this.#check(code, 'isCancelRequested');
     return value;
+  }
+
+  /**
+   * Whether the running task should yield: a task of a higher priority waits
+   * that a worker can run now. Cheap enough to poll between sentences, like
+   * isCancelRequested; false for a task that is not PROCESSING.
+   * @param {string} taskId
+   * @returns {boolean}
+   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND
+   */
+  isYieldRequested(taskId) {
+    const { code, value } = this.#native.isYieldRequested(requireText(taskId, 'taskId', 'isYieldRequested'));
+    this.#check(code, 'isYieldRequested');
+    return value;
+  }
+
+  /**
+   * Makes the running task's end a yield: call it, then return (whatever the
+   * task then returns or throws, its run counts as a yield). The task goes back
+   * to PENDING at the head of its priority with its segments, errors, progress
+   * and checkpoint kept and `yields` one more, and runs again (the same JS
+   * function, or its handler with the same payload and its checkpoint) once the
+   * tasks of higher priority have run. A task may yield without being asked;
+   * cancellation wins over a yield.
+   * @param {string} taskId
+   * @throws {StoryflowTasksError} SFT_ERR_NOT_FOUND, SFT_ERR_INVALID_STATE (the task is not PROCESSING)
+   */
+  yieldTask(taskId) {
+    requireText(taskId, 'taskId', 'yieldTask');
+    this.#check(this.#native.yieldTask(taskId), 'yieldTask');
+    this.#runner.noteYield(taskId);
   }
 
   /**
@@ -435,7 +515,9 @@ class TaskManager {
 
   /**
    * Statistics: counts (per state), queue_depth, retained, submitted_total,
-   * completed_total, failed_total, cancelled_total, mean_run_secs, max_run_secs.
+   * completed_total, failed_total, cancelled_total, mean_run_secs, max_run_secs,
+   * pending_by_priority (`[{ priority, pending }]`, highest first, only
+   * priorities with pending tasks).
    * @returns {Promise<object>}
    */
   stats() {

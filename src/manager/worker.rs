@@ -75,6 +75,9 @@ fn run(manager: &Arc<TaskManager>, task: &Arc<Task>, mut job: Job) {
     // A run-once body is consumed by its run: there is nothing to run again after a yield.
     data.can_yield = !matches!(job, Job::Body(_));
     data.yielding = false;
+    // A finish from outside that yields counts one more; a cancel may follow before the
+    // worker looks, and the job must still go back (its drop then tells a runner).
+    let yields_before = data.yields;
     let event = manager.start(task, &mut data);
     drop(data);
     manager.deliver(event);
@@ -131,10 +134,10 @@ fn run(manager: &Arc<TaskManager>, task: &Arc<Task>, mut job: Job) {
             let (mut waited, _) = wait_while_until(&task.changed, data, None, |data| data.status == TaskState::Processing);
             waited.waiters -= 1;
             data = waited;
-            (None, data.status == TaskState::Pending)
+            (None, data.yields > yields_before)
         }
-        // Finished from outside before the code returned; PENDING again if that run yielded.
-        Deferral::Finished => (None, data.status == TaskState::Pending),
+        // Finished from outside before the code returned; back in the queue if that run yielded.
+        Deferral::Finished => (None, data.yields > yields_before),
     };
     drop(data);
     manager.deliver(event);

@@ -68,7 +68,8 @@ function makeNative(engineName, handle) {
       const code = fns.sft_runner_register(out);
       return { code, value: handle.readOutUint64(out) };
     },
-    submitRunnerTask: (runner, taskId) => callWithOutString(fns.sft_submit_runner_task, asUint64(runner), taskId),
+    submitRunnerTask: (runner, taskId, optionsJson) =>
+      callWithOutString(fns.sft_submit_runner_task_with_options, asUint64(runner), taskId, optionsJson),
     /** sft_runner_next on a libuv thread: `callback(code, assignmentJson)` runs on the main thread. */
     runnerNextAsync(runner, timeoutMs, callback) {
       const out = newOutPointer();
@@ -79,7 +80,8 @@ function makeNative(engineName, handle) {
     },
     runnerFinish: (runner, taskId, code, messageJson) => fns.sft_runner_finish(asUint64(runner), taskId, code, messageJson),
     runnerAddHandler: (runner, name) => fns.sft_runner_add_handler(asUint64(runner), name),
-    submitNamed: (handler, payloadJson, taskId) => callWithOutString(fns.sft_submit_named, handler, payloadJson, taskId),
+    submitNamed: (handler, payloadJson, taskId, optionsJson) =>
+      callWithOutString(fns.sft_submit_named_with_options, handler, payloadJson, taskId, optionsJson),
     setCheckpoint: (taskId, checkpointJson) => fns.sft_set_checkpoint(taskId, checkpointJson),
     runnerClose: (runner, timeoutMs) => fns.sft_runner_close(asUint64(runner), timeoutMs),
     getTaskStatus: (taskId) => takeString(fns.sft_get_task_status(taskId)),
@@ -93,6 +95,12 @@ function makeNative(engineName, handle) {
       const code = fns.sft_is_cancel_requested(taskId, out);
       return { code, value: handle.readOutBool(out) };
     },
+    isYieldRequested(taskId) {
+      const out = handle.newOutBool();
+      const code = fns.sft_is_yield_requested(taskId, out);
+      return { code, value: handle.readOutBool(out) };
+    },
+    yieldTask: (taskId) => fns.sft_yield_task(taskId),
     lastEventSeq: () => Number(fns.sft_last_event_seq()),
     /**
      * The change feed, as ONE native call on a libuv thread: `callback(code, json)`

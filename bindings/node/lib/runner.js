@@ -14,9 +14,14 @@
 // the next one waits on an unref'd timer, so a process with nothing else to do
 // ends; the worker command holds its process itself. A running task's own work
 // (timers, I/O) is what keeps the process alive while it runs, as for any Promise.
+//
+// A task that yielded (tm.yieldTask, or a handler's context.yield(), then it
+// returned) goes back to the library's queue: a JS task's function is kept, and
+// the library hands the same task id over again later, to run it again.
 
 const { Result } = require('./native');
 const { parseJson } = require('./json');
+const { isFinished, parseStatus } = require('./status');
 
 /** How long one native sft_runner_next lasts at most, so that the loop is never blocked and polling can stop. */
 const NEXT_TIMEOUT_MS = 200;
@@ -46,8 +51,12 @@ class TaskRunner {
   #functions = new Map();
   /** Named handlers this runner serves: name -> fn(payload, context). */
   #handlers = new Map();
-  /** JS tasks running: id -> AbortController aborted when cancellation is requested. */
+  /** Tasks running: id -> { controller, fn }: the AbortController aborted when cancellation is requested, and a JS task's function. */
   #running = new Map();
+  /** The running tasks that yielded: their finish puts a JS task's function back for the next hand-over. */
+  #yielded = new Set();
+  /** (taskId) => { shouldYield, yield }: what a handler's context offers to yield with. */
+  #yieldControls;
   /** An sft_runner_next call is in flight, or its unref'd timer is set. */
   #polling = false;
   /** The timer of a lazy or retried poll, while set. */
@@ -62,11 +71,14 @@ class TaskRunner {
    * @param {boolean} closeAtExit close the runner when this thread exits: a worker thread's
    *   tasks then end (queued ones CANCELLED, a running one FAILED) instead of holding the
    *   process-wide worker; the main thread's exit ends the process and the library with it
+   * @param {(taskId: string) => { shouldYield: () => boolean, yield: () => void }} yieldControls
+   *   the yield calls of a handler's context, bound to its task
    */
-  constructor(native, onChange, closeAtExit) {
+  constructor(native, onChange, closeAtExit, yieldControls) {
     this.#native = native;
     this.#onChange = onChange;
     this.#closeAtExit = closeAtExit;
+    this.#yieldControls = yieldControls;
   }
 
   /** How many of this thread's JS tasks run now (0 or 1). */
@@ -100,7 +112,7 @@ class TaskRunner {
   }
 
   /**
-   * Serves the named tasks of `name` with `fn(payload, { id, signal, attempt, checkpoint })`.
+   * Serves the named tasks of `name` with `fn(payload, { id, signal, attempt, checkpoint, yields, shouldYield, yield })`.
    * The library refuses a name already served in this process (SFT_ERR_DUPLICATE_ID).
    * @returns {number} the result code
    */
@@ -116,13 +128,13 @@ class TaskRunner {
   }
 
   /**
-   * Submits `fn` as a runner task (taskId null: a new UUIDv4).
+   * Submits `fn` as a runner task (taskId null: a new UUIDv4) with its submit options (JSON text, or null).
    * @returns {{ code: number, value: string | null }}
    */
-  submit(taskId, fn) {
+  submit(taskId, fn, optionsJson) {
     const registered = this.#ensureRunner();
     if (registered !== Result.OK) return { code: registered, value: null };
-    const submitted = this.#native.submitRunnerTask(this.#runner, taskId);
+    const submitted = this.#native.submitRunnerTask(this.#runner, taskId, optionsJson);
     if (submitted.code === Result.OK) {
       this.#functions.set(submitted.value, fn);
       this.#poll();
@@ -135,6 +147,14 @@ class TaskRunner {
     this.#functions.delete(taskId);
   }
 
+  /**
+   * Records that a running task of this runner yielded (the library accepted it), so that its finish keeps its function.
+   * A JS task may be PROCESSING already and its hand-over not have reached this thread yet: its function is still queued.
+   */
+  noteYield(taskId) {
+    if (this.#running.has(taskId) || this.#functions.has(taskId)) this.#yielded.add(taskId);
+  }
+
   /** Aborts the signals of the running JS tasks and handlers the library asked to stop. */
   abortRequested() {
     for (const taskId of this.#running.keys()) {
@@ -144,7 +164,7 @@ class TaskRunner {
 
   /** Aborts the signal of a running JS task or handler. */
   abort(taskId) {
-    this.#running.get(taskId)?.abort(cancellationReason(taskId));
+    this.#running.get(taskId)?.controller.abort(cancellationReason(taskId));
   }
 
   /** Asks for the next hand-over if there is something to ask for: at once while a JS task waits, else lazily. */
@@ -191,12 +211,15 @@ class TaskRunner {
    * forgets one released unrun. `handler` names a named task's handler; null
    * for a JS task, whose function this runner kept.
    */
-  #take({ task_id: taskId, run, handler, payload, attempt, checkpoint }) {
+  #take({ task_id: taskId, run, handler, payload, attempt, checkpoint, yields }) {
     const fn = this.#functions.get(taskId);
     this.#functions.delete(taskId);
-    if (!run) return;
+    if (!run) {
+      this.#yielded.delete(taskId);
+      return;
+    }
     const controller = new AbortController();
-    this.#running.set(taskId, controller);
+    this.#running.set(taskId, { controller, fn });
     this.#onChange();
     Promise.resolve()
       .then(() => {
@@ -206,7 +229,7 @@ class TaskRunner {
         if (handler !== null && handler !== undefined) {
           const handlerFn = this.#handlers.get(handler);
           if (handlerFn === undefined) throw new Error(`storyflow-tasks: this runner serves no handler named ${JSON.stringify(handler)}`);
-          const context = { id: taskId, signal: controller.signal, attempt, checkpoint };
+          const context = { id: taskId, signal: controller.signal, attempt, checkpoint, yields, ...this.#yieldControls(taskId) };
           return controller.signal.aborted ? undefined : handlerFn(payload, context);
         }
         if (fn === undefined) throw new Error('storyflow-tasks: this runner holds no function for the task');
@@ -215,14 +238,26 @@ class TaskRunner {
       .then(() => this.#finish(taskId, null), (error) => this.#finish(taskId, failureMessage(error)));
   }
 
-  /** Hands a JS task's outcome to the library, which then moves the worker on. */
+  /**
+   * Hands a task's outcome to the library, which then moves the worker on. A
+   * yielded JS task's function goes back among the queued ones first: the
+   * library hands the task over again once the tasks of higher priority ran.
+   */
   #finish(taskId, message) {
+    const { fn } = this.#running.get(taskId);
     this.#running.delete(taskId);
+    const kept = this.#yielded.delete(taskId) && fn !== undefined;
+    if (kept) this.#functions.set(taskId, fn);
     const code = this.#native.runnerFinish(this.#runner, taskId, message === null ? 0 : 1,
       message === null ? null : JSON.stringify(message));
     if (code !== Result.OK) {
       process.emitWarning(`storyflow-tasks: finishing task ${JSON.stringify(taskId)} failed: ` +
         `${this.#native.lastErrorMessage() ?? ''} (${this.#native.resultName(code)})`);
+    }
+    // Cancellation (or a passed deadline) wins over a yield: then the task ended and never comes back.
+    if (kept) {
+      const status = parseStatus(this.#native.getTaskStatus(taskId));
+      if (status === null || isFinished(status)) this.#functions.delete(taskId);
     }
     this.#onChange();
     this.#poll();

@@ -39,7 +39,8 @@ test('a submitted task gets a UUID, the wire keys, and completes', async () => {
   assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   const status = tm.getTaskStatus(id);
   assert.deepEqual(Object.keys(status).sort(), ['attempt', 'cancel_requested', 'checkpoint', 'completed_at', 'completed_segments',
-    'created_at', 'error', 'errors', 'handler', 'progress', 'queue_position', 'revision', 'started_at', 'status', 'task_id'].sort());
+    'created_at', 'deadline', 'error', 'errors', 'handler', 'priority', 'progress', 'queue_position', 'revision', 'started_at', 'status',
+    'task_id', 'yield_requested', 'yields'].sort());
   assert.equal(status.handler, null);
   assert.equal(status.task_id, id);
   const final = await tm.wait(id);

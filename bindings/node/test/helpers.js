@@ -64,10 +64,11 @@ function deferred() {
 }
 
 /**
- * Submits a JS task that reports when it starts and then runs until released.
+ * Submits a JS task that reports when it starts and then runs until released;
+ * `taskIdOrOptions` as submitTask takes it.
  * @returns {{ id: string, started: Promise<AbortSignal>, release: (value?: unknown) => void, fail: (error: unknown) => void }}
  */
-function submitHeldTask(tm, taskId) {
+function submitHeldTask(tm, taskIdOrOptions) {
   const started = deferred();
   const gate = deferred();
   const id = tm.submitTask((_id, signal) => {
@@ -76,7 +77,7 @@ function submitHeldTask(tm, taskId) {
     // until it settles: while a JS task runs, the binding leaves that to the task itself.
     const work = setInterval(() => {}, 60_000);
     return gate.promise.finally(() => clearInterval(work));
-  }, taskId);
+  }, taskIdOrOptions);
   return { id, started: started.promise, release: gate.resolve, fail: gate.reject };
 }
 

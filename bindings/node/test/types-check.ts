@@ -5,6 +5,7 @@ import {
   TaskManager, getTaskManager, StoryflowTasksError, InvalidArgumentError, ENGINES, DEFAULT_ENGINE, Integer, JsonValue, SegmentId,
   TASK_PENDING, TASK_PROCESSING, TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED,
   TaskStatus, TaskEvent, FeedGap, TaskStats, TaskConfig, TaskState, EngineName, HandlerContext, HandlerFunction,
+  SubmitOptions, ScheduleOptions, PriorityPending,
 } from '..';
 
 async function useEverything(): Promise<void> {
@@ -28,12 +29,26 @@ async function useEverything(): Promise<void> {
     tm.addError(taskId, 3, 'voice not found');
   }, 'my-id');
   tm.submitTask(() => 42);
+  const urgent: SubmitOptions = { taskId: 'preview-1', priority: 10, deadline: new Date(Date.now() + 60_000) };
+  tm.submitTask((taskId: string) => {
+    if (tm.isYieldRequested(taskId)) tm.yieldTask(taskId);
+  }, urgent);
+  tm.submitTask(() => undefined, { priority: -1n, deadline: Date.now() / 1000 + 60 });
+  tm.submitTask(() => undefined, { deadline: null });
+  const schedule: ScheduleOptions = { priority: 5 };
+  tm.submitNamed('narrate', { sentences: ['a'] }, { ...schedule, taskId: null });
 
   tm.registerHandler('narrate', async (payload: JsonValue, { id: taskId, signal, attempt, checkpoint }: HandlerContext) => {
     const first: number = attempt;
     const resumeAt: JsonValue = checkpoint;
     if (!signal.aborted) tm.setCheckpoint(taskId, { next: 3, big: 2n ** 70n });
     console.log(payload, first, resumeAt);
+  });
+  tm.registerHandler('patient', async (_payload: JsonValue, context: HandlerContext) => {
+    const before: number = context.yields;
+    const asked: boolean = context.shouldYield();
+    if (asked) context.yield();
+    console.log(before);
   });
   const typed: HandlerFunction<{ sentences: string[] }> = (payload) => console.log(payload.sentences.length);
   tm.registerHandler('typed', typed);
@@ -57,6 +72,11 @@ async function useEverything(): Promise<void> {
     const attempt: number = status.attempt;
     const checkpoint: JsonValue = status.checkpoint;
     console.log(handler, attempt, checkpoint);
+    const priority: number = status.priority;
+    const deadline: number | null = status.deadline;
+    const yieldRequested: boolean = status.yield_requested;
+    const yields: number = status.yields;
+    console.log(priority, deadline, yieldRequested, yields);
   }
   const requested: boolean = tm.isCancelRequested(id);
   const afterCancel: TaskStatus | null = await tm.cancel(id);
@@ -68,6 +88,8 @@ async function useEverything(): Promise<void> {
   const stats: TaskStats = await tm.stats();
   const statsNow: TaskStats = tm.statsSync();
   const pending: number = stats.counts.PENDING;
+  const byPriority: PriorityPending[] = stats.pending_by_priority;
+  console.log(byPriority.map((entry) => entry.priority * entry.pending));
   const config: TaskConfig = tm.getConfig();
   await tm.configure({ max_pending_tasks: 10 });
   await tm.configure({ store: 'sqlite:/tmp/tasks.db', max_attempts: 3 });

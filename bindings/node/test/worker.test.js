@@ -89,7 +89,7 @@ sqliteTest('a store that cannot be opened is reported before any module runs', a
 
 sqliteTest('a worker process runs the named tasks this process submits; wait and watch follow them', async (t) => {
   const worker = await startServing(t);
-  assert.match(worker.started, new RegExp(`^storyflow-tasks worker \\d+: serving narrate, fail, stubborn from ${STORE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(engine ${ENGINE}\\)`));
+  assert.match(worker.started, new RegExp(`^storyflow-tasks worker \\d+: serving narrate, fail, stubborn, patient from ${STORE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(engine ${ENGINE}\\)`));
 
   const narration = tm.submitNamed('narrate', { sentences: 4 });
   const failing = tm.submitNamed('fail', { message: 'voice "narrator" not found' });
@@ -153,6 +153,30 @@ sqliteTest('a worker killed with SIGKILL mid-task: the next worker resumes it wi
   assert.equal(resumed.attempt, 2);
   assert.deepEqual(resumed.checkpoint, { next: 3 });
   assert.equal((await stop(second)).code, 0);
+});
+
+sqliteTest('a worker task that polls context.shouldYield() yields to a higher priority and resumes with its checkpoint', async (t) => {
+  const worker = await startServing(t);
+  const patient = tm.submitNamed('patient', { sentences: 5, pauseAt: 2 });
+  await worker.jsonLine((line) => line.paused === patient);
+  const urgent = tm.submitNamed('narrate', { sentences: 1 }, { priority: 10 });
+  const final = await tm.wait(patient);
+  const urgentFinal = await tm.wait(urgent);
+  assert.equal(final.status, sft.TASK_COMPLETED, final.error);
+  assert.deepEqual([final.yields, final.attempt, final.checkpoint], [1, 1, { next: 5 }]);
+  assert.deepEqual(final.completed_segments.map((s) => s.segment_id), [0, 1, 2, 3, 4]);
+  assert.deepEqual([urgentFinal.status, urgentFinal.priority], [sft.TASK_COMPLETED, 10]);
+  // What the worker printed, in order: the urgent task ran between the two runs of the patient one.
+  const ended = await stop(worker);
+  assert.equal(ended.code, 0, ended.stderr);
+  const events = ended.stdout.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line));
+  assert.deepEqual(events.map(({ pid: _pid, ...rest }) => rest), [
+    { started: patient, attempt: 1, checkpoint: null, yields: 0 },
+    { paused: patient, at: 2 },
+    { yielded: patient, before: 2 },
+    { started: urgent, attempt: 1, checkpoint: null, yields: 0 },
+    { started: patient, attempt: 1, checkpoint: { next: 2 }, yields: 1 },
+  ]);
 });
 
 sqliteTest('a running task that outlasts --shutdown-timeout: the worker exits, and the task resumes in the next one', async (t) => {

@@ -27,7 +27,7 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
-from ._manager import FINISHED_STATES, HandlerFunction, TaskFunction, TaskManager, current_task_id, get_task_manager
+from ._manager import FINISHED_STATES, Deadline, HandlerFunction, TaskFunction, TaskManager, current_task_id, get_task_manager
 from ._native import LIBRARY_ENV, candidate_paths
 from ._status import (
     TASK_CANCELLED,
@@ -36,6 +36,7 @@ from ._status import (
     TASK_PENDING,
     TASK_PROCESSING,
     CompletedSegment,
+    PriorityPending,
     SegmentError,
     SegmentId,
     TaskState,
@@ -77,10 +78,12 @@ __all__ = [
     "TaskStatus",
     "TaskState",
     "CompletedSegment",
+    "PriorityPending",
     "SegmentError",
     "SegmentId",
     "TaskFunction",
     "HandlerFunction",
+    "Deadline",
     "StoryflowTasksError",
     "TaskNotFoundError",
     "InvalidArgumentError",

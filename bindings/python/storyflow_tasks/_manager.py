@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import datetime
 import inspect
 import json
 import math
@@ -28,12 +29,15 @@ from ._native import (
     encode_text,
     native,
 )
-from ._runner import HandlerFunction, TaskFunction, current_task_id, event_hub, on_runner_thread, runner
+from ._runner import HandlerFunction, TaskFunction, current_task_id, event_hub, on_runner_thread, runner, yield_task
 from ._status import TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED, TASK_PENDING, TASK_PROCESSING, TaskStatus
 
-__all__ = ["FINISHED_STATES", "HandlerFunction", "TaskFunction", "TaskManager", "current_task_id", "get_task_manager"]
+__all__ = ["Deadline", "FINISHED_STATES", "HandlerFunction", "TaskFunction", "TaskManager", "current_task_id", "get_task_manager"]
 
 _Handler = TypeVar("_Handler", bound=HandlerFunction)
+
+#: A task's deadline as a submit takes it: Unix epoch seconds (like the status times), or an aware ``datetime``.
+Deadline = Union[float, datetime.datetime]
 
 #: The states a task never leaves.
 FINISHED_STATES: FrozenSet[str] = frozenset({TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED})
@@ -82,6 +86,47 @@ def _wire_json(value: Any, what: str) -> bytes:
         raise TypeError(f"{what} must be JSON-serialisable: {error}") from None
     except ValueError as error:  # an int past Python's int-to-str digit limit, or a circular reference
         raise InvalidArgumentError(f"{what} cannot be written as JSON: {error}") from None
+
+
+def _option_json(value: Any, key: str, wanted: str, call: str) -> str:
+    """One submit option as JSON text; the library judges the value and names the key it refuses.
+
+    Only what JSON cannot carry is refused here (NaN and the infinities, which
+    ``json.dumps`` would write as no JSON number), naming the key as the
+    library names it for every other bad value.
+    """
+    try:
+        return json.dumps(value, allow_nan=False)
+    except TypeError:
+        raise TypeError(f"{call}: {key} must be {wanted}, not {type(value).__name__}") from None
+    except ValueError:
+        shown = repr(value) if isinstance(value, float) else "a value"
+        raise InvalidArgumentError(f"{call}: {key} is {shown}, which JSON cannot carry") from None
+
+
+def _epoch_seconds(deadline: object, call: str) -> object:
+    """An aware ``datetime`` as Unix epoch seconds; any other value as given, for the library to judge."""
+    if not isinstance(deadline, datetime.datetime):
+        return deadline
+    if deadline.utcoffset() is None:
+        # A naive datetime names no instant: guessing the local zone would move the deadline by hours.
+        raise InvalidArgumentError(f"{call}: deadline is a naive datetime; give one with a tzinfo, or Unix epoch seconds")
+    return deadline.timestamp()
+
+
+def _schedule_json(priority: object, deadline: object, call: str) -> Optional[bytes]:
+    """The submit options for the library's ``*_with_options`` functions, or ``None`` for the defaults.
+
+    The library parses and checks them (an integer priority in i32 range, a
+    finite deadline >= 0 or null) and refuses a bad one naming its key.
+    """
+    if deadline is None and type(priority) is int and priority == 0:
+        return None  # the defaults: no JSON to write or parse on the common path
+    parts = [f'"priority":{_option_json(priority, "priority", "an int", call)}']
+    if deadline is not None:
+        seconds = _epoch_seconds(deadline, call)
+        parts.append(f'"deadline":{_option_json(seconds, "deadline", "Unix epoch seconds or an aware datetime", call)}')
+    return ("{" + ",".join(parts) + "}").encode("ascii")
 
 
 def _is_async_function(function: Callable[..., Any]) -> bool:
@@ -185,12 +230,20 @@ class TaskManager:
         task_id: Optional[str] = None,
         *,
         loop: Optional[asyncio.AbstractEventLoop] = None,
+        priority: int = 0,
+        deadline: Optional[Deadline] = None,
     ) -> str:
         """Queues ``task_fn`` and returns the task id (a new UUIDv4 when ``task_id`` is ``None``).
 
-        ``task_fn()`` takes no arguments and runs after every task submitted
-        before it, in this process, from any language. An exception it raises
-        makes the task ``FAILED`` with ``"ExcType: message"`` as ``error``.
+        ``task_fn()`` takes no arguments and runs after every task of a higher
+        ``priority`` and every task of its own submitted before it, in this
+        process, from any language. An exception it raises makes the task
+        ``FAILED`` with ``"ExcType: message"`` as ``error``.
+
+        ``priority``: any 32-bit integer, higher first (default 0).
+        ``deadline``: Unix epoch seconds or an aware ``datetime``; a task still
+        pending then never starts (``FAILED``), a running one is asked to
+        cancel (``CANCELLED``).
 
         An ``async def`` function runs as a coroutine on ``loop``, or on the
         loop running in the caller when ``loop`` is ``None``; it holds the
@@ -198,13 +251,15 @@ class TaskManager:
 
         Raises ``TypeError`` (not callable, bad types), ``DuplicateTaskIdError``
         (a ``ValueError``), ``QueueFullError``, ``ShutDownError``,
-        ``InvalidArgumentError``.
+        ``InvalidArgumentError`` (a priority or deadline the library refuses,
+        named in the message; nothing is queued).
         """
         if not callable(task_fn):
             raise TypeError(f"task_fn must be callable, not {type(task_fn).__name__}")
         encoded_id = None if task_id is None else encode_text(task_id, "task_id")
+        options = _schedule_json(priority, deadline, "submit_task")
         loop = _coroutine_loop(task_fn, loop, "submit_task()")
-        return runner(self._native, self._exit_timeout_ms).submit(encoded_id, task_fn, loop)
+        return runner(self._native, self._exit_timeout_ms).submit(encoded_id, task_fn, loop, options)
 
     # ----- named handlers ---------------------------------------------------------------------
 
@@ -236,11 +291,20 @@ class TaskManager:
 
         return register
 
-    def submit_named(self, name: str, payload: Any = None, task_id: Optional[str] = None) -> str:
+    def submit_named(
+        self,
+        name: str,
+        payload: Any = None,
+        task_id: Optional[str] = None,
+        *,
+        priority: int = 0,
+        deadline: Optional[Deadline] = None,
+    ) -> str:
         """Queues a task for the handler ``name`` with ``payload`` (any JSON-able value); returns its id.
 
         Any process that registered ``name`` may run it; until one has, it
-        waits (``PENDING``) without holding up the tasks behind it. Errors as
+        waits (``PENDING``) without holding up the tasks behind it.
+        ``priority`` and ``deadline`` as for ``submit_task``. Errors as
         ``submit_task``, and ``TypeError`` for a payload ``json.dumps`` cannot
         write.
         """
@@ -248,7 +312,8 @@ class TaskManager:
         encoded_name = encode_text(name, "name")
         encoded_id = None if task_id is None else encode_text(task_id, "task_id")
         payload_json = _wire_json(payload, "payload")
-        code, new_id = lib.call_with_out_string(lib.sft_submit_named, encoded_name, payload_json, encoded_id)
+        options = _schedule_json(priority, deadline, "submit_named")
+        code, new_id = lib.call_with_out_string(lib.sft_submit_named_with_options, encoded_name, payload_json, encoded_id, options)
         if code != SFT_OK or new_id is None:
             lib.raise_for(code, f"submit_named({name!r})")
         return new_id
@@ -357,6 +422,50 @@ class TaskManager:
         code = lib.sft_is_cancel_requested(encode_text(task_id, "task_id"), ctypes.byref(requested))
         lib.check(code, f"is_cancel_requested({task_id!r})")
         return bool(requested.value)
+
+    # ----- cooperative yield -----------------------------------------------------------------
+
+    @staticmethod
+    def _task_or_current(task_id: Optional[str], call: str) -> str:
+        """``task_id``, or the running task's own id when it is ``None``."""
+        if task_id is not None:
+            return task_id
+        current = current_task_id()
+        if current is None:
+            raise InvalidStateError(f"{call}() without a task id works only inside a task: give the task id")
+        return current
+
+    def is_yield_requested(self, task_id: Optional[str] = None) -> bool:
+        """Whether the running task should yield: a task of a higher priority waits that a worker can run now.
+
+        ``None``: the current task (``current_task_id()``). Cheap enough to
+        poll between sentences, like ``is_cancel_requested``; always ``False``
+        for a task that is not ``PROCESSING``. Raises ``TaskNotFoundError``.
+        """
+        task_id = self._task_or_current(task_id, "is_yield_requested")
+        requested = ctypes.c_bool(False)
+        lib = self._native
+        code = lib.sft_is_yield_requested(encode_text(task_id, "task_id"), ctypes.byref(requested))
+        lib.check(code, f"is_yield_requested({task_id!r})")
+        return bool(requested.value)
+
+    def yield_task(self, task_id: Optional[str] = None) -> None:
+        """Makes the running task's end a yield: once its function returns, it goes back to ``PENDING``.
+
+        ``None``: the current task. Call it, then return (whatever the function
+        returns or raises, the run counts as a yield): the task waits at the
+        head of its priority, ahead of every other task of that priority, with
+        its segments, errors, progress and checkpoint kept and ``yields`` one
+        more, and runs again (the same function, or its handler with the same
+        payload) once the tasks of higher priority have run. It resumes from
+        what its status holds, e.g. its ``checkpoint``. A task may yield
+        without being asked. A yield is not an interruption: ``attempt`` stays,
+        and cancellation wins over it. Raises ``TaskNotFoundError``, or
+        ``InvalidStateError`` when the task is not ``PROCESSING``.
+        """
+        task_id = self._task_or_current(task_id, "yield_task")
+        lib = self._native
+        lib.check(yield_task(lib, task_id, encode_text(task_id, "task_id")), f"yield_task({task_id!r})")
 
     # ----- waiting ---------------------------------------------------------------------------------
 
@@ -514,7 +623,11 @@ class TaskManager:
         return statuses
 
     def stats(self) -> Dict[str, Any]:
-        """Counts by state, queue depth, totals submitted/completed/failed/cancelled and run times."""
+        """Counts by state, queue depth, totals submitted/completed/failed/cancelled, run times, and pending tasks per priority.
+
+        ``pending_by_priority`` is ``[{"priority": 10, "pending": 1}, ...]``,
+        highest first, only priorities with pending tasks.
+        """
         lib = self._native
         stats: Optional[Dict[str, Any]] = lib.take_json(lib.sft_get_stats())
         if stats is None:  # NULL: the store could not be read (e.g. opened); the library says why

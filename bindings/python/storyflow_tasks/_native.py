@@ -50,7 +50,7 @@ _c_uint64_p = ctypes.POINTER(ctypes.c_uint64)
 # name: (restype, argtypes, blocks). `blocks` picks the GIL-releasing handle.
 _SIGNATURES = {
     "sft_runner_register": (ctypes.c_int32, [_c_uint64_p], False),
-    "sft_submit_runner_task": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_char_p, _c_char_pp], False),
+    "sft_submit_runner_task_with_options": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p, _c_char_pp], False),
     "sft_runner_finish": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_int32, ctypes.c_char_p], False),
     "sft_get_task_status": (ctypes.c_void_p, [ctypes.c_char_p], False),
     "sft_string_free": (None, [ctypes.c_void_p], False),
@@ -62,6 +62,8 @@ _SIGNATURES = {
     "sft_result_name": (ctypes.c_char_p, [ctypes.c_int32], False),
     "sft_cancel_task": (ctypes.c_int32, [ctypes.c_char_p], False),
     "sft_is_cancel_requested": (ctypes.c_int32, [ctypes.c_char_p, _c_bool_p], False),
+    "sft_is_yield_requested": (ctypes.c_int32, [ctypes.c_char_p, _c_bool_p], False),
+    "sft_yield_task": (ctypes.c_int32, [ctypes.c_char_p], False),
     "sft_last_event_seq": (ctypes.c_uint64, [], False),
     "sft_get_stats": (ctypes.c_void_p, [], False),
     "sft_configure": (ctypes.c_int32, [ctypes.c_char_p], False),
@@ -75,7 +77,11 @@ _SIGNATURES = {
     "sft_runner_close": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_int64], True),
     "sft_runner_add_handler": (ctypes.c_int32, [ctypes.c_uint64, ctypes.c_char_p], True),
     # A durable store commits these before they return: a disk wait, with the GIL released.
-    "sft_submit_named": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, _c_char_pp], True),
+    "sft_submit_named_with_options": (
+        ctypes.c_int32,
+        [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, _c_char_pp],
+        True,
+    ),
     "sft_set_checkpoint": (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p], True),
 }
 

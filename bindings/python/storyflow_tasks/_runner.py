@@ -4,7 +4,9 @@ The library drives the tasks: the runner registers once (``sft_runner_register``
 ``submit_task`` queues each task for it (``sft_submit_runner_task``) and keeps
 the function here by task id, and the runner's thread blocks in
 ``sft_runner_next`` (GIL released) until the worker reaches one of them, runs
-it, and reports the outcome with ``sft_runner_finish``. When it starts, when a
+it, and reports the outcome with ``sft_runner_finish``. A task that yielded
+(``yield_task``, then returned) goes back to the library's queue: its function
+stays here, and the library hands the same task id over again later. When it starts, when a
 wait would deadlock, how an over-long failure message is shortened: the
 library decides all of it. The library never calls into Python, so a process
 may exit with Python tasks running or queued: there is no callback to keep
@@ -22,11 +24,12 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set
 
 from ._errors import ShutDownError
 from ._events import EventHub
 from ._native import SFT_ERR_NOT_FOUND, SFT_ERR_SHUT_DOWN, SFT_ERR_TIMEOUT, SFT_OK, SFT_WAIT_FOREVER, Native
+from ._status import TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED
 
 __all__ = [
     "TaskFunction",
@@ -37,6 +40,7 @@ __all__ = [
     "event_hub",
     "on_runner_thread",
     "registered_handler_names",
+    "yield_task",
 ]
 
 #: What ``submit_task`` runs: a function of no arguments, or an async one.
@@ -98,9 +102,16 @@ class Runner:
         self._exit_timeout_ms = exit_timeout
         self._jobs: Dict[str, _Job] = {}
         self._handlers: Dict[str, _Handler] = {}
+        #: The tasks handed over and not finished yet: id -> the job of a function task, None for a named one.
+        self._running: Dict[str, Optional[_Job]] = {}
+        #: The running tasks that yielded: their finish puts the job back for the next hand-over.
+        self._yielded: Set[str] = set()
         #: Held while a task is submitted (or a handler registered) and its function stored,
         #: so the thread never looks for it too early.
         self.lock = threading.Lock()
+        #: Held across a yield and its record here, and across a finish: a yield from another thread
+        #: is either seen by the finish (the job kept) or refused by the library (the task ended).
+        self._finish_lock = threading.Lock()
         self.exiting = False
         self.id = self._register()
         self._thread = threading.Thread(target=self._serve, name="storyflow-tasks-runner", daemon=True)
@@ -111,13 +122,19 @@ class Runner:
         self._lib.check(self._lib.sft_runner_register(ctypes.byref(out)), "registering the Python task runner")
         return int(out.value)
 
-    def submit(self, task_id: Optional[bytes], function: TaskFunction, loop: Optional[asyncio.AbstractEventLoop]) -> str:
-        """Queues a task for this runner; its id (the given one, or a new UUIDv4)."""
+    def submit(
+        self,
+        task_id: Optional[bytes],
+        function: TaskFunction,
+        loop: Optional[asyncio.AbstractEventLoop],
+        options: Optional[bytes],
+    ) -> str:
+        """Queues a task for this runner with its submit options (JSON, or None); its id (the given one, or a new UUIDv4)."""
         lib = self._lib
         with self.lock:
             if self.exiting:
                 raise ShutDownError("the Python interpreter is exiting: no new tasks")
-            code, new_id = lib.call_with_out_string(lib.sft_submit_runner_task, self.id, task_id)
+            code, new_id = lib.call_with_out_string(lib.sft_submit_runner_task_with_options, self.id, task_id, options)
             if code != SFT_OK or new_id is None:
                 lib.raise_for(code, "submit_task")
             self._jobs[new_id] = _Job(function, loop)
@@ -141,6 +158,17 @@ class Runner:
 
     def is_this_thread(self) -> bool:
         return threading.current_thread() is self._thread
+
+    def yield_task(self, task_id: str, task: bytes) -> int:
+        """``sft_yield_task``, remembering a yield of one of this runner's running tasks; the result code."""
+        with self._finish_lock:
+            code: int = self._lib.sft_yield_task(task)
+            if code == SFT_OK:
+                with self.lock:
+                    # A function task may be handed over and not taken from _jobs yet.
+                    if task_id in self._running or task_id in self._jobs:
+                        self._yielded.add(task_id)
+            return code
 
     # ----- the thread ------------------------------------------------------------------------
 
@@ -171,6 +199,10 @@ class Runner:
         """A function task: the function stored at submission, taken out here whether it runs or not."""
         with self.lock:
             job = self._jobs.pop(task_id, None)
+            if run and job is not None:
+                self._running[task_id] = job
+            elif not run:
+                self._yielded.discard(task_id)
         if not run:
             return  # released without running (cancelled, shut down): the function goes with it
         if job is None:
@@ -184,6 +216,7 @@ class Runner:
         """A named task: its handler called with the payload the library decoded from the queue."""
         with self.lock:
             handler = self._handlers.get(name)
+            self._running[task_id] = None
         if handler is None:  # the library hands a runner only the names it added
             self.finish(task_id, 1, f"InternalError: the Python runner holds no handler named {name!r}")
             return
@@ -205,9 +238,28 @@ class Runner:
         surrogate, so this call cannot fail on the text.
         """
         text = None if message is None else json.dumps(message).encode("ascii")
-        result = self._lib.sft_runner_finish(self.id, task_id.encode(), code, text)
+        kept = False
+        with self._finish_lock:
+            with self.lock:
+                job = self._running.pop(task_id, None)
+                if task_id in self._yielded:
+                    self._yielded.discard(task_id)
+                    if job is not None:
+                        # Back in the queue: the library hands this task over again, and it runs this function
+                        # again; stored before the finish, which may hand it over at once.
+                        self._jobs[task_id] = job
+                        kept = True
+            result = self._lib.sft_runner_finish(self.id, task_id.encode(), code, text)
         if result not in (SFT_OK, SFT_ERR_NOT_FOUND):  # NOT_FOUND: closed at exit, the task already failed there
             _logger.error("storyflow_tasks: could not finish task %r: %s", task_id, self._lib.last_error_message())
+        if kept and self._is_final(task_id):
+            # Cancellation (or a passed deadline) wins over a yield: the task ended, and never comes back.
+            with self.lock:
+                self._jobs.pop(task_id, None)
+
+    def _is_final(self, task_id: str) -> bool:
+        status = self._lib.take_json(self._lib.sft_get_task_status(task_id.encode()))
+        return status is None or status["status"] in (TASK_COMPLETED, TASK_FAILED, TASK_CANCELLED)
 
     def _run_function(self, task_id: str, function: TaskFunction, what: str) -> None:
         token = _current_task.set(task_id)
@@ -324,6 +376,15 @@ def runner(lib: Native, exit_timeout: Callable[[], int]) -> Runner:
             state.runner = Runner(lib, exit_timeout)
             atexit.register(state.runner.close)
         return state.runner
+
+
+def yield_task(lib: Native, task_id: str, task: bytes) -> int:
+    """``sft_yield_task`` for ``task_id``, through the process's runner when there is one (it keeps a yielded task's function)."""
+    current = _state.runner
+    if current is None:
+        code: int = lib.sft_yield_task(task)  # no Python task ever ran here: the task is another language's
+        return code
+    return current.yield_task(task_id, task)
 
 
 def registered_handler_names() -> List[str]:

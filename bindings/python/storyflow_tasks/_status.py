@@ -20,6 +20,7 @@ __all__ = [
     "CompletedSegment",
     "SegmentError",
     "TaskStatus",
+    "PriorityPending",
 ]
 
 TASK_PENDING: Final = "PENDING"
@@ -75,3 +76,18 @@ class TaskStatus(TypedDict):
     attempt: int
     #: The last value given to ``set_checkpoint``, or ``None``.
     checkpoint: Any
+    #: Higher runs first; FIFO within one priority (0 unless given at submit).
+    priority: int
+    #: Unix epoch seconds, or ``None`` for no deadline.
+    deadline: Optional[float]
+    #: Whether the task should yield now (``is_yield_requested``); ``False`` unless ``PROCESSING``.
+    yield_requested: bool
+    #: How often the task yielded.
+    yields: int
+
+
+class PriorityPending(TypedDict):
+    """One entry of ``stats()["pending_by_priority"]``: how many tasks of one priority are pending."""
+
+    priority: int
+    pending: int

@@ -8,6 +8,7 @@ and survives that process being killed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Dict, Set
@@ -104,3 +105,36 @@ def narrate(payload: Dict[str, Any]) -> None:
         tm.set_checkpoint(me, {"next": sentence + 1})
         tm.update_task_progress(me, sentence + 1, payload["sentences"])
     _append(os.path.join(directory, "returned"), me)
+
+
+@tm.handler("patient")
+def patient(payload: Dict[str, Any]) -> None:
+    """A chapter that polls ``is_yield_requested`` between sentences and yields when a task of a higher priority waits.
+
+    On its first run it stops at sentence ``pause_at``, says so in ``paused``
+    and polls until it is asked to yield, so that the test can submit the
+    urgent task at that moment. Each run appends to ``runs`` what it started
+    from and which handlers' tasks had completed by then.
+    """
+    me = _me()
+    status = tm.get_task_status(me)
+    assert status is not None
+    directory = payload["dir"]
+    start = (status["checkpoint"] or {"next": 0})["next"]
+    completed = sorted(str(other["handler"]) for other in tm.list_tasks("COMPLETED"))
+    run = {"from": start, "yields": status["yields"], "attempt": status["attempt"], "completed": completed}
+    _append(os.path.join(directory, "runs"), json.dumps(run))
+    for sentence in range(start, payload["sentences"]):
+        if sentence == payload["pause_at"] and status["yields"] == 0:
+            _append(os.path.join(directory, "paused"), me)
+            give_up = time.monotonic() + 60
+            while not tm.is_yield_requested():
+                if time.monotonic() > give_up:
+                    raise TimeoutError("never asked to yield")
+                time.sleep(0.005)
+        if tm.is_yield_requested():
+            _append(os.path.join(directory, "runs"), json.dumps({"yielded_before": sentence}))
+            tm.yield_task()
+            return
+        tm.add_completed_segment(me, sentence, {"audio_url": f"/media/{me}/{sentence}.wav", "duration": 0.2})
+        tm.set_checkpoint(me, {"next": sentence + 1})

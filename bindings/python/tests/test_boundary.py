@@ -26,8 +26,8 @@ def test_library_allocated_strings_come_back_as_raw_pointers():
         assert getattr(native(), name).restype is ctypes.c_void_p, name
     out_string_functions = [n for n, (_, args, _) in _SIGNATURES.items() if ctypes.POINTER(ctypes.c_void_p) in args]
     assert set(out_string_functions) == {
-        "sft_submit_runner_task",
-        "sft_submit_named",
+        "sft_submit_runner_task_with_options",
+        "sft_submit_named_with_options",
         "sft_runner_next",
         "sft_wait_task",
         "sft_wait_task_change",

@@ -26,7 +26,7 @@ import pytest
 
 from conftest import HANG_GUARD, TESTS_DIR, assert_clean_exit, python_env, run_python
 
-HANDLERS = ["where", "fail", "steps", "exclusive", "narrate"]
+HANDLERS = ["where", "fail", "steps", "exclusive", "narrate", "patient"]
 
 
 class Worker:
@@ -229,6 +229,35 @@ def test_two_workers_never_run_two_tasks_at_once(workers, store, tmp_path):
     assert not (evidence / "overlaps").exists(), (evidence / "overlaps").read_text()
     ran = (evidence / "ran").read_text().split("\n")[:-1]
     assert sorted(line.split()[0] for line in ran) == sorted(final["task_id"] for final in finals), "each ran once"
+
+
+def test_a_worker_task_that_polls_yields_to_a_higher_priority_one_and_resumes_at_its_checkpoint(workers, store, tmp_path):
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    start_worker(workers, store)
+    seen = client(
+        store,
+        f"""
+        import time
+        patient = tm.submit_named("patient", {{"dir": {str(evidence)!r}, "sentences": 5, "pause_at": 2}})
+        give_up = time.monotonic() + 60
+        while not os.path.exists({str(evidence / "paused")!r}):
+            assert time.monotonic() < give_up, "the patient chapter never paused"
+            time.sleep(0.005)
+        urgent = tm.submit_named("where", {{"preview": True}}, priority=10)
+        print(json.dumps({{"patient": tm.wait(patient, timeout=60), "urgent": tm.wait(urgent, timeout=60)}}))
+        """,
+    )
+    runs = [json.loads(line) for line in lines(evidence / "runs")]
+    assert runs == [
+        {"from": 0, "yields": 0, "attempt": 1, "completed": []},
+        {"yielded_before": 2},
+        {"from": 2, "yields": 1, "attempt": 1, "completed": ["where"]},
+    ], runs
+    patient, urgent = seen["patient"], seen["urgent"]
+    assert (patient["status"], patient["yields"], patient["attempt"], patient["checkpoint"]) == ("COMPLETED", 1, 1, {"next": 5})
+    assert [segment["segment_id"] for segment in patient["completed_segments"]] == [0, 1, 2, 3, 4]
+    assert (urgent["status"], urgent["priority"], urgent["yields"]) == ("COMPLETED", 10, 0)
 
 
 def lines(path: Path) -> List[str]:
