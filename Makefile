@@ -182,18 +182,21 @@ test-python: lint-python python-package
 
 ## serve: the narration page and its API on http://127.0.0.1:8000/ (examples/web): make serve PORT=8080 HOST=127.0.0.1
 ## over an SQLite task store, target/web/tasks.db (STORE=memory, STORE=sqlite:PATH, or $$STORYFLOW_TASKS_STORE);
-## WORKERS=2 serves from two processes sharing that store's one worker
+## WORKERS=2 serves from two processes sharing that store's one worker; STORE=redis://127.0.0.1:6379 runs two
+## API processes (PORT and PORT+1, no handler) and two worker processes, each its own machine identity
 # HOST only from the command line: tcsh exports HOST as the machine's name.
 serve: build
 	examples/web/serve.sh $(if $(PORT),--port '$(PORT)') $(if $(filter command line,$(origin HOST)),--host '$(HOST)') \
 	  $(if $(STORE),--store '$(STORE)') $(if $(WORKERS),--workers '$(WORKERS)')
 
-## test-web: the web example's API tests (httpx) and browser test (Debian's Chromium + playwright-core)
+## test-web: the web example's API tests (httpx) and browser tests (Debian's Chromium + playwright-core):
+## one process, then make serve's layout over a redis-server the test starts (two API, two worker processes)
 test-web: build
 	examples/web/run_tests.sh
 
-## demo: narrate examples/story.txt with espeak-ng; WAV files under out/
-## (STORE=sqlite:out/tasks.db: a killed run is taken up by the next one)
+## demo: narrate examples/story.txt with espeak-ng; WAV files under out/; a voice preview at a higher
+## priority jumps the second chapter between two sentences (STORE=sqlite:out/tasks.db: a killed run is taken up
+## by the next one)
 demo: build
 	examples/demo.sh $(if $(STORE),--store '$(STORE)')
 

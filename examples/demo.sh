@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: narrates examples/story.txt with espeak-ng, a storyflow-tasks task
-# per chapter and a WAV file per sentence under out/.
+# per chapter and a WAV file per sentence under out/, and a voice preview at a higher
+# priority while the second chapter is spoken, which it gives way to between two sentences.
 #   examples/demo.sh [narrate.py options, e.g. --pace 0.5 or --store sqlite:out/tasks.db] [STORY]
 # The library must be built (`make build`; `make demo` does it first).
 set -euo pipefail
@@ -27,7 +28,7 @@ for argument in "$@"; do
   previous=$argument
 done
 if [ "$store" = memory ]; then
-  rm -rf out/[0-9][0-9]-*/
+  rm -rf out/[0-9][0-9]-*/ out/preview-*/
 fi
 status=0
 "$VENV"/bin/python examples/narrate.py --out out "$@" || status=$?
@@ -38,6 +39,10 @@ printf '\ndemo.sh: done in %d.%03d s, setup included. Listen with any player, e.
 first=$(ls out/[0-9][0-9]-*/*.wav 2>/dev/null | head -n 1 || true)
 if [ -n "$first" ]; then
   echo "  aplay $first"
-  echo "  aplay out/*/*.wav        (the whole story, in order)"
+  echo "  aplay out/[0-9]*/*.wav   (the whole story, in order)"
+fi
+preview=$(ls out/preview-*/*.wav 2>/dev/null | head -n 1 || true)
+if [ -n "$preview" ]; then
+  echo "  aplay $preview   (the voice preview)"
 fi
 exit $status

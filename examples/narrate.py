@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Narrates a story with espeak-ng: one storyflow-tasks task per chapter, one WAV per sentence.
 
-    python examples/narrate.py [--out DIR] [--report FILE] [--pace SECONDS] [--store STORE] [STORY]
+    python examples/narrate.py [--out DIR] [--report FILE] [--pace SECONDS] [--store STORE]
+                               [--preview VOICE|none] [STORY]
 
 Each chapter is a task of the named handler ``narrate-chapter``, which this
 process registers; the tasks run one at a time on the library's worker
@@ -9,6 +10,16 @@ thread, and this (main) thread only polls their status to draw a live
 progress bar per task, then prints a summary table. A sentence espeak-ng
 cannot speak (a ``[voice:NAME]`` it does not have) becomes a segment error
 and its chapter goes on.
+
+While the second chapter is being spoken (from its first sentence on), the
+main program asks for a **voice preview**: one sentence in ``--preview VOICE``
+(default en+f3), submitted at priority 10 where the chapters have 0. The
+chapter polls ``is_yield_requested`` between sentences and, asked, yields
+(``yield_task``): it goes back to the head of the queue with its segments,
+recording where it stopped in its checkpoint; the preview runs at once, then
+the chapter resumes at its next sentence, before the chapters behind it. The
+summary says how long the preview waited to start, beside how long a sentence
+takes.
 
 ``--store sqlite:out/tasks.db`` keeps the tasks in that file: a run killed
 midway (SIGKILL, a crash) is taken up by the next run with the same store,
@@ -30,13 +41,15 @@ import shutil
 import signal
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 from espeak_engine import EspeakEngine, SynthesisError
-from story import Chapter, StoryFormatError, load_story, slug
+from story import VOICE_NAME, Chapter, Sentence, StoryFormatError, load_story, slug
 
-from storyflow_tasks import (TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED, TASK_PROCESSING,
+from storyflow_tasks import (TASK_CANCELLED, TASK_COMPLETED, TASK_FAILED, TASK_PENDING, TASK_PROCESSING,
                              DuplicateTaskIdError, InvalidStateError, StoryflowTasksError, current_task_id,
                              get_task_manager)
 
@@ -48,12 +61,20 @@ WIDE_TERMINAL = 100
 DEFAULT_STORY = Path(__file__).resolve().parent / "story.txt"
 #: The named handler each chapter's task is submitted to.
 HANDLER_NAME = "narrate-chapter"
+#: The named handler of the voice preview: the same code, for a "chapter" of one sentence.
+PREVIEW_HANDLER_NAME = "preview-voice"
+#: The chapters' priority, and the preview's, above it: a chapter being spoken gives way to it.
+CHAPTER_PRIORITY = 0
+PREVIEW_PRIORITY = 10
+DEFAULT_PREVIEW_VOICE = "en+f3"
+PREVIEW_TEXT = "Hello, this is how the voice {voice} sounds."
 
 
 def pace(tm, task_id: str, seconds: float) -> None:
-    """Pauses after a sentence (``--pace``); a cancellation request cuts the pause short."""
+    """Pauses after a sentence (``--pace``); a request to cancel or to yield cuts the pause short."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not tm.is_cancel_requested(task_id):
+    while time.monotonic() < deadline and not (tm.is_cancel_requested(task_id)
+                                               or tm.is_yield_requested(task_id)):
         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
@@ -68,8 +89,12 @@ def register_chapter_handler(tm, engine: EspeakEngine, pace_seconds: float) -> N
 
     Sentences the task already has (as a completed segment or an error) are
     skipped: in a durable store, a chapter interrupted by the end of its
-    process goes on at its next sentence in the next run. The pause is this
-    run's ``--pace``, whichever run submitted the chapter.
+    process goes on at its next sentence in the next run, and a chapter that
+    yielded goes on there when it runs again. Before each sentence it asks
+    whether a task of a higher priority waits (the preview); if so it records
+    the sentence it stopped at as its checkpoint and yields. The pause is this
+    run's ``--pace``, whichever run submitted the chapter. The preview's
+    handler is the same function, registered under its own name.
     """
 
     def narrate_chapter(payload: dict) -> None:
@@ -87,6 +112,10 @@ def register_chapter_handler(tm, engine: EspeakEngine, pace_seconds: float) -> N
                 continue
             if tm.is_cancel_requested(task_id):
                 return  # the task ends CANCELLED: its cancellation was requested
+            if tm.is_yield_requested(task_id):
+                tm.set_checkpoint(task_id, {"resume_at": number})
+                tm.yield_task(task_id)
+                return  # back at the head of the queue: the next run of this task starts here
             tm.update_task_progress(task_id, number - 1, total, current_segment_id=number)
             path = directory / f"{number:03d}.wav"
             try:
@@ -103,6 +132,82 @@ def register_chapter_handler(tm, engine: EspeakEngine, pace_seconds: float) -> N
             raise RuntimeError("no sentence of the chapter could be synthesised")
 
     tm.register_handler(HANDLER_NAME, narrate_chapter)
+    tm.register_handler(PREVIEW_HANDLER_NAME, narrate_chapter)
+
+
+class Preview:
+    """The voice preview the demo asks for while a chapter is being spoken, as a listener would.
+
+    A thread follows that chapter's status through the change feed and
+    submits the preview as soon as the chapter is speaking a sentence, unless
+    it finished or was cancelled first; ``submitted_at`` is when (epoch
+    seconds, as the statuses' times).
+    """
+
+    def __init__(self, tm, voice: str, during: str, directory: Path) -> None:
+        self.tm = tm
+        self.voice = voice
+        self.during = during
+        self.task_id = f"preview-{slug(voice)}"
+        self.chapter = Chapter(f"voice preview {voice}", [Sentence(PREVIEW_TEXT.format(voice=voice), voice)])
+        self.directory = directory
+        self.submitted_at: Optional[float] = None
+        self.error: Optional[str] = None
+        self.submitted = threading.Event()
+        self._thread = threading.Thread(target=self._submit_during_the_chapter, name="preview", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _submit_during_the_chapter(self) -> None:
+        try:
+            for status in self.tm.watch(self.during):
+                if status["status"] in FINAL_STATES or status.get("cancel_requested"):
+                    return  # nothing to jump any more (a run that takes up an earlier one, or Ctrl-C)
+                progress = status.get("progress") or {}
+                speaking = progress.get("current_segment_id") is not None or progress.get("current")
+                if status["status"] == TASK_PROCESSING and speaking:
+                    break
+            self.submitted_at = time.time()
+            self.tm.submit_named(PREVIEW_HANDLER_NAME, chapter_payload(self.chapter, self.directory),
+                                 task_id=self.task_id, priority=PREVIEW_PRIORITY)
+        except DuplicateTaskIdError:
+            self.submitted_at = None  # a durable store has it from an earlier run: it is shown as it is
+        except StoryflowTasksError as error:
+            self.error = str(error)
+            return
+        self.submitted.set()
+
+    def summary(self, rows: list[tuple[str, dict, Chapter]], width: int) -> list[str]:
+        """What the summary says about the preview: how soon it started, and how the chapter went on."""
+        statuses = {task_id: status for task_id, status, _ in rows}
+        preview, chapter = statuses.get(self.task_id), statuses.get(self.during)
+        if self.error is not None:
+            return ["", note(f"Voice preview: could not be submitted: {self.error}", width)]
+        if preview is None or chapter is None or self.submitted_at is None:
+            return []
+        if preview.get("started_at") is None:
+            return ["", note(f"Voice preview ({self.voice}, priority {PREVIEW_PRIORITY}): "
+                             f"{preview['status']}, never started", width)]
+        waited = preview["started_at"] - self.submitted_at
+        spoken = [segment["segment_id"] for segment in chapter["completed_segments"]]
+        spoken += [entry["segment_id"] for entry in chapter["errors"]]
+        once = sorted(spoken) == list(range(1, len(spoken) + 1))
+        walls = [status["completed_at"] - status["started_at"] for status in statuses.values()
+                 if status.get("started_at") is not None and status.get("completed_at") is not None]
+        sentences = sum(len(status["completed_segments"]) + len(status["errors"])
+                        for status in statuses.values())
+        per_sentence = sum(walls) / sentences if sentences else 0.0
+        resume_at = (chapter.get("checkpoint") or {}).get("resume_at")
+        if chapter.get("yields") and resume_at is not None:
+            outcome = "every sentence spoken once" if once else "BUT a sentence was spoken twice or not at all"
+            went_on = f"{self.during} gave way before its sentence {resume_at} and resumed there, {outcome}."
+        else:
+            went_on = f"{self.during} did not give way (it had no sentence left)."
+        text = (f"Voice preview ({self.voice}, priority {PREVIEW_PRIORITY} over the chapters' "
+                f"{CHAPTER_PRIORITY}), asked for while {self.during} was being spoken: it started "
+                f"{waited:.3f} s later (a sentence takes {per_sentence:.3f} s here); {went_on}")
+        return ["", textwrap.fill(text, width=width, subsequent_indent="  ", break_on_hyphens=False)]
 
 
 def fit(text: str, width: int) -> str:
@@ -132,6 +237,10 @@ def bar_line(task_id: str, status: dict, chapter: Chapter, width: int,
         # The sentence is what gives way to a narrow terminal; "(stopping)" stays visible.
         snippet = f": {fit(text, room)}" if room >= 8 else ""
         return fit(line + head + snippet + stopping, width)
+    if status["status"] == TASK_PENDING and status.get("yields"):
+        resume_at = (status.get("checkpoint") or {}).get("resume_at")
+        where = f", resumes at sentence {resume_at}" if resume_at is not None else ""
+        return fit(f"{line}PENDING (gave way to a higher priority{where})", width)
     return fit(line + status["status"], width)
 
 
@@ -166,7 +275,9 @@ class Display:
         else:
             width = terminal_width()
             for task_id, status, chapter in rows:
-                state = (status["status"], (status.get("progress") or {}).get("current"),
+                # The sentence too: a task may be seen PROCESSING before it names its first one.
+                progress = status.get("progress") or {}
+                state = (status["status"], progress.get("current"), progress.get("current_segment_id"),
                          status.get("cancel_requested"))
                 if self.shown.get(task_id) != state:
                     self.shown[task_id] = state
@@ -179,7 +290,7 @@ class Display:
 
 
 def summary(rows: list[tuple[str, dict, Chapter]], wall_seconds: float, out_dir: Path,
-            width: int) -> str:
+            width: int, preview: Optional[Preview] = None) -> str:
     """The closing table (task, status, segments, errors, audio and wall seconds; 78 columns)
     and its notes, each wrapped to ``width`` columns."""
     lines = [f"\n{'task':<30} {'status':<10} {'segments':>9} {'errors':>7} {'audio s':>9} "
@@ -209,6 +320,8 @@ def summary(rows: list[tuple[str, dict, Chapter]], wall_seconds: float, out_dir:
         lines += ["", "Chapters not completed:", *unfinished]
     if segment_errors:
         lines += ["", "Segment errors (the chapter went on):", *segment_errors]
+    if preview is not None:
+        lines += preview.summary(rows, width)
     lines += ["", f"WAV files: {out_dir}/<chapter>/<sentence>.wav",
               f"Narrated {audio:.1f} s of audio in {wall_seconds:.2f} s of wall time."]
     return "\n".join(lines)
@@ -245,9 +358,15 @@ def parse_args(argv):
     parser.add_argument("--store", default="memory", metavar="STORE",
                         help="where the tasks live: memory (default), or sqlite:PATH, which a later run "
                              "with the same file takes up where a killed one stopped")
+    parser.add_argument("--preview", default=DEFAULT_PREVIEW_VOICE, metavar="VOICE",
+                        help=f"the voice previewed, at a higher priority, while the second chapter is spoken "
+                             f"(default {DEFAULT_PREVIEW_VOICE}; none: no preview)")
     args = parser.parse_args(argv)
     if not 0 <= args.pace <= 3600:
         parser.error(f"--pace takes seconds between 0 and 3600, got {args.pace}")
+    if args.preview != "none" and not VOICE_NAME.fullmatch(args.preview):
+        parser.error(f"--preview takes an espeak-ng voice name (letters, digits, _ + -) or none, "
+                     f"not {args.preview!r}")
     return args
 
 
@@ -281,39 +400,50 @@ def main(argv=None) -> int:
     except StoryflowTasksError as error:
         print(f"narrate: cannot use the task store {args.store}: {error}", file=sys.stderr)
         return 1
+    preview = None
+    if args.preview != "none":
+        during = task_ids[1 if len(task_ids) > 1 else 0]
+        preview = Preview(tm, args.preview, during, args.out / f"preview-{slug(args.preview)}")
     try:
         for task_id, chapter in zip(task_ids, chapters):
             try:
-                tm.submit_named(HANDLER_NAME, chapter_payload(chapter, args.out / task_id), task_id=task_id)
+                tm.submit_named(HANDLER_NAME, chapter_payload(chapter, args.out / task_id), task_id=task_id,
+                                priority=CHAPTER_PRIORITY)
             except DuplicateTaskIdError:
                 pass  # a durable store has it from an earlier run: it is followed as it is
     except StoryflowTasksError as error:
         print(f"narrate: cannot submit the chapters: {error}", file=sys.stderr)
         return 1
+    if preview is not None:
+        preview.start()  # its first status says where the chapter is: nothing is missed
 
     display = Display()
     cancelled = False
     while True:
-        rows = [(task_id, tm.get_task_status(task_id), chapter)
-                for task_id, chapter in zip(task_ids, chapters)]
-        if interrupts.count and not cancelled:
+        tasks = list(zip(task_ids, chapters))
+        if preview is not None and preview.submitted.is_set():
+            tasks.append((preview.task_id, preview.chapter))
+        rows = [(task_id, tm.get_task_status(task_id), chapter) for task_id, chapter in tasks]
+        if interrupts.count:
+            if not cancelled:
+                print("\nCtrl-C: cancelling the pending chapters, stopping the running one\n"
+                      "(Ctrl-C again to quit at once)", file=sys.stderr)
+                display.interrupted()
             cancelled = True
-            print("\nCtrl-C: cancelling the pending chapters, stopping the running one\n"
-                  "(Ctrl-C again to quit at once)", file=sys.stderr)
+            # Again at each round: a preview submitted just before the Ctrl-C is cancelled too.
             for task_id, status, _ in rows:
-                if status["status"] not in FINAL_STATES:
+                if status["status"] not in FINAL_STATES and not status["cancel_requested"]:
                     try:
                         tm.cancel(task_id)
                     except InvalidStateError:
                         pass  # it finished meanwhile: nothing to cancel
-            display.interrupted()
         display.show(rows)
         if all(status["status"] in FINAL_STATES for _, status, _ in rows):
             break
         time.sleep(POLL_SECONDS)
     wall_seconds = time.monotonic() - wall_start
 
-    print(summary(rows, wall_seconds, args.out, terminal_width()))
+    print(summary(rows, wall_seconds, args.out, terminal_width(), preview))
     exit_code = 130 if interrupts.count else 0
     if exit_code == 0 and any(status["status"] == TASK_FAILED for _, status, _ in rows):
         exit_code = 1

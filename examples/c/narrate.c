@@ -760,11 +760,13 @@ int main(int argc, char **argv)
             }
             drawn = true;
         } else {
-            /* Not a terminal (a log, a test): a line whenever a task moves on. */
+            /* Not a terminal (a log, a test): a line whenever a task moves on, to another
+             * sentence too (a task may be seen PROCESSING before it names its first one). */
             for (size_t i = 0; i < count; i++) {
                 char state[64];
-                snprintf(state, sizeof state, "%s %u %d", views[i].status,
-                         (unsigned)views[i].current, views[i].cancel_requested);
+                snprintf(state, sizeof state, "%s %u %u %d", views[i].status,
+                         (unsigned)views[i].current, (unsigned)views[i].segment_id,
+                         views[i].cancel_requested);
                 if (strcmp(state, shown[i]) != 0) {
                     memcpy(shown[i], state, sizeof state);
                     print_bar(&views[i], &story.chapters[i]);

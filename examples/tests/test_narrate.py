@@ -52,9 +52,10 @@ def build_c_narrator() -> list[str]:
 
 @pytest.fixture(scope="module", params=["python", "c"])
 def narrator(request) -> list[str]:
-    """The command that runs one narrator, without its arguments."""
+    """The command that runs one narrator, without its arguments (the Python one without its voice preview,
+    which the C one has not: test_a_voice_preview_jumps_the_second_chapter checks it)."""
     if request.param == "python":
-        return [sys.executable, str(EXAMPLES / "narrate.py")]
+        return [sys.executable, str(EXAMPLES / "narrate.py"), "--preview", "none"]
     return build_c_narrator()
 
 
@@ -196,7 +197,8 @@ def _status_in_the_store(store: str, task_id: str) -> dict:
 
 def test_a_killed_run_is_taken_up_by_the_next_run_over_the_same_store(tmp_path):
     store = f"sqlite:{tmp_path / 'tasks.db'}"
-    command = [sys.executable, str(EXAMPLES / "narrate.py"), "--out", str(tmp_path / "wav"), "--store", store]
+    command = [sys.executable, str(EXAMPLES / "narrate.py"), "--out", str(tmp_path / "wav"), "--store", store,
+               "--preview", "none"]
     # --pace 600: the first chapter waits after its first sentence until the kill.
     first = subprocess.Popen([*command, "--pace", "600", str(TWO_CHAPTERS)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
@@ -230,6 +232,36 @@ def test_a_killed_run_is_taken_up_by_the_next_run_over_the_same_store(tmp_path):
     assert third.returncode == 0, f"{third.stdout}\n{third.stderr}"
     assert {status["task_id"]: status for status in json.loads(report.read_text())} == statuses, \
         "a finished chapter is shown as it ended, not narrated again"
+
+
+def test_a_voice_preview_jumps_the_second_chapter(tmp_path):
+    """The preview (priority 10) asked for while the second chapter is spoken runs after that chapter's
+    sentence; the chapter yields, keeps its segments, and resumes at its next sentence."""
+    report = tmp_path / "report.json"
+    # --pace 0.2: the chapter is still being spoken when the preview, submitted during its first sentence, comes.
+    run = subprocess.run([sys.executable, str(EXAMPLES / "narrate.py"), "--out", str(tmp_path / "wav"), "--report",
+                          str(report), "--pace", "0.2", "--preview", "en+f3", str(TWO_CHAPTERS)],
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
+    statuses = {status["task_id"]: status for status in json.loads(report.read_text())}
+    assert sorted(statuses) == sorted([*CHAPTERS, "preview-en-f3"])
+    preview, first, second = statuses["preview-en-f3"], statuses["01-the-short-one"], statuses["02-the-broken-voice"]
+    assert preview["status"] == "COMPLETED" and preview["handler"] == "preview-voice"
+    assert preview["priority"] == 10 and first["priority"] == second["priority"] == 0
+    assert preview["started_at"] < preview["completed_at"] < second["completed_at"]
+    assert first["completed_at"] <= second["started_at"] and first["yields"] == 0
+    assert second["status"] == "COMPLETED" and second["yields"] == 1 and second["attempt"] == 1
+    assert [segment["segment_id"] for segment in second["completed_segments"]] == [1, 2, 4]
+    assert [entry["segment_id"] for entry in second["errors"]] == [3]
+    # Submitted while the first sentence was spoken: the chapter gave way before its second (or, at the
+    # latest, its third: the preview's submission and the chapter race over one sentence).
+    assert second["checkpoint"]["resume_at"] in (2, 3)
+    wav = tmp_path / "wav" / "preview-en-f3" / "001.wav"
+    params, samples = read_wav(wav)
+    assert params.nframes > 0 and max(abs(sample) for sample in samples) > 2000
+    assert "Voice preview (en+f3, priority 10" in run.stdout
+    assert f"gave way before its sentence {second['checkpoint']['resume_at']} and resumed" in \
+        " ".join(run.stdout.split())
 
 
 @pytest.mark.parametrize("story, message", [
@@ -267,7 +299,7 @@ def test_a_bad_pace_is_refused(narrator, tmp_path, pace):
 
 def test_both_narrators_read_the_demo_story_alike(tmp_path):
     """The story format has two parsers (story.py and narrate.c): on story.txt they agree."""
-    commands = {"python": [sys.executable, str(EXAMPLES / "narrate.py")]}
+    commands = {"python": [sys.executable, str(EXAMPLES / "narrate.py"), "--preview", "none"]}
     try:
         commands["c"] = build_c_narrator()
     except pytest.skip.Exception:

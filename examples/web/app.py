@@ -2,14 +2,18 @@
 """StoryFlow's audio-generation API over storyflow-tasks: a FastAPI app and its page.
 
     python examples/web/app.py [--host 127.0.0.1] [--port 8000] [--pace 0.3] [--media-dir DIR]
-                               [--store memory|sqlite:PATH] [--workers N] [--worker-process] [limits...]
+                               [--store memory|sqlite:PATH|redis://HOST:PORT] [--workers N] [--api-processes N]
+                               [--worker-process] [--worker-processes N] [limits...]
 
 ``POST /api/stories/{story_id}/narrate`` queues a narration (one task, one WAV
 per sentence, spoken by the demo's espeak-ng engine); ``GET /api/tasks/{id}``
 is its status in the library's wire format; ``GET /api/tasks/{id}/events``
 streams one Server-Sent Event per change until it finishes;
-``DELETE /api/tasks/{id}`` cancels it; ``/media/audio/...`` serves the WAVs and
-``/`` the page. It listens on 127.0.0.1 by default.
+``DELETE /api/tasks/{id}`` cancels it; ``POST /api/previews`` speaks one sentence
+in a voice ahead of every narration (a narration being spoken yields to it
+after its sentence); ``GET /api/narrations`` lists those pending and running;
+``/media/audio/...`` serves the WAVs and ``/`` the page. It listens on
+127.0.0.1 by default.
 
 Each narration is a task of the library's named handler ``narrate``
 (``narration.py``). The task store decides what outlives the process: in
@@ -17,9 +21,12 @@ Each narration is a task of the library's named handler ``narrate``
 ``sqlite:PATH`` (``make serve``'s default) they survive a restart, a narration
 the process was speaking starts again at its next sentence, and several
 processes (``--workers N``, or servers started apart on one file) share one
-queue and one running narration, each answering for every task. The
-narrations are spoken in the API process, or with ``--worker-process`` in a
-worker process of their own, so the API's GIL serves requests only.
+queue and one running narration, each answering for every task; over
+``redis://HOST:PORT`` the same holds across machines, one narration at a time
+per machine identity. The narrations are spoken in the API process, or with
+``--worker-process`` / ``--worker-processes N`` in worker processes of their
+own, so the API's GIL serves requests only; ``--api-processes N`` serves the
+API from N processes, each on its own port.
 
 Only the page it serves can drive it: every request must name an allowed
 Host, a request from a browser must come from an allowed Origin, and a POST
@@ -43,6 +50,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +64,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from media import NARRATION_DIR, WAV_NAME, Limits, MediaStore, UnwritableMediaDir
-from narration import (AUDIO_URL_PREFIX, DEFAULT_VOICE, HANDLER_NAME, MEDIA_DIR_ENV, MEDIA_LIMITS_ENV, RETENTION_ENV,
-                       VOICE_NAME, EspeakEngine, Pause, StoryFormatError, SynthesisError, narration_payload,
+from narration import (AUDIO_URL_PREFIX, DEFAULT_VOICE, HANDLER_NAME, MEDIA_DIR_ENV, MEDIA_LIMITS_ENV,
+                       NARRATION_PRIORITY, PREVIEW_HANDLER_NAME, PREVIEW_PRIORITY, RETENTION_ENV, VOICE_NAME,
+                       EspeakEngine, Pause, Segment, StoryFormatError, SynthesisError, narration_payload,
                        register_narration, segments_of)
 
 from storyflow_tasks import (
@@ -92,6 +101,14 @@ ALLOWED_HOSTS_ENV = "STORYFLOW_WEB_ALLOWED_HOSTS"
 ALLOWED_ORIGINS_ENV = "STORYFLOW_WEB_ALLOWED_ORIGINS"
 #: The library's own variable for the store, read when neither --store nor the configuration names one.
 STORE_ENV = "STORYFLOW_TASKS_STORE"
+#: The library's variable for the machine identity: a redis:// store runs one task at a time per identity.
+MACHINE_ENV = "STORYFLOW_TASKS_MACHINE"
+#: The longest text a voice preview may speak (one sentence).
+MAX_PREVIEW_CHARS = 300
+#: What a preview says when the request names no text.
+PREVIEW_TEXT = "Hello, this is how the voice {voice} sounds."
+#: A preview not started within this long is of no use any more: its deadline fails it (the library's deadline).
+PREVIEW_DEADLINE_SECONDS = 60.0
 #: What the page needs and nothing more: its own script, style, audio and API; no frames, no plugins.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -171,6 +188,16 @@ class NarrateRequest(BaseModel):
                                           description="pause after each sentence")
 
 
+class PreviewRequest(BaseModel):
+    """The body of ``POST /api/previews``: one sentence in one voice, spoken ahead of every narration."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    voice: str = Field(max_length=64, pattern=f"^{VOICE_NAME.pattern}$", description="espeak-ng voice to hear")
+    text: Optional[str] = Field(None, max_length=MAX_PREVIEW_CHARS,
+                                description="one sentence (default: a sentence naming the voice)")
+
+
 class ApiError(Exception):
     """An error answered as ``{"detail": message, ...}`` with ``status_code``."""
 
@@ -247,6 +274,40 @@ class Narrator:
                 return status
         return None
 
+    @staticmethod
+    def _segments(text: str) -> List[Segment]:
+        """The sentences of a request's text, or the 422 that says what is wrong with it."""
+        control = CONTROL_CHARACTER.search(text)
+        if control:
+            code = ord(control.group())
+            name = " (NUL)" if code == 0 else ""
+            raise ApiError(422, f"body.text: character {control.start() + 1} is the control character "
+                                f"U+{code:04X}{name}: the text may hold newlines and tabs, no other control "
+                                f"characters")
+        if not text.strip():
+            raise ApiError(422, "body.text: the text is empty: paste something to narrate")
+        try:
+            return segments_of(text)
+        except StoryFormatError as error:
+            raise ApiError(422, f"body.text: {error}") from None
+
+    def _admit(self) -> None:
+        """Refuses (507) a new task while the media storage cannot take its audio."""
+        self.sweep()
+        full = self.store.refusal()
+        if full is not None:
+            raise ApiError(507, full, headers={"Retry-After": "60"})
+
+    def _submit(self, handler: str, payload: Dict[str, object], task_id: str, priority: int,
+                deadline: Optional[float] = None) -> None:
+        try:
+            self.tm.submit_named(handler, payload, task_id=task_id, priority=priority, deadline=deadline)
+        except QueueFullError:
+            raise ApiError(503, f"{self.settings.max_pending} tasks are already waiting: try again later",
+                           headers={"Retry-After": "5"}) from None
+        except ShutDownError:
+            raise ApiError(503, "the server is shutting down") from None
+
     def start(self, story_id: str, request: NarrateRequest) -> dict:
         """Queues a narration of ``request.text`` for ``story_id``; returns the POST's answer.
 
@@ -258,25 +319,10 @@ class Narrator:
         if len(request.text) > self.settings.max_text_chars:
             raise ApiError(413, f"the text is {len(request.text)} characters long; "
                                 f"the limit is {self.settings.max_text_chars}")
-        control = CONTROL_CHARACTER.search(request.text)
-        if control:
-            code = ord(control.group())
-            name = " (NUL)" if code == 0 else ""
-            raise ApiError(422, f"body.text: character {control.start() + 1} is the control character "
-                                f"U+{code:04X}{name}: the text may hold newlines and tabs, no other control "
-                                f"characters")
-        if not request.text.strip():
-            raise ApiError(422, "body.text: the text is empty: paste something to narrate")
-        try:
-            segments = segments_of(request.text)
-        except StoryFormatError as error:
-            raise ApiError(422, f"body.text: {error}") from None
+        segments = self._segments(request.text)
         if len(segments) > self.settings.max_segments:
             raise ApiError(413, f"the text has {len(segments)} sentences; the limit is {self.settings.max_segments}")
-        self.sweep()
-        full = self.store.refusal()
-        if full is not None:
-            raise ApiError(507, full, headers={"Retry-After": "60"})
+        self._admit()
         running = self.running_task(story_id)
         if running is not None:
             raise ApiError(409, f"story {story_id!r} is already being narrated by task {running['task_id']!r} "
@@ -285,20 +331,49 @@ class Narrator:
         task_id = f"{story_id}-{secrets.token_hex(6)}"
         pace = self.settings.pace_seconds if request.pace_seconds is None else request.pace_seconds
         payload = narration_payload(story_id, segments, request.voice or DEFAULT_VOICE, pace)
-        try:
-            self.tm.submit_named(HANDLER_NAME, payload, task_id=task_id)
-        except QueueFullError:
-            raise ApiError(503, f"{self.settings.max_pending} narrations are already waiting: try again later",
-                           headers={"Retry-After": "5"}) from None
-        except ShutDownError:
-            raise ApiError(503, "the server is shutting down") from None
+        self._submit(HANDLER_NAME, payload, task_id, NARRATION_PRIORITY)
         return {
             "task_id": task_id,
             "story_id": story_id,
+            "priority": NARRATION_PRIORITY,
             "status_url": f"/api/tasks/{task_id}",
             "events_url": f"/api/tasks/{task_id}/events",
             "segments": [segment.to_json() for segment in segments],
         }
+
+    def preview(self, request: PreviewRequest) -> dict:
+        """Queues a voice preview: one sentence at PREVIEW_PRIORITY, ahead of every narration; the POST's answer.
+
+        A narration being spoken yields to it after its sentence (``narration.py``),
+        so the preview is heard within a sentence. One not started within
+        PREVIEW_DEADLINE_SECONDS fails (the library's deadline): it would come too late to be of use.
+        """
+        text = PREVIEW_TEXT.format(voice=request.voice) if request.text is None else request.text
+        segments = self._segments(text)
+        if len(segments) != 1:
+            raise ApiError(422, f"body.text: a preview is one sentence; this text has {len(segments)}")
+        self._admit()
+        task_id = f"preview-{secrets.token_hex(6)}"
+        payload = narration_payload("preview", segments, request.voice, 0.0)
+        self._submit(PREVIEW_HANDLER_NAME, payload, task_id, PREVIEW_PRIORITY,
+                     deadline=time.time() + PREVIEW_DEADLINE_SECONDS)
+        return {
+            "task_id": task_id,
+            "voice": request.voice,
+            "priority": PREVIEW_PRIORITY,
+            "status_url": f"/api/tasks/{task_id}",
+            "events_url": f"/api/tasks/{task_id}/events",
+            "segments": [segment.to_json() for segment in segments],
+        }
+
+    def queue(self) -> List[dict]:
+        """The narrations pending or running in any process of the store: the running ones, then in queue order."""
+        unfinished = self.narrations()
+        running = [status for status in unfinished if status["status"] == TASK_PROCESSING]
+        waiting = [status for status in unfinished if status["status"] == TASK_PENDING]
+        # A narration no live worker serves yet has no queue position (null): it goes last.
+        waiting.sort(key=lambda status: (status.get("queue_position") is None, status.get("queue_position") or 0))
+        return running + waiting
 
     @staticmethod
     def fully_spoken(status: dict) -> bool:
@@ -554,6 +629,28 @@ def create_app(settings: Settings, store: Optional[MediaStore] = None) -> FastAP
         answer = narrator().start(story_id, narrate_request)
         return JSONResponse(answer, 202, headers={"Location": answer["status_url"]})
 
+    preview_body = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": PreviewRequest.model_json_schema()}}}}
+
+    @app.post("/api/previews", status_code=202, openapi_extra=preview_body)
+    async def preview(request: Request) -> JSONResponse:
+        """Queues a voice preview: one sentence, at a priority above every narration's."""
+        body = await _read_body(request, MAX_PREVIEW_CHARS * JSON_BYTES_PER_CHAR + 4096)
+        try:
+            preview_request = PreviewRequest.model_validate_json(body or b"null")
+        except ValidationError as error:
+            errors = [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_input=False)]
+            raise ApiError(422, _describe_validation(errors)) from None
+        answer = narrator().preview(preview_request)
+        return JSONResponse(answer, 202, headers={"Location": answer["status_url"]})
+
+    @app.get("/api/narrations")
+    async def narrations() -> Response:
+        """The narrations pending or running, whichever process of the store took them: running first, then in
+        queue order (each the library's status JSON)."""
+        return Response(json.dumps({"narrations": narrator().queue()}), media_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
     @app.get("/api/tasks/{task_id}")
     async def task_status(task_id: str) -> Response:
         return _status_response(known_status(task_id))
@@ -664,6 +761,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a whole number >= 0, not {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -721,21 +825,36 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="the request line and headers together; a larger request is refused (400); default 16K")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--store", metavar="STORE",
-                        help=f"the task store: memory, or sqlite:PATH (statuses survive a restart, and every "
-                             f"process of the file shares one queue); default ${STORE_ENV}, else memory")
+                        help=f"the task store: memory, sqlite:PATH (statuses survive a restart, and every "
+                             f"process of the file shares one queue) or redis://HOST:PORT (the same across "
+                             f"machines); default ${STORE_ENV}, else memory")
     parser.add_argument("--workers", type=_positive, default=1, metavar="N",
-                        help="serve from N processes on one port (needs an sqlite: store); default 1")
+                        help="serve from N processes on one port (needs a shared store: sqlite: or redis://); "
+                             "default 1")
+    parser.add_argument("--api-processes", type=_positive, default=1, metavar="N",
+                        help="serve from N API processes, each on its own port: --port, --port + 1, ... (with "
+                             "--port 0 each a free one); needs a shared store; default 1")
     parser.add_argument("--worker-process", action=argparse.BooleanOptionalAction, default=False,
                         help="speak the narrations in a worker process of their own (python -m storyflow_tasks "
-                             "worker), not in the API process (needs an sqlite: store)")
+                             "worker), not in the API process (needs a shared store); as --worker-processes 1")
+    parser.add_argument("--worker-processes", type=_count, default=None, metavar="N",
+                        help=f"speak the narrations in N worker processes and none in the API processes; with "
+                             f"N > 1 each has a machine identity of its own (${MACHINE_ENV}, suffixed -worker1, "
+                             f"-worker2, ...), so that a redis:// store runs N narrations at once")
     # What a supervising app.py passes to the processes it starts.
     parser.add_argument("--socket-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-speak", action="store_true", help=argparse.SUPPRESS)
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(arguments)
     store_spec = _store_spec(args.store or os.environ.get(STORE_ENV) or "memory")
-    if store_spec == "memory" and (args.workers > 1 or args.worker_process):
-        parser.error("--workers and --worker-process need a task store the processes share: --store sqlite:PATH")
+    worker_processes = int(args.worker_process) if args.worker_processes is None else args.worker_processes
+    if store_spec == "memory" and (args.workers > 1 or args.api_processes > 1 or worker_processes):
+        parser.error("--workers, --api-processes and --worker-process(es) need a task store the processes share: "
+                     "--store sqlite:PATH or --store redis://HOST:PORT")
+    if args.workers > 1 and args.api_processes > 1:
+        parser.error("--workers (processes on one port) and --api-processes (a port each): give one of them")
+    if args.port and args.port + args.api_processes - 1 > 65535:
+        parser.error(f"--api-processes {args.api_processes} from --port {args.port} would pass port 65535")
     if args.max_media < 2 * args.max_narration_audio:
         parser.error("--max-media must be at least twice --max-narration-audio "
                      "(the running narration and one finished one)")
@@ -751,9 +870,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise SystemExit(f"app.py: {error} (pass --media-dir DIR)") from None
 
     if args.socket_fd is None:
-        sock = _listening_socket(args.host, args.port)
+        sockets = [_listening_socket(args.host, args.port)]
+        for number in range(1, args.api_processes):
+            sockets.append(_listening_socket(args.host, args.port + number if args.port else 0))
+        sock = sockets[0]
     else:
         sock = socket.socket(fileno=args.socket_fd)
+        sockets = [sock]
     port = sock.getsockname()[1]
     hosts = args.allowed_host or _listed(os.environ.get(ALLOWED_HOSTS_ENV)) or default_allowed_hosts(args.host, port)
     origins = args.allowed_origin or _listed(os.environ.get(ALLOWED_ORIGINS_ENV)) or origins_of(hosts)
@@ -764,8 +887,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         max_pending=args.max_pending, max_media_bytes=args.max_media,
                         max_narration_audio_bytes=args.max_narration_audio, min_free_bytes=args.min_free,
                         ready_url=url, speak=not args.no_speak)
-    if args.socket_fd is None and (args.workers > 1 or args.worker_process):
-        return supervise(arguments, args.workers, args.worker_process, sock, store_spec, settings)
+    if args.socket_fd is None and (args.workers > 1 or len(sockets) > 1 or worker_processes):
+        return supervise(arguments, args.workers, worker_processes, sockets, store_spec, settings)
     open_tasks(settings, store_spec)
     app = create_app(settings, store)
 
@@ -810,8 +933,8 @@ def open_tasks(settings: Settings, store_spec: str) -> TaskManager:
                      cleanup_threshold_secs=settings.keep_finished_seconds)
         tm.stats()  # the first call that needs the store opens it
     except StoryflowTasksError as error:
-        raise SystemExit(f"app.py: cannot use the task store {store_spec}: {error} (pass --store memory "
-                         f"or --store sqlite:PATH)") from None
+        raise SystemExit(f"app.py: cannot use the task store {store_spec}: {error} (pass --store memory, "
+                         f"--store sqlite:PATH or --store redis://HOST:PORT)") from None
     return tm
 
 
@@ -823,37 +946,81 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def supervise(arguments: List[str], workers: int, worker_process: bool, sock: socket.socket, store_spec: str,
-              settings: Settings) -> int:
-    """Serves from ``workers`` processes on one listening socket, as ``uvicorn --workers`` does.
+def machine_identity() -> str:
+    """This machine's identity as the library finds it: ${MACHINE_ENV}, else /etc/machine-id, else the hostname."""
+    named = os.environ.get(MACHINE_ENV, "").strip()
+    if named:
+        return named
+    try:
+        machine_id = Path("/etc/machine-id").read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        machine_id = ""
+    return machine_id or socket.gethostname()
 
-    Each is this app, run again with the socket's descriptor; with
-    ``worker_process`` they register no handler and one more process, the
-    library's worker command, speaks the narrations. Every process opens the
-    one task store. SIGINT and SIGTERM are passed on; the supervisor ends when
-    the servers have.
+
+def worker_identities(count: int) -> List[Optional[str]]:
+    """The machine identity each worker process is given: None (the machine's own) for one, else one each.
+
+    A redis:// store runs one task at a time per machine identity (a GPU
+    machine runs one inference at a time). Several worker processes on one
+    machine stand here for several machines: each gets an identity of its own,
+    so they run at once. On real hardware each GPU machine runs one worker,
+    with the identity it has by default (/etc/machine-id).
+    """
+    if count <= 1:
+        return [None] * count
+    base = machine_identity()
+    return [f"{base}-worker{number}" for number in range(1, count + 1)]
+
+
+def _shown_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else _host_for_header(host)
+    return f"http://{shown}:{port}/"
+
+
+def supervise(arguments: List[str], workers: int, worker_processes: int, sockets: List[socket.socket],
+              store_spec: str, settings: Settings) -> int:
+    """Serves from several processes over one shared task store, and supervises them.
+
+    Each listening socket is served by ``workers`` processes (as ``uvicorn
+    --workers`` does), each this app run again with the socket's descriptor:
+    one socket is one port. With ``worker_processes`` the API processes
+    register no handler, and that many worker processes (the library's worker
+    command) speak the narrations, each with its machine identity
+    (``worker_identities``). SIGINT and SIGTERM are passed on; the supervisor
+    ends when the servers have.
     """
     env = {**os.environ, STORE_ENV: store_spec}
     children: List[subprocess.Popen] = []
-    worker: Optional[subprocess.Popen] = None
-    if worker_process:
-        limits = settings.media_limits
-        worker_env = {**env, MEDIA_DIR_ENV: str(settings.media_dir),
-                      MEDIA_LIMITS_ENV: f"{limits.max_bytes},{limits.max_narration_bytes},{limits.min_free_bytes}",
-                      RETENTION_ENV: f"{settings.max_retained_finished},{settings.keep_finished_seconds}"}
+    worker_children: List[subprocess.Popen] = []
+    identities = worker_identities(worker_processes)
+    urls = [_shown_url(sock) for sock in sockets]
+    if worker_processes:
+        named = ", ".join(identity for identity in identities if identity) or "this machine's"
+        print(f"app.py: {len(sockets) * workers} API process(es) on {', '.join(urls)} (no handler) and "
+              f"{worker_processes} worker process(es) (machine identity {named}) over {store_spec}", flush=True)
+    limits = settings.media_limits
+    worker_env = {**env, MEDIA_DIR_ENV: str(settings.media_dir),
+                  MEDIA_LIMITS_ENV: f"{limits.max_bytes},{limits.max_narration_bytes},{limits.min_free_bytes}",
+                  RETENTION_ENV: f"{settings.max_retained_finished},{settings.keep_finished_seconds}"}
+    for identity in identities:
         # Its own session: a Ctrl-C in the terminal must not reach it, since the worker command's
         # graceful stop cancels the running narration; the supervisor stops it last.
-        worker = subprocess.Popen([sys.executable, "-m", "storyflow_tasks", "worker", "--store", store_spec,
-                                   "--import", "narration_worker"], cwd=WEB_DIR, env=worker_env,
-                                  start_new_session=True, preexec_fn=_die_with_parent)
-    fd = sock.fileno()
-    for _ in range(workers):
-        command = [sys.executable, str(Path(__file__).resolve()), *arguments, "--workers", "1",
-                   "--no-worker-process", "--store", store_spec, "--socket-fd", str(fd)]
-        if worker_process:
-            command.append("--no-speak")
-        children.append(subprocess.Popen(command, env=env, pass_fds=(fd,), preexec_fn=_die_with_parent))
-    sock.close()
+        own_env = worker_env if identity is None else {**worker_env, MACHINE_ENV: identity}
+        worker_children.append(subprocess.Popen(
+            [sys.executable, "-m", "storyflow_tasks", "worker", "--store", store_spec, "--import", "narration_worker"],
+            cwd=WEB_DIR, env=own_env, start_new_session=True, preexec_fn=_die_with_parent))
+    for sock in sockets:
+        fd = sock.fileno()
+        for _ in range(workers):
+            command = [sys.executable, str(Path(__file__).resolve()), *arguments, "--workers", "1",
+                       "--api-processes", "1", "--no-worker-process", "--worker-processes", "0",
+                       "--store", store_spec, "--socket-fd", str(fd)]
+            if worker_processes:
+                command.append("--no-speak")
+            children.append(subprocess.Popen(command, env=env, pass_fds=(fd,), preexec_fn=_die_with_parent))
+        sock.close()
 
     def pass_on(signal_number: int, _frame: object) -> None:
         for child in children:
@@ -864,7 +1031,7 @@ def supervise(arguments: List[str], workers: int, worker_process: bool, sock: so
     signal.signal(signal.SIGTERM, pass_on)
     # uvicorn ends a server it stopped on a signal by raising that signal again: that is a clean stop.
     codes = [0 if code in (-signal.SIGTERM, -signal.SIGINT) else code for code in (child.wait() for child in children)]
-    if worker is not None:
+    for worker in worker_children:
         # Killed, not stopped: the worker command's SIGTERM cancels the running narration, where a
         # restart should resume it. An interrupted narration starts again at its next sentence.
         worker.kill()

@@ -15,6 +15,16 @@ written atomically, within the size limits.
 A narration interrupted by the end of its process (a crash, SIGKILL, a
 restart) starts again in a durable store with its completed segments and
 errors kept: the handler skips those sentences and goes on with the next one.
+
+A voice preview is one sentence submitted to the ``preview-voice`` handler
+(the same speaking code) at a higher priority than narrations. Between two
+sentences, and during the pause after one, a narration asks the library
+whether a task of a higher priority waits for the worker
+(``is_yield_requested``); if so it yields (``yield_task``) and returns: the
+library puts it back at the head of the queue of its priority with its
+segments and errors, the preview runs, and the narration resumes at its next
+sentence, as after an interruption. So a preview is heard within one sentence
+of a long narration, not after it.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +53,10 @@ __all__ = [
     "DEFAULT_VOICE",
     "EspeakEngine",
     "HANDLER_NAME",
+    "NARRATION_PRIORITY",
     "NarrationStopped",
+    "PREVIEW_HANDLER_NAME",
+    "PREVIEW_PRIORITY",
     "Segment",
     "StoryFormatError",
     "SynthesisError",
@@ -54,6 +68,14 @@ __all__ = [
 
 #: The named handler every narration is submitted to.
 HANDLER_NAME = "narrate"
+#: The named handler a voice preview (one sentence) is submitted to; the same code speaks it.
+PREVIEW_HANDLER_NAME = "preview-voice"
+#: Narrations run in the order they came, at this priority.
+NARRATION_PRIORITY = 0
+#: A preview goes ahead of every narration, and a running narration yields to it between sentences.
+PREVIEW_PRIORITY = 10
+#: How often the pause after a sentence asks whether a higher-priority task waits (the call is cheap).
+YIELD_POLL_SECONDS = 0.05
 #: What app.py tells the worker process it starts (narration_worker.py): the media directory, its
 #: limits (max_bytes,max_narration_bytes,min_free_bytes) and the retention
 #: (max_retained_finished,cleanup_threshold_secs), which the process that finishes a task applies.
@@ -97,21 +119,33 @@ def segments_of(text: str) -> List[Segment]:
     return [Segment(number, sentence.text, sentence.voice) for number, sentence in enumerate(sentences, start=1)]
 
 
-def _rest(tm: TaskManager, task_id: str, seconds: float) -> bool:
-    """Waits ``seconds`` after a sentence; True as soon as cancellation is requested.
+#: Why a pause after a sentence ended early.
+CANCEL = "cancel"
+YIELD = "yield"
+
+
+def _rest(tm: TaskManager, task_id: str, seconds: float) -> Optional[str]:
+    """Waits ``seconds`` after a sentence; returns early with CANCEL or YIELD when either is asked for, else None.
 
     The wait long-polls the task's own status (``watch``), so a cancel
-    request ends it at once instead of after the next sleep slice.
+    request ends it at once; a task of a higher priority does not change this
+    task's status, so ``is_yield_requested`` is asked every YIELD_POLL_SECONDS.
     """
     if seconds <= 0:
-        return False  # the next sentence checks for cancellation first anyway
-    try:
-        for status in tm.watch(task_id, timeout=seconds):
-            if status.get("cancel_requested"):
-                return True
-    except TaskTimeoutError:
-        pass  # nothing changed for `seconds`: the pause is over
-    return tm.is_cancel_requested(task_id)
+        return None  # the next sentence asks about both first anyway
+    end = time.monotonic() + seconds
+    while True:
+        if tm.is_yield_requested(task_id):
+            return YIELD
+        left = end - time.monotonic()
+        if left <= 0:
+            return CANCEL if tm.is_cancel_requested(task_id) else None
+        try:
+            for status in tm.watch(task_id, timeout=min(left, YIELD_POLL_SECONDS)):
+                if status.get("cancel_requested"):
+                    return CANCEL
+        except TaskTimeoutError:
+            pass  # nothing changed for this slice: ask about yielding again
 
 
 class NarrationStopped(Exception):
@@ -160,7 +194,7 @@ def _recorded_wav(path: Path) -> Optional[float]:
 
 def register_narration(tm: TaskManager, engine: EspeakEngine, store: MediaStore,
                        before_each: Callable[[], None] = lambda: None, pause: Optional[Pause] = None) -> None:
-    """Registers the ``narrate`` handler: this process becomes a worker of the task store's queue.
+    """Registers the ``narrate`` and ``preview-voice`` handlers: this process becomes a worker of the store's queue.
 
     ``before_each`` runs as each narration starts (the app's media sweep).
     """
@@ -180,6 +214,7 @@ def register_narration(tm: TaskManager, engine: EspeakEngine, store: MediaStore,
                 pause.idle()
 
     tm.register_handler(HANDLER_NAME, narrate)
+    tm.register_handler(PREVIEW_HANDLER_NAME, narrate)
 
 
 def speak_narration(
@@ -212,6 +247,10 @@ def speak_narration(
     cancelled, and fails if no sentence could be spoken. There is no pause
     after the last sentence: a cancellation then would call a fully spoken
     narration cancelled.
+
+    Before each sentence and during each pause it asks whether a task of a
+    higher priority waits; if so it yields and returns, and its next attempt
+    (same ``attempt``, ``yields`` + 1) goes on at the next sentence.
     """
     status = tm.get_task_status(task_id)
     assert status is not None, "a running task has a status"
@@ -229,6 +268,9 @@ def speak_narration(
             return  # the library ends the task CANCELLED: its cancellation was requested
         if pause is not None and pause.requested.is_set():
             _hold_until_the_process_ends(pause)
+        if tm.is_yield_requested(task_id):
+            _give_way(tm, task_id, segment.segment_id)
+            return  # back in the queue, ahead of the narrations behind it; resumed at this sentence
         file_name = f"{segment.segment_id:04d}.wav"
         assert WAV_NAME.match(file_name)
         left_over = _recorded_wav(folder / file_name) if status["attempt"] > 1 else None
@@ -258,8 +300,13 @@ def speak_narration(
             tm.add_completed_segment(task_id, segment.segment_id, {
                 "audio_url": f"{audio_url}/{file_name}", "duration": round(utterance.duration, 3)})
             spoken += 1
-        if index + 1 < total and _rest(tm, task_id, pace_seconds):
-            return
+        if index + 1 < total:
+            interrupted = _rest(tm, task_id, pace_seconds)
+            if interrupted == CANCEL:
+                return
+            if interrupted == YIELD:
+                _give_way(tm, task_id, segments[index + 1].segment_id)
+                return
     tm.update_task_progress(task_id, total, total)
     if spoken == 0:
         raise RuntimeError(f"none of the {total} sentences could be spoken (see the segment errors)")
@@ -267,6 +314,16 @@ def speak_narration(
         # The library ends it CANCELLED (it was asked to); the progress says nothing was lost.
         tm.update_task_progress(task_id, total, total, note=f"every sentence was spoken ({spoken} of {total} "
                                 "with audio) before the cancellation took effect")
+
+
+def _give_way(tm: TaskManager, task_id: str, resume_at: int) -> None:
+    """Yields to a task of a higher priority; the checkpoint records the sentence the narration goes on at.
+
+    The next attempt skips what the status has anyway; the checkpoint is for
+    the reader (the page says where a waiting narration resumes).
+    """
+    tm.set_checkpoint(task_id, {"resume_at": resume_at})
+    tm.yield_task(task_id)
 
 
 def _hold_until_the_process_ends(pause: Pause) -> None:

@@ -2,10 +2,14 @@
 
     cd examples/web && python -m storyflow_tasks worker --store sqlite:/abs/tasks.db --import narration_worker
 
-``app.py --worker-process`` starts it so. Importing this module registers the
-``narrate`` handler (``narration.register_narration``) over the media
-directory, limits and retention that app.py passes in the environment
-(``narration.MEDIA_DIR_ENV`` and the others; the defaults are the app's).
+``app.py --worker-process`` (or ``--worker-processes N``) starts it so, over
+any shared store (``--store redis://HOST:PORT`` too). Importing this module
+registers the ``narrate`` and ``preview-voice`` handlers
+(``narration.register_narration``) over the media directory, limits and
+retention that app.py passes in the environment (``narration.MEDIA_DIR_ENV``
+and the others; the defaults are the app's). Over a redis:// store, the
+worker's machine identity (``STORYFLOW_TASKS_MACHINE``, else /etc/machine-id)
+says which tasks may run at once: one per identity.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # `make test-web`: the web example's tests.
 #   1. the API over real HTTP (pytest + httpx; examples/web/tests), the app in its own process;
-#   2. the page in Debian's Chromium, headless, driven by playwright-core (examples/web/e2e),
-#      which saves target/web/screenshot.png and target/web/cancelled.png.
+#   2. the page in Debian's Chromium, headless, driven by playwright-core (examples/web/e2e):
+#      narrate.e2e.mjs (one process; saves target/web/screenshot.png and target/web/cancelled.png),
+#      then topology.e2e.mjs (make serve's layout over a redis-server it starts: two API
+#      processes, two worker processes).
 # It installs what it needs: FastAPI, uvicorn, httpx and pytest into .venv; playwright-core
-# from npm (no browser download); Debian's chromium with apt-get when root. Without root
-# and no /usr/bin/chromium, or without node/npm, the browser test is skipped, saying why.
+# from npm (no browser download); Debian's chromium (and redis-server) with apt-get when root.
+# Without root and no /usr/bin/chromium, or without node/npm, the browser tests are skipped,
+# and without redis-server the topology test, saying why.
 # The library must be built first (`make build`).
 #   examples/web/run_tests.sh [pytest options]
 set -euo pipefail
@@ -26,6 +29,12 @@ if [ ! -x "$CHROMIUM" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; 
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends \
     chromium fonts-liberation fonts-dejavu-core >/dev/null
 fi
+if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "run_tests.sh: installing Debian's redis-server with apt-get (for the topology test)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends \
+    redis-server >/dev/null
+fi
 missing=""
 if [ ! -x "$CHROMIUM" ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -45,4 +54,7 @@ if [ ! -f examples/web/node_modules/playwright-core/package.json ] \
   (cd examples/web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 CHROMIUM_PATH=$CHROMIUM PYTHON=$PWD/.venv/bin/python node examples/web/e2e/narrate.e2e.mjs || status=1
+echo "== web topology test (make serve over redis://: two API processes, two worker processes; Chromium headless)"
+CHROMIUM_PATH=$CHROMIUM REDIS_SERVER=$(command -v redis-server || echo /usr/bin/redis-server) \
+  node examples/web/e2e/topology.e2e.mjs || status=1
 exit $status

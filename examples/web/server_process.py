@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 WEB_DIR = Path(__file__).resolve().parent
 READY_PREFIX = "storyflow-web: ready on "
@@ -31,10 +31,11 @@ class ServerStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class AppProcess:
-    """The running app: its base URL (ending in ``/``) and its process id."""
+    """The running app: its base URL (ending in ``/``), its process id, and every API process's URL."""
 
     url: str
     pid: int
+    urls: Tuple[str, ...] = ()
 
 
 @contextmanager
@@ -50,8 +51,8 @@ def running_app(media_dir: Path, extra_args: Optional[List[str]] = None,
 
 @contextmanager
 def app_process(media_dir: Path, extra_args: Optional[List[str]] = None,
-                log_path: Optional[Path] = None) -> Iterator[AppProcess]:
-    """As ``running_app``, yielding the process too."""
+                log_path: Optional[Path] = None, api_processes: int = 1) -> Iterator[AppProcess]:
+    """As ``running_app``, yielding the process too; with ``api_processes`` > 1, once each printed its ready line."""
     command = [sys.executable, "-u", str(WEB_DIR / "app.py"), "--port", "0", "--media-dir", str(media_dir),
                *(extra_args or [])]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -71,7 +72,8 @@ def app_process(media_dir: Path, extra_args: Optional[List[str]] = None,
     reader = threading.Thread(target=pump_output, name="app-output", daemon=True)
     reader.start()
     try:
-        yield AppProcess(_await_ready(child, lines), child.pid)
+        urls = tuple(_await_ready(child, lines) for _ in range(api_processes))
+        yield AppProcess(urls[0], child.pid, urls)
     finally:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

@@ -1,6 +1,7 @@
 // The page, end to end, in Debian's Chromium (headless) driven by playwright-core:
 // a page of another origin cannot start a narration; then, on the app's own page,
-// narrate -> progress -> a sentence playable in an audio element -> cancel.
+// narrate -> progress -> a sentence playable in an audio element -> cancel; and a voice
+// preview that jumps a long narration, which gives way and resumes.
 // It starts the app itself (app.py on a free loopback port) and saves screenshots
 // under target/web/. No browser is downloaded: /usr/bin/chromium (or $CHROMIUM_PATH).
 //   node examples/web/e2e/narrate.e2e.mjs
@@ -305,6 +306,55 @@ try {
     await page.waitForFunction(() => document.getElementById('task-state').textContent === 'FAILED');
     const message = await page.textContent('#task-error:not([hidden])');
     check(message.includes('none of the 1 sentences could be spoken'), `task error: ${message}`);
+  });
+
+  await step('a voice preview jumps a long narration: heard within a sentence, then the narration resumes', async () => {
+    const sentencesOfLong = 8;
+    await page.evaluate(() => {
+      window.notes = [];
+      for (const id of ['yield-note', 'task-state']) {
+        const element = document.getElementById(id);
+        new MutationObserver(() => window.notes.push(element.textContent))
+          .observe(element, { childList: true, characterData: true, subtree: true });
+      }
+    });
+    await page.fill('#story-id', 'long');
+    await page.fill('#story-text', Array.from({ length: sentencesOfLong }, (_, n) => `Long sentence number ${n + 1}.`).join(' '));
+    await page.fill('#pace', '0.5');
+    await page.click('#narrate-button');
+    await page.waitForFunction(() => document.getElementById('task-id').textContent.startsWith('long-'));
+    const narrationId = (await page.textContent('#task-id')).trim();
+    await page.waitForSelector('#segments li[data-segment-id="2"].done audio');
+    const before = await taskStatus(narrationId);
+    check(before.status === 'PROCESSING', `the narration is ${before.status} before the preview`);
+    const doneBefore = before.completed_segments.length + before.errors.length;
+    await page.selectOption('#preview-voice', 'en+f3');
+    await page.click('#preview-button');
+    await page.waitForFunction(() => /^Preview of en\+f3: started/.test(document.getElementById('preview-state').textContent));
+    const previewId = await page.$eval('#preview-audio', (audio) => audio.dataset.taskId);
+    await page.waitForFunction(() => {
+      const audio = document.getElementById('preview-audio');
+      return !audio.hidden && (audio.currentTime > 0 || audio.ended);
+    });
+    const preview = await taskStatus(previewId);
+    check(preview.status === 'COMPLETED' && preview.priority === 10, `the preview: ${JSON.stringify(preview)}`);
+    const final = await finalStatus(narrationId);
+    check(final.status === 'COMPLETED', `the narration ended ${final.status}`);
+    check(preview.completed_at < final.completed_at, 'the narration ended before the preview');
+    check(final.yields === 1 && final.attempt === 1, `yields ${final.yields}, attempt ${final.attempt}: it did not give way once`);
+    const ids = final.completed_segments.map((segment) => segment.segment_id);
+    check(JSON.stringify(ids) === JSON.stringify(Array.from({ length: sentencesOfLong }, (_, n) => n + 1)),
+      `sentences spoken: ${ids}`);
+    // It gave way after the sentence it was speaking when the preview came (or the next, at most).
+    check(final.checkpoint && final.checkpoint.resume_at <= doneBefore + 2,
+      `it gave way at ${JSON.stringify(final.checkpoint)}; ${doneBefore} sentences were done at the preview`);
+    await page.waitForFunction(() => document.getElementById('task-state').textContent === 'COMPLETED');
+    const notes = await page.evaluate(() => window.notes);
+    check(notes.some((text) => /^Resumed at sentence \d+: it waited once/.test(text)),
+      `the page never showed the narration resuming: ${notes.join(' | ')}`);
+    console.log(`# the page showed the narration waiting: ${notes.some((text) => text.startsWith('Waiting: it gave way'))}`);
+    check((await page.textContent('#yield-note')).startsWith('It gave way once'), `note: ${await page.textContent('#yield-note')}`);
+    check(await page.locator('#segments li.done audio').count() === sentencesOfLong, 'not every sentence has its player');
   });
 
   await step('no script error, and no refused request but the bad input', async () => {

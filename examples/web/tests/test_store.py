@@ -189,3 +189,39 @@ def test_several_processes_on_one_port(tmp_path: Path, processes: Tuple[str, ...
         for final in finals:
             for segment in final["completed_segments"]:
                 assert http.get(segment["audio_url"]).status_code == 200
+
+
+def test_two_api_processes_and_two_workers_answer_for_each_other(tmp_path: Path) -> None:
+    """The layout of `make serve` over redis://, here over one SQLite file: API processes on two ports that
+    register no handler, worker processes that speak. A narration sent to one API process is followed and heard
+    through the other, and a preview sent to the other jumps it (one file runs one narration at a time)."""
+    layout = ("--api-processes", "2", "--worker-processes", "2")
+    with app_process(tmp_path / "media", [*_store_args(tmp_path), *layout], log_path=tmp_path / "layout.log",
+                     api_processes=2) as app:
+        assert len(set(app.urls)) == 2, app.urls
+        with httpx.Client(base_url=app.urls[0], timeout=30) as one, \
+                httpx.Client(base_url=app.urls[1], timeout=30) as two:
+            through_one, through_two = Narrations(one), Narrations(two)
+            try:
+                answer = through_one.start("layout", sentences(8), pace_seconds=0.3)
+                before = _until_spoken(through_two, answer["task_id"], 2)
+                listed = two.get("/api/narrations").json()["narrations"]
+                assert [status["task_id"] for status in listed] == [answer["task_id"]]
+                response = two.post("/api/previews", json={"voice": "en+f3"})
+                assert response.status_code == 202, response.text
+                preview = through_two.follow(response.json()["task_id"])[-1]
+                final = through_two.follow(answer["task_id"])[-1]
+                assert preview["status"] == final["status"] == "COMPLETED", (preview, final)
+                assert preview["completed_at"] < final["completed_at"]
+                assert final["yields"] == 1 and _spoken_ids(final) == list(range(1, 9))
+                done_before = len(before["completed_segments"]) + len(before["errors"])
+                assert final["checkpoint"]["resume_at"] <= done_before + 2
+                assert one.get(answer["status_url"]).json() == final
+                for segment in [*final["completed_segments"], *preview["completed_segments"]]:
+                    assert one.get(segment["audio_url"]).status_code == 200
+                    assert two.get(segment["audio_url"]).status_code == 200
+            finally:
+                through_one.finish_all()
+    log = (tmp_path / "layout.log").read_text()
+    assert log.count("storyflow_tasks worker (pid") == 2, log
+    assert "-worker1" in log and "-worker2" in log, "each worker process has a machine identity of its own"
