@@ -154,10 +154,14 @@ export interface SubmitOptions extends ScheduleOptions {
 
 /** Settings for configure() and what getConfig() returns. */
 export interface TaskConfig {
-  /** 'memory' (the default) or 'sqlite:<path>'; when not set, STORYFLOW_TASKS_STORE. */
+  /** 'memory' (the default), 'sqlite:<path>' or 'redis://host:port[/db]'; when not set, STORYFLOW_TASKS_STORE. */
   store: string;
   /** How many starts an interrupted named task gets before it is FAILED. */
   max_attempts: number;
+  /** The Redis store's key prefix (default 'storyflow'): services sharing a server use their own. */
+  redis_namespace: string;
+  /** The machine a Redis worker counts as (one running task per machine); null: STORYFLOW_TASKS_MACHINE, else /etc/machine-id, else the host name. */
+  machine_id: string | null;
   cleanup_threshold_secs: number;
   max_pending_tasks: number;
   max_retained_finished: number;

@@ -373,7 +373,9 @@ test('getConfig gives every setting', () => {
   const config = tm.getConfig();
   assert.deepEqual(Object.keys(config).sort(), ['cleanup_threshold_secs', 'event_buffer_capacity', 'max_attempts', 'max_errors_per_task',
     'max_extra_json_bytes', 'max_message_bytes', 'max_pending_tasks', 'max_retained_finished', 'max_segments_per_task',
-    'max_task_id_bytes', 'max_url_bytes', 'store'].sort());
+    'max_task_id_bytes', 'max_url_bytes', 'store', 'redis_namespace', 'machine_id'].sort());
   assert.equal(config.store, process.env.STORYFLOW_TASKS_STORE || 'memory');
   assert.equal(config.max_attempts, 3);
+  assert.equal(config.redis_namespace, 'storyflow');
+  assert.equal(config.machine_id, null);
 });
