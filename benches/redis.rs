@@ -12,7 +12,8 @@
 //! The worker processes are this program again: `redis worker URL NAMESPACE MACHINE HANDLER`.
 //!
 //! Counts (environment): BENCH_QUICK=1 for a short try. BENCH_REDIS_COMMANDSTATS=1 also
-//! prints the server's `INFO commandstats` and CPU counters after each throughput run.
+//! prints, for each throughput run, the server's calls and microseconds per task by command
+//! (`INFO commandstats` deltas).
 
 // Shared with tests/redis_store.rs, which uses all of it (restarts too).
 #[allow(dead_code)]
@@ -154,6 +155,19 @@ impl Workers {
         }
     }
 
+    /// CPU seconds the worker processes have used so far (user and system, from /proc).
+    fn cpu_secs(&self) -> f64 {
+        let tick = 100.0; // USER_HZ on Linux
+        self.children
+            .iter()
+            .filter_map(|(child, _)| std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok())
+            .filter_map(|stat| {
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / tick)
+            })
+            .sum()
+    }
+
     fn stop(mut self) {
         for (child, stdin) in &mut self.children {
             drop(stdin.take());
@@ -186,22 +200,25 @@ fn throughput(server: &RedisServer, run: &str, handler: &str, workers: usize, ta
     let store = open_store(&url, &namespace, "parent");
     submit_many(&store, handler, tasks);
     let mut pool = Workers::start(&url, &namespace, "m", workers, handler);
+    let report = std::env::var_os("BENCH_REDIS_COMMANDSTATS").is_some();
+    let stats_before = if report { command_usage(server) } else { HashMap::new() };
     let cpu_before = server_cpu(server);
+    let workers_cpu_before = pool.cpu_secs();
     let started = Instant::now();
     pool.go();
     wait_completed(&store, tasks as u64);
     let secs = started.elapsed().as_secs_f64();
     let busy = (server_cpu(server) - cpu_before) / secs;
-    if std::env::var_os("BENCH_REDIS_COMMANDSTATS").is_some() {
-        let info: String = server.query(redis::cmd("INFO").arg("cpu"));
-        eprintln!("{}", info.lines().filter(|l| l.starts_with("used_cpu")).collect::<Vec<_>>().join(" "));
+    if report {
+        print_command_usage(&stats_before, &command_usage(server), tasks, &format!("{workers} x {handler}"));
+        let per_task = |secs: f64| secs / tasks as f64 * 1e6;
+        eprintln!(
+            "   CPU per task: server {:.0} us, worker processes {:.0} us",
+            per_task(server_cpu(server) - cpu_before),
+            per_task(pool.cpu_secs() - workers_cpu_before)
+        );
     }
     pool.stop();
-    if std::env::var_os("BENCH_REDIS_COMMANDSTATS").is_some() {
-        let stats: String = server.query(redis::cmd("INFO").arg("commandstats"));
-        eprintln!("{stats}");
-        let _: String = server.query(redis::cmd("CONFIG").arg("RESETSTAT"));
-    }
     eprintln!("{workers} x {handler}: {:.0} tasks/s, the server busy {:.0}% of the time", tasks as f64 / secs, busy * 100.0);
     (tasks as f64 / secs, busy * secs / tasks as f64 * 1e6)
 }
@@ -222,6 +239,37 @@ fn commandstats(server: &RedisServer) -> HashMap<String, f64> {
             Some((name.to_owned(), calls))
         })
         .collect()
+}
+
+/// Per command: calls and microseconds spent in it (`INFO commandstats`; a script's own
+/// `redis.call`s are counted under their commands too, and inside its EVALSHA time).
+fn command_usage(server: &RedisServer) -> HashMap<String, (f64, f64)> {
+    let info: String = server.query(redis::cmd("INFO").arg("commandstats"));
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| rest.split(',').find_map(|kv| kv.strip_prefix(key))?.parse::<f64>().ok();
+            Some((name.to_owned(), (field("calls=")?, field("usec=")?)))
+        })
+        .collect()
+}
+
+/// The opt-in report (BENCH_REDIS_COMMANDSTATS=1): calls and server microseconds per task
+/// by command over one throughput run, the busiest first.
+fn print_command_usage(before: &HashMap<String, (f64, f64)>, after: &HashMap<String, (f64, f64)>, tasks: usize, label: &str) {
+    let mut rows: Vec<(String, f64, f64)> = after
+        .iter()
+        .map(|(name, (calls, usec))| {
+            let (c0, u0) = before.get(name).copied().unwrap_or((0.0, 0.0));
+            (name.clone(), (calls - c0) / tasks as f64, (usec - u0) / tasks as f64)
+        })
+        .filter(|(_, calls, _)| *calls > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    eprintln!("{label}: per task, calls and server us by command");
+    for (name, calls, usec) in rows {
+        eprintln!("   {name:<14} {calls:>8.3} calls {usec:>8.1} us");
+    }
 }
 
 fn used_memory(server: &RedisServer) -> f64 {

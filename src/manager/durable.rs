@@ -462,6 +462,7 @@ fn follow_feed(durable: &Durable, mut after: u64) {
 fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
     manager.mark_worker_thread();
     let mut feed_seen = durable.store.last_event_seq().unwrap_or(0);
+    let mut feed_looked = Instant::now();
     while !durable.shut_down.load(Ordering::Acquire) {
         durable.set_claiming(true);
         match durable.store.claim_next(Some(CLAIM_WAIT)) {
@@ -473,7 +474,12 @@ fn work(manager: &Arc<TaskManager>, durable: &Arc<Durable>) {
                 std::thread::sleep(CLAIM_WAIT);
             }
         }
-        release_finished_jobs(durable, &mut feed_seen);
+        // At most once per claim wait, not after every task: a worker draining a queue of
+        // short tasks would otherwise read the feed once more per task.
+        if feed_looked.elapsed() >= CLAIM_WAIT {
+            release_finished_jobs(durable, &mut feed_seen);
+            feed_looked = Instant::now();
+        }
     }
     durable.set_claiming(false);
     // What was cancelled by another process never comes back: its user data goes now.
