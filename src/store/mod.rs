@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -48,6 +49,32 @@ pub enum TaskKind<'a> {
 /// A task handed to this process's worker by [`Store::claim_next`]: PROCESSING, its lease
 /// held by this handle until [`Store::finish`]. The same record a runner is handed.
 pub use crate::runner::Assignment as Claim;
+
+/// A task's status as every shared store writes it: the keys and their order of the
+/// status JSON (API.md), with the stored JSON parts (progress, segments, errors,
+/// checkpoint) passed through as they were stored.
+#[derive(Serialize)]
+pub(crate) struct StatusOut<'a> {
+    pub task_id: &'a str,
+    pub status: TaskState,
+    pub progress: Box<RawValue>,
+    pub completed_segments: Vec<Box<RawValue>>,
+    pub errors: Vec<Box<RawValue>>,
+    pub created_at: f64,
+    pub started_at: Option<f64>,
+    pub completed_at: Option<f64>,
+    pub error: Option<String>,
+    pub revision: u64,
+    pub queue_position: Option<u64>,
+    pub cancel_requested: bool,
+    pub handler: Option<String>,
+    pub attempt: u32,
+    pub checkpoint: Option<Box<RawValue>>,
+    pub priority: i32,
+    pub deadline: Option<f64>,
+    pub yield_requested: bool,
+    pub yields: u32,
+}
 
 /// What a liveness sweep found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

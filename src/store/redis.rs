@@ -24,11 +24,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::{Script, Value};
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
-use super::{Claim, Recovery, Store, TaskKind};
+use super::{Claim, Recovery, StatusOut, Store, TaskKind};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventKind, TaskEvent};
@@ -441,29 +440,6 @@ struct Inner {
     /// Set by a change that may ask a task run here to yield (a submit of this process, a
     /// queue event seen on the feed): the next yield check reads the answer again.
     yield_answers_stale: AtomicBool,
-}
-
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    task_id: &'a str,
-    status: TaskState,
-    progress: Box<RawValue>,
-    completed_segments: Vec<Box<RawValue>>,
-    errors: Vec<Box<RawValue>>,
-    created_at: f64,
-    started_at: Option<f64>,
-    completed_at: Option<f64>,
-    error: Option<String>,
-    revision: u64,
-    queue_position: Option<u64>,
-    cancel_requested: bool,
-    handler: Option<String>,
-    attempt: u32,
-    checkpoint: Option<Box<RawValue>>,
-    priority: i32,
-    deadline: Option<f64>,
-    yield_requested: bool,
-    yields: u32,
 }
 
 fn new_token() -> String {

@@ -16,11 +16,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{Claim, Recovery, Store, TaskKind};
+use super::{Claim, Recovery, StatusOut, Store, TaskKind};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventKind, TaskEvent};
@@ -233,29 +232,6 @@ struct RowHead {
     n_errors: i64,
     cancel_requested: bool,
     runner: Option<String>,
-}
-
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    task_id: &'a str,
-    status: TaskState,
-    progress: Box<RawValue>,
-    completed_segments: Vec<Box<RawValue>>,
-    errors: Vec<Box<RawValue>>,
-    created_at: f64,
-    started_at: Option<f64>,
-    completed_at: Option<f64>,
-    error: Option<String>,
-    revision: u64,
-    queue_position: Option<u64>,
-    cancel_requested: bool,
-    handler: Option<String>,
-    attempt: u32,
-    checkpoint: Option<Box<RawValue>>,
-    priority: i32,
-    deadline: Option<f64>,
-    yield_requested: bool,
-    yields: u32,
 }
 
 /// Whether task `?1` is PROCESSING while a task of a higher priority is pending that some
