@@ -165,7 +165,9 @@ def test_two_servers_speak_one_narration_at_a_time_and_know_each_other_s(two_ser
         assert taken.status_code == 409 and taken.json()["task_id"] == long["task_id"]
         behind = through_b.start("behind", "Spoken after it.")
         assert b.get(behind["status_url"]).json()["status"] == "PENDING"
-        assert b.delete(long["status_url"]).status_code == 202  # cancelled through the other server
+        # Cancelled through the other server: 202, or 200 when the narration, which looks for a
+        # cancel in its pauses too, has already stopped by the time the answer is written.
+        assert b.delete(long["status_url"]).status_code in (200, 202)
         first = through_a.follow(long["task_id"])[-1]
         second = through_a.follow(behind["task_id"])[-1]
         assert first["status"] == "CANCELLED" and second["status"] == "COMPLETED"
