@@ -26,8 +26,7 @@ use redis_server::RedisServer;
 use serde_json::Value;
 use store_behaviour::{at, json, named, segment, status, wait_for, LONG};
 use storyflow_tasks::{
-    Config, ErrorKind, EventKind, RedisOptions, RedisStore, Schedule, SegmentError, SegmentId, Store, TaskFailure, TaskKind, TaskManager,
-    TaskOutcome, TaskState,
+    Config, ErrorKind, EventKind, RedisOptions, RedisStore, Schedule, Store, TaskFailure, TaskKind, TaskManager, TaskOutcome, TaskState,
 };
 
 // ----- helpers ---------------------------------------------------------------------
@@ -982,25 +981,5 @@ fn the_cross_language_scheduling_table_holds_on_redis() {
 #[test]
 fn the_queue_bound_and_the_report_caps_hold() {
     let server = RedisServer::start();
-    let config = Config { max_pending_tasks: 2, max_segments_per_task: 2, max_errors_per_task: 1, ..Config::default() };
-    let store = RedisStore::open_with(&server.url(), &config, quick("m1")).unwrap();
-    store.register_handler("h").unwrap();
-    let payload = json("null");
-    store.submit(Some("one"), named("h", &payload), Schedule::default()).unwrap();
-    store.submit(Some("two"), named("h", &payload), Schedule::default()).unwrap();
-    let full = store.submit(Some("three"), named("h", &payload), Schedule::default()).unwrap_err();
-    assert_eq!(full.kind(), ErrorKind::QueueFull, "{full}");
-    assert_eq!(store.submit(Some("one"), named("h", &payload), Schedule::default()).unwrap_err().kind(), ErrorKind::DuplicateId);
-    assert_eq!(store.status_json("three").unwrap_err().kind(), ErrorKind::NotFound, "nothing was queued");
-    store.claim_next(LONG).unwrap().unwrap();
-    store.submit(Some("three"), named("h", &payload), Schedule::default()).unwrap();
-    store.add_segment("one", &segment(1)).unwrap();
-    store.add_segment("one", &segment(2)).unwrap();
-    let capped = store.add_segment("one", &segment(3)).unwrap_err();
-    assert_eq!(capped.kind(), ErrorKind::InvalidArgument);
-    assert!(capped.message().contains("2 completed segments"), "{capped}");
-    store.add_error("one", &SegmentError { segment_id: SegmentId::from(1), error: "x".into() }).unwrap();
-    let capped = store.add_error("one", &SegmentError { segment_id: SegmentId::from(2), error: "y".into() }).unwrap_err();
-    assert!(capped.message().contains("1 segment errors"), "{capped}");
-    assert_eq!(status(&store, "one")["completed_segments"].as_array().unwrap().len(), 2);
+    store_behaviour::the_queue_bound_and_the_report_caps_hold(|config| RedisStore::open_with(&server.url(), config, quick("m1")).unwrap());
 }

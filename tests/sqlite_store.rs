@@ -978,6 +978,13 @@ fn a_yield_puts_the_task_back_at_the_head_of_its_priority_with_what_it_did() {
 }
 
 #[test]
+fn the_queue_bound_and_the_report_caps_hold() {
+    let dir = TempDir::new("caps");
+    let path = dir.join("tasks.db");
+    store_behaviour::the_queue_bound_and_the_report_caps_hold(|config| SqliteStore::open(&path, config).unwrap());
+}
+
+#[test]
 fn a_cancel_requested_wins_over_a_yield() {
     let dir = TempDir::new("conformance");
     let path = dir.join("tasks.db");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use storyflow_tasks::{
-    CompletedSegment, ErrorKind, EventKind, Schedule, SegmentError, SegmentId, Store, TaskFailure, TaskKind, TaskOutcome, TaskState,
+    CompletedSegment, Config, ErrorKind, EventKind, Schedule, SegmentError, SegmentId, Store, TaskFailure, TaskKind, TaskOutcome, TaskState,
 };
 
 // ----- the helpers both test files use ------------------------------------------------
@@ -284,4 +284,30 @@ pub fn a_cancel_requested_wins_over_a_yield<S: Store>(open: impl Fn() -> S) {
     assert_eq!(store.finish(&id, TaskOutcome::Yielded).unwrap(), TaskState::Cancelled);
     let s = status(&store, &id);
     assert_eq!((s["error"].as_str(), s["yields"].as_u64()), (Some("cancelled while running"), Some(0)));
+}
+
+/// The bound on pending tasks refuses a submit (and queues nothing) until one is claimed;
+/// the caps on a task's segments and errors refuse the one past them, saying the cap.
+pub fn the_queue_bound_and_the_report_caps_hold<S: Store>(open: impl Fn(&Config) -> S) {
+    let config = Config { max_pending_tasks: 2, max_segments_per_task: 2, max_errors_per_task: 1, ..Config::default() };
+    let store = open(&config);
+    store.register_handler("h").unwrap();
+    let payload = json("null");
+    store.submit(Some("one"), named("h", &payload), Schedule::default()).unwrap();
+    store.submit(Some("two"), named("h", &payload), Schedule::default()).unwrap();
+    let full = store.submit(Some("three"), named("h", &payload), Schedule::default()).unwrap_err();
+    assert_eq!(full.kind(), ErrorKind::QueueFull, "{full}");
+    assert_eq!(store.submit(Some("one"), named("h", &payload), Schedule::default()).unwrap_err().kind(), ErrorKind::DuplicateId);
+    assert_eq!(store.status_json("three").unwrap_err().kind(), ErrorKind::NotFound, "nothing was queued");
+    store.claim_next(LONG).unwrap().unwrap();
+    store.submit(Some("three"), named("h", &payload), Schedule::default()).unwrap();
+    store.add_segment("one", &segment(1)).unwrap();
+    store.add_segment("one", &segment(2)).unwrap();
+    let capped = store.add_segment("one", &segment(3)).unwrap_err();
+    assert_eq!(capped.kind(), ErrorKind::InvalidArgument);
+    assert!(capped.message().contains("2 completed segments"), "{capped}");
+    store.add_error("one", &SegmentError { segment_id: SegmentId::from(1), error: "x".into() }).unwrap();
+    let capped = store.add_error("one", &SegmentError { segment_id: SegmentId::from(2), error: "y".into() }).unwrap_err();
+    assert!(capped.message().contains("1 segment errors"), "{capped}");
+    assert_eq!(status(&store, "one")["completed_segments"].as_array().unwrap().len(), 2);
 }
