@@ -315,22 +315,12 @@ fn one_task_runs_per_machine_and_machines_run_at_once() {
 #[test]
 fn retention_deletes_finished_tasks_and_caps_the_feed() {
     let server = RedisServer::start();
-    let config = Config { max_retained_finished: 5, event_buffer_capacity: 50, ..Config::default() };
-    let store = RedisStore::open_with(&server.url(), &config, quick("m1")).unwrap();
-    store.register_handler("h").unwrap();
-    for i in 0..40 {
-        let id = store.submit(Some(&format!("r{i}")), named("h", &json("null")), Schedule::default()).unwrap();
-        store.claim_next(LONG).unwrap().unwrap();
-        store.add_segment(&id, &segment(i)).unwrap();
-        store.finish(&id, TaskOutcome::Completed).unwrap();
-    }
-    let stats = store.stats().unwrap();
-    assert_eq!((stats.counts.completed, stats.retained, stats.completed_total), (5, 5, 40));
-    assert_eq!(store.status_json("r0").unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(status(&store, "r39")["completed_segments"].as_array().unwrap().len(), 1);
+    let store = store_behaviour::retention_keeps_the_newest_finished_tasks(|config| {
+        RedisStore::open_with(&server.url(), config, quick("m1")).unwrap()
+    });
     let task_keys: Vec<String> = server.query(redis::cmd("KEYS").arg("{storyflow}:t:*"));
     assert_eq!(task_keys.len(), 10, "five tasks, each a hash and a segment list: {task_keys:?}");
-    let ttl: i64 = server.query(redis::cmd("TTL").arg("{storyflow}:t:r39"));
+    let ttl: i64 = server.query(redis::cmd("TTL").arg("{storyflow}:t:t39"));
     assert!(ttl > 3600, "a finished task's keys expire on the server too (TTL {ttl})");
     let feed: u64 = server.query(redis::cmd("XLEN").arg("{storyflow}:ev"));
     assert!((50..=250).contains(&feed), "the feed is capped near 50 events, holds {feed}");

@@ -311,21 +311,10 @@ fn one_task_runs_at_a_time_and_progress_reaches_other_handles() {
 #[test]
 fn retention_deletes_rows_and_bounds_the_wal() {
     let dir = TempDir::new("retention");
-    let config = Config { max_retained_finished: 5, event_buffer_capacity: 50, ..Config::default() };
     let path = dir.join("tasks.db");
-    let store = SqliteStore::open(&path, &config).unwrap();
-    for i in 0..40 {
-        let id = store.submit(Some(&format!("t{i}")), TaskKind::Function, Schedule::default()).unwrap();
-        store.claim_next(LONG).unwrap().unwrap();
-        for s in 0..20 {
-            store.add_segment(&id, &segment(s)).unwrap();
-        }
-        store.finish(&id, TaskOutcome::Completed).unwrap();
-    }
-    let stats = store.stats().unwrap();
-    assert_eq!((stats.counts.completed, stats.completed_total, stats.retained), (5, 40, 5));
-    assert_eq!(store.status_json("t0").unwrap_err().kind(), ErrorKind::NotFound);
-    assert!(store.status_json("t39").is_ok());
+    let store = store_behaviour::retention_keeps_the_newest_finished_tasks(|config| SqliteStore::open(&path, config).unwrap());
+    // The configuration the shared behaviour opened the file with.
+    let config = Config { max_retained_finished: 5, event_buffer_capacity: 50, ..Config::default() };
     store.collect_garbage().unwrap();
     let events = store.wait_events(0, 1000, Some(Duration::ZERO)).unwrap();
     assert!(events.len() <= 50, "{} events kept", events.len());

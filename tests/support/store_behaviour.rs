@@ -311,3 +311,29 @@ pub fn the_queue_bound_and_the_report_caps_hold<S: Store>(open: impl Fn(&Config)
     assert!(capped.message().contains("1 segment errors"), "{capped}");
     assert_eq!(status(&store, "one")["completed_segments"].as_array().unwrap().len(), 2);
 }
+
+/// Only the newest `max_retained_finished` finished tasks are kept (function and named
+/// tasks alike, with their segments), while the totals count every one. Gives back the
+/// store, for the checks of how each store keeps them.
+pub fn retention_keeps_the_newest_finished_tasks<S: Store>(open: impl Fn(&Config) -> S) -> S {
+    let config = Config { max_retained_finished: 5, event_buffer_capacity: 50, ..Config::default() };
+    let store = open(&config);
+    store.register_handler("h").unwrap();
+    let payload = json("null");
+    for i in 0..40 {
+        let kind = if i % 2 == 0 { TaskKind::Function } else { named("h", &payload) };
+        let id = store.submit(Some(&format!("t{i}")), kind, Schedule::default()).unwrap();
+        assert_eq!(&*store.claim_next(LONG).unwrap().unwrap().task_id, &*id);
+        for s in 0..20 {
+            store.add_segment(&id, &segment(s)).unwrap();
+        }
+        store.finish(&id, TaskOutcome::Completed).unwrap();
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.counts.completed, stats.completed_total, stats.retained), (5, 40, 5));
+    assert_eq!(store.status_json("t0").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(store.status_json("t34").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(status(&store, "t35")["completed_segments"].as_array().unwrap().len(), 20);
+    assert_eq!(status(&store, "t39")["completed_segments"].as_array().unwrap().len(), 20);
+    store
+}
