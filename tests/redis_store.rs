@@ -9,7 +9,10 @@
 mod children;
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/store_behaviour.rs"]
+mod store_behaviour;
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::BufReader;
@@ -20,14 +23,11 @@ use std::time::{Duration, Instant};
 
 use children::{append_line, env, next_message, say, spawn_child, spawn_quiet};
 use redis_server::RedisServer;
-use serde_json::value::RawValue;
 use serde_json::Value;
+use store_behaviour::{at, json, named, segment, status, wait_for, LONG};
 use storyflow_tasks::{
-    CompletedSegment, Config, ErrorKind, EventKind, RedisOptions, RedisStore, Schedule, SegmentError, SegmentId, Store, TaskFailure,
-    TaskKind, TaskManager, TaskOutcome, TaskState,
+    Config, ErrorKind, EventKind, RedisOptions, RedisStore, Schedule, Store, TaskFailure, TaskKind, TaskManager, TaskOutcome, TaskState,
 };
-
-const LONG: Option<Duration> = Some(Duration::from_secs(60));
 
 // ----- helpers ---------------------------------------------------------------------
 
@@ -72,29 +72,11 @@ fn open(server: &RedisServer, machine: &str) -> RedisStore {
     RedisStore::open_with(&server.url(), &Config::default(), quick(machine)).unwrap()
 }
 
-fn status(store: &impl Store, id: &str) -> Value {
-    serde_json::from_str(&store.status_json(id).unwrap()).unwrap()
-}
-
-/// Long-polls a task until `done` holds for its status.
-fn wait_for(store: &impl Store, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut s = status(store, id);
-    while !done(&s) {
-        s = serde_json::from_str(&store.wait_for_change(id, s["revision"].as_u64().unwrap(), LONG).unwrap()).unwrap();
-    }
-    s
-}
-
-fn named<'a>(handler: &'a str, payload: &'a RawValue) -> TaskKind<'a> {
-    TaskKind::Named { handler, payload: Some(payload) }
-}
-
-fn json(text: &str) -> Box<RawValue> {
-    RawValue::from_string(text.to_owned()).unwrap()
-}
-
-fn segment(id: i64) -> CompletedSegment {
-    CompletedSegment { segment_id: SegmentId::from(id), audio_url: format!("file:///audio/{id}.wav"), duration: 1.5 }
+/// A new handle on `server` at each call, each of a machine of its own (m1, m2, ...): the
+/// opener the shared store behaviours (tests/support/store_behaviour.rs) are given.
+fn machine_after_machine(server: &RedisServer, machines: &Cell<u32>) -> RedisStore {
+    machines.set(machines.get() + 1);
+    open(server, &format!("m{}", machines.get()))
 }
 
 /// Calls `f` until the server answers; every refusal meanwhile must say the server is away.
@@ -281,162 +263,22 @@ fn child_observer(store: &RedisStore) {
 #[test]
 fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
     let server = RedisServer::start();
-    let store = open(&server, "m1");
-    let payload = json(r#"{"chapter": 3, "text": "Once upon a time"}"#);
-    let first = store.submit(Some("chapter-3"), named("narrate", &payload), Schedule::default()).unwrap();
-    let second = store.submit(None, named("narrate", &payload), Schedule::default()).unwrap();
-    assert_eq!(store.submit(Some("chapter-3"), TaskKind::Function, Schedule::default()).unwrap_err().kind(), ErrorKind::DuplicateId);
-
-    let pending = status(&store, &first);
-    assert_eq!(pending["status"], "PENDING");
-    assert_eq!((pending["handler"].as_str(), pending["attempt"].as_u64()), (Some("narrate"), Some(0)));
-    assert!(pending["checkpoint"].is_null());
-    assert!(pending["queue_position"].is_null(), "no live worker serves it yet");
-    let keys: Vec<&str> = pending.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        [
-            "task_id",
-            "status",
-            "progress",
-            "completed_segments",
-            "errors",
-            "created_at",
-            "started_at",
-            "completed_at",
-            "error",
-            "revision",
-            "queue_position",
-            "cancel_requested",
-            "handler",
-            "attempt",
-            "checkpoint",
-            "priority",
-            "deadline",
-            "yield_requested",
-            "yields"
-        ]
-    );
-
-    assert!(store.claim_next(Some(Duration::from_millis(20))).unwrap().is_none(), "nothing to claim before the handler");
-    store.register_handler("narrate").unwrap();
-    assert_eq!(status(&store, &first)["queue_position"], 0);
-    assert_eq!(status(&store, &second)["queue_position"], 1);
-    let claim = store.claim_next(LONG).unwrap().unwrap();
-    let assignment: Value = serde_json::from_str(&claim.to_json()).unwrap();
-    assert_eq!(
-        assignment,
-        serde_json::json!({"task_id": "chapter-3", "run": true, "handler": "narrate",
-                           "payload": {"chapter": 3, "text": "Once upon a time"}, "attempt": 1, "checkpoint": null, "yields": 0})
-    );
-    assert_eq!(status(&store, &second)["queue_position"], 0);
-
-    store.update_progress(&first, 1, 4, Some(&serde_json::from_str(r#"{"sentence": "One"}"#).unwrap())).unwrap();
-    // Seen at once in this process, before the flush writes it.
-    let running = status(&store, &first);
-    assert_eq!(running["progress"], serde_json::json!({"current": 1, "total": 4, "percentage": 25, "sentence": "One"}));
-    store.add_segment(&first, &segment(1)).unwrap();
-    store.add_segment(&first, &CompletedSegment { segment_id: SegmentId::Text("two \"quoted\" ü".into()), ..segment(2) }).unwrap();
-    store.add_error(&first, &SegmentError { segment_id: SegmentId::from(3), error: "bad\u{0}voice".into() }).unwrap();
-    store.set_checkpoint(&first, &json(r#"{"next": 4}"#)).unwrap();
-    assert_eq!(
-        store.add_segment(&first, &CompletedSegment { segment_id: SegmentId::Text(String::new()), ..segment(0) }).unwrap_err().kind(),
-        ErrorKind::InvalidArgument
-    );
-    let after = status(&store, &first);
-    assert!(after["revision"].as_u64() > running["revision"].as_u64());
-    assert_eq!(after["progress"]["sentence"], "One");
-    assert_eq!(after["completed_segments"][1]["segment_id"], "two \"quoted\" ü");
-    assert_eq!(after["errors"][0], serde_json::json!({"segment_id": 3, "error": "bad\u{0}voice"}));
-    assert_eq!(after["checkpoint"], serde_json::json!({"next": 4}));
-    assert_eq!(after["status"], "PROCESSING");
-    assert!(after["started_at"].as_f64().unwrap() >= after["created_at"].as_f64().unwrap());
-
-    assert_eq!(store.finish(&first, TaskOutcome::Completed).unwrap(), TaskState::Completed);
-    let done = status(&store, &first);
-    assert_eq!(done["status"], "COMPLETED");
-    assert_eq!(done["progress"]["current"], 1, "the coalesced progress is written with the end");
-    assert!(done["error"].is_null());
-    assert_eq!(store.add_segment(&first, &segment(9)).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(store.update_progress(&first, 2, 4, None).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(store.finish(&first, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(store.status_json("nope").unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(store.cancel("nope").unwrap_err().kind(), ErrorKind::NotFound);
-
-    let events = store.wait_events(0, 100, Some(Duration::ZERO)).unwrap();
-    let kinds: Vec<EventKind> = events.iter().filter(|e| &*e.task_id == "chapter-3").map(|e| e.kind).collect();
-    assert_eq!(kinds.first(), Some(&EventKind::Submitted));
-    assert_eq!(kinds.iter().filter(|k| **k == EventKind::Finished).count(), 1);
-    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
-    assert_eq!(store.last_event_seq().unwrap(), events.last().unwrap().seq);
-    let finished = events.iter().find(|e| e.kind == EventKind::Finished).unwrap();
-    assert_eq!((finished.status, finished.revision), (TaskState::Completed, done["revision"].as_u64().unwrap()));
-    assert!(store.wait_events(events.last().unwrap().seq, 10, Some(Duration::from_millis(20))).unwrap_err().kind() == ErrorKind::Timeout);
-
-    let stats = store.stats().unwrap();
-    assert_eq!((stats.counts.completed, stats.counts.pending, stats.submitted_total, stats.completed_total), (1, 1, 2, 1));
-    assert!(stats.mean_run_secs >= 0.0 && stats.max_run_secs >= stats.mean_run_secs);
-    let listed: Vec<Value> = serde_json::from_str(&store.list_json(None).unwrap()).unwrap();
-    assert_eq!(listed.iter().map(|s| s["task_id"].as_str().unwrap()).collect::<Vec<_>>(), [&*first, &*second]);
-    let completed: Vec<Value> = serde_json::from_str(&store.list_json(Some(TaskState::Completed)).unwrap()).unwrap();
-    assert_eq!(completed.len(), 1);
+    let machines = Cell::new(0);
+    store_behaviour::a_named_task_runs_with_its_segments_errors_checkpoint_and_progress(|| machine_after_machine(&server, &machines));
 }
 
 #[test]
 fn a_named_task_no_live_worker_serves_waits_with_no_queue_position() {
     let server = RedisServer::start();
-    let store = open(&server, "m1");
-    let waiting = store.submit(Some("unserved"), named("nobody-yet", &json("null")), Schedule::default()).unwrap();
-    let function = store.submit(Some("function"), TaskKind::Function, Schedule::default()).unwrap();
-    assert_eq!(status(&store, &waiting)["status"], "PENDING");
-    assert!(status(&store, &waiting)["queue_position"].is_null(), "a task no worker serves is not in the line");
-    assert_eq!(status(&store, &function)["queue_position"], 1, "counted behind the named task, which may be served any time");
-    // Another process (a worker of another machine) registers the handler: now it is in line.
-    let other = open(&server, "m2");
-    other.register_handler("nobody-yet").unwrap();
-    assert_eq!(status(&store, &waiting)["queue_position"], 0);
-    // That worker goes away: the task waits outside the line again.
-    other.close().unwrap();
-    assert!(status(&store, &waiting)["queue_position"].is_null());
+    let machines = Cell::new(0);
+    store_behaviour::a_named_task_no_live_worker_serves_waits_with_no_queue_position(|| machine_after_machine(&server, &machines));
 }
 
 #[test]
 fn cancel_failure_and_stale_finish() {
     let server = RedisServer::start();
-    let a = open(&server, "m1");
-    let b = open(&server, "m2");
-    assert_ne!(a.worker_id(), b.worker_id());
-    let own = a.submit(Some("a-fn"), TaskKind::Function, Schedule::default()).unwrap();
-    let later = a.submit(Some("a-later"), TaskKind::Function, Schedule::default()).unwrap();
-    // A function task is only ever its submitter's to run, on any machine.
-    assert!(b.claim_next(Some(Duration::from_millis(20))).unwrap().is_none());
-    assert_eq!(a.cancel(&later).unwrap(), TaskState::Cancelled);
-    assert_eq!(status(&a, &later)["error"], "cancelled before it started");
-    assert_eq!(a.cancel(&later).unwrap_err().kind(), ErrorKind::InvalidState);
-    let claim = a.claim_next(LONG).unwrap().unwrap();
-    assert_eq!(&*claim.task_id, "a-fn");
-    assert_eq!(b.finish(&own, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState, "another worker cannot finish it");
-    a.set_failure_message(&own, "the voice model crashed").unwrap();
-    assert!(status(&b, &own)["error"].is_null(), "the failure message shows once it failed");
-    assert_eq!(a.finish(&own, TaskOutcome::Failed(TaskFailure::Code(2))).unwrap(), TaskState::Failed);
-    assert_eq!(status(&b, &own)["error"], "the voice model crashed");
-
-    let coded = a.submit(Some("coded"), TaskKind::Function, Schedule::default()).unwrap();
-    a.claim_next(LONG).unwrap().unwrap();
-    assert_eq!(a.finish(&coded, TaskOutcome::Failed(TaskFailure::Code(7))).unwrap(), TaskState::Failed);
-    assert_eq!(status(&b, &coded)["error"], "task function returned 7");
-
-    let c = a.submit(Some("c"), TaskKind::Function, Schedule::default()).unwrap();
-    a.claim_next(LONG).unwrap().unwrap();
-    assert!(!a.is_cancel_requested(&c).unwrap());
-    assert_eq!(b.cancel(&c).unwrap(), TaskState::Processing);
-    assert!(a.is_cancel_requested(&c).unwrap());
-    assert_eq!(status(&b, &c)["cancel_requested"], true);
-    assert_eq!(a.finish(&c, TaskOutcome::Completed).unwrap(), TaskState::Cancelled);
-    assert_eq!(status(&b, &c)["error"], "cancelled while running");
-    assert_eq!(b.cancel(&c).unwrap_err().kind(), ErrorKind::InvalidState);
-    let stats = b.stats().unwrap();
-    assert_eq!((stats.failed_total, stats.cancelled_total, stats.counts.processing), (2, 2, 0));
+    let machines = Cell::new(0);
+    store_behaviour::cancel_failure_and_stale_finish(|| machine_after_machine(&server, &machines));
 }
 
 #[test]
@@ -473,22 +315,12 @@ fn one_task_runs_per_machine_and_machines_run_at_once() {
 #[test]
 fn retention_deletes_finished_tasks_and_caps_the_feed() {
     let server = RedisServer::start();
-    let config = Config { max_retained_finished: 5, event_buffer_capacity: 50, ..Config::default() };
-    let store = RedisStore::open_with(&server.url(), &config, quick("m1")).unwrap();
-    store.register_handler("h").unwrap();
-    for i in 0..40 {
-        let id = store.submit(Some(&format!("r{i}")), named("h", &json("null")), Schedule::default()).unwrap();
-        store.claim_next(LONG).unwrap().unwrap();
-        store.add_segment(&id, &segment(i)).unwrap();
-        store.finish(&id, TaskOutcome::Completed).unwrap();
-    }
-    let stats = store.stats().unwrap();
-    assert_eq!((stats.counts.completed, stats.retained, stats.completed_total), (5, 5, 40));
-    assert_eq!(store.status_json("r0").unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(status(&store, "r39")["completed_segments"].as_array().unwrap().len(), 1);
+    let store = store_behaviour::retention_keeps_the_newest_finished_tasks(|config| {
+        RedisStore::open_with(&server.url(), config, quick("m1")).unwrap()
+    });
     let task_keys: Vec<String> = server.query(redis::cmd("KEYS").arg("{storyflow}:t:*"));
     assert_eq!(task_keys.len(), 10, "five tasks, each a hash and a segment list: {task_keys:?}");
-    let ttl: i64 = server.query(redis::cmd("TTL").arg("{storyflow}:t:r39"));
+    let ttl: i64 = server.query(redis::cmd("TTL").arg("{storyflow}:t:t39"));
     assert!(ttl > 3600, "a finished task's keys expire on the server too (TTL {ttl})");
     let feed: u64 = server.query(redis::cmd("XLEN").arg("{storyflow}:ev"));
     assert!((50..=250).contains(&feed), "the feed is capped near 50 events, holds {feed}");
@@ -886,40 +718,15 @@ fn a_closed_handle_hands_its_running_task_back() {
 
 // ----- scheduling: priorities, yields, deadlines ---------------------------------------
 
-fn at(priority: i32) -> Schedule {
-    Schedule::with_priority(priority)
-}
-
 fn epoch_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
 #[test]
-fn priorities_order_the_claims_and_the_queue_positions() {
+fn priorities_set_the_claim_order_and_the_queue_positions() {
     let server = RedisServer::start();
-    let store = open(&server, "m1");
-    store.register_handler("h").unwrap();
-    let payload = json("null");
-    for (id, priority) in [("low-a", 0), ("low-b", 0), ("urgent", 10), ("mid", 5), ("background", -3), ("urgent-2", 10)] {
-        store.submit(Some(id), named("h", &payload), at(priority)).unwrap();
-    }
-    let function = store.submit(Some("fn-mid"), TaskKind::Function, at(5)).unwrap();
-    let order = ["urgent", "urgent-2", "mid", "fn-mid", "low-a", "low-b", "background"];
-    for (position, id) in order.iter().enumerate() {
-        let s = status(&store, id);
-        assert_eq!((s["queue_position"].as_u64(), s["priority"].as_i64()), (Some(position as u64), s["priority"].as_i64()), "{id}");
-    }
-    assert_eq!(status(&store, &function)["priority"], 5);
-    assert!(status(&store, "mid")["deadline"].is_null());
-    for id in order {
-        let claim = store.claim_next(LONG).unwrap().unwrap();
-        assert_eq!(&*claim.task_id, id);
-        store.finish(id, TaskOutcome::Completed).unwrap();
-    }
-    let extreme = store.submit(Some("max"), named("h", &payload), at(i32::MAX)).unwrap();
-    store.submit(Some("min"), named("h", &payload), at(i32::MIN)).unwrap();
-    assert_eq!(status(&store, &extreme)["queue_position"], 0);
-    assert_eq!(status(&store, "min")["queue_position"], 1);
+    let machines = Cell::new(0);
+    store_behaviour::priorities_set_the_claim_order_and_the_queue_positions(|| machine_after_machine(&server, &machines));
 }
 
 #[test]
@@ -975,13 +782,8 @@ fn a_running_task_is_asked_to_yield_and_goes_back_to_the_head_of_its_priority() 
 #[test]
 fn a_cancel_requested_wins_over_a_yield() {
     let server = RedisServer::start();
-    let store = open(&server, "m1");
-    store.register_handler("h").unwrap();
-    let id = store.submit(Some("y"), named("h", &json("null")), at(0)).unwrap();
-    store.claim_next(LONG).unwrap().unwrap();
-    assert_eq!(store.cancel(&id).unwrap(), TaskState::Processing);
-    assert_eq!(store.finish(&id, TaskOutcome::Yielded).unwrap(), TaskState::Cancelled);
-    assert_eq!(status(&store, &id)["error"], "cancelled while running");
+    let machines = Cell::new(0);
+    store_behaviour::a_cancel_requested_wins_over_a_yield(|| machine_after_machine(&server, &machines));
 }
 
 #[test]
@@ -1169,25 +971,5 @@ fn the_cross_language_scheduling_table_holds_on_redis() {
 #[test]
 fn the_queue_bound_and_the_report_caps_hold() {
     let server = RedisServer::start();
-    let config = Config { max_pending_tasks: 2, max_segments_per_task: 2, max_errors_per_task: 1, ..Config::default() };
-    let store = RedisStore::open_with(&server.url(), &config, quick("m1")).unwrap();
-    store.register_handler("h").unwrap();
-    let payload = json("null");
-    store.submit(Some("one"), named("h", &payload), Schedule::default()).unwrap();
-    store.submit(Some("two"), named("h", &payload), Schedule::default()).unwrap();
-    let full = store.submit(Some("three"), named("h", &payload), Schedule::default()).unwrap_err();
-    assert_eq!(full.kind(), ErrorKind::QueueFull, "{full}");
-    assert_eq!(store.submit(Some("one"), named("h", &payload), Schedule::default()).unwrap_err().kind(), ErrorKind::DuplicateId);
-    assert_eq!(store.status_json("three").unwrap_err().kind(), ErrorKind::NotFound, "nothing was queued");
-    store.claim_next(LONG).unwrap().unwrap();
-    store.submit(Some("three"), named("h", &payload), Schedule::default()).unwrap();
-    store.add_segment("one", &segment(1)).unwrap();
-    store.add_segment("one", &segment(2)).unwrap();
-    let capped = store.add_segment("one", &segment(3)).unwrap_err();
-    assert_eq!(capped.kind(), ErrorKind::InvalidArgument);
-    assert!(capped.message().contains("2 completed segments"), "{capped}");
-    store.add_error("one", &SegmentError { segment_id: SegmentId::from(1), error: "x".into() }).unwrap();
-    let capped = store.add_error("one", &SegmentError { segment_id: SegmentId::from(2), error: "y".into() }).unwrap_err();
-    assert!(capped.message().contains("1 segment errors"), "{capped}");
-    assert_eq!(status(&store, "one")["completed_segments"].as_array().unwrap().len(), 2);
+    store_behaviour::the_queue_bound_and_the_report_caps_hold(|config| RedisStore::open_with(&server.url(), config, quick("m1")).unwrap());
 }

@@ -6,6 +6,8 @@
 
 #[path = "support/children.rs"]
 mod children;
+#[path = "support/store_behaviour.rs"]
+mod store_behaviour;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -15,14 +17,12 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use children::{append_line, env, next_message, say, spawn_child, spawn_quiet};
-use serde_json::value::RawValue;
 use serde_json::Value;
+use store_behaviour::{at, json, named, segment, status, wait_for, LONG};
 use storyflow_tasks::{
-    CompletedSegment, Config, ErrorKind, EventKind, Schedule, SegmentError, SegmentId, SqliteOptions, SqliteStore, Store, TaskFailure,
-    TaskKind, TaskOutcome, TaskState,
+    Config, ErrorKind, EventKind, Schedule, SegmentError, SegmentId, SqliteOptions, SqliteStore, Store, TaskFailure, TaskKind, TaskOutcome,
+    TaskState,
 };
-
-const LONG: Option<Duration> = Some(Duration::from_secs(60));
 
 // ----- helpers ---------------------------------------------------------------------
 
@@ -100,31 +100,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-fn status(store: &impl Store, id: &str) -> Value {
-    serde_json::from_str(&store.status_json(id).unwrap()).unwrap()
-}
-
-/// Long-polls a task until `done` holds for its status.
-fn wait_for(store: &impl Store, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut s = status(store, id);
-    while !done(&s) {
-        s = serde_json::from_str(&store.wait_for_change(id, s["revision"].as_u64().unwrap(), LONG).unwrap()).unwrap();
-    }
-    s
-}
-
-fn named<'a>(handler: &'a str, payload: &'a RawValue) -> TaskKind<'a> {
-    TaskKind::Named { handler, payload: Some(payload) }
-}
-
-fn json(text: &str) -> Box<RawValue> {
-    RawValue::from_string(text.to_owned()).unwrap()
-}
-
-fn segment(id: i64) -> CompletedSegment {
-    CompletedSegment { segment_id: SegmentId::from(id), audio_url: format!("file:///audio/{id}.wav"), duration: 1.5 }
 }
 
 fn quick() -> SqliteOptions {
@@ -283,143 +258,27 @@ fn child_overlap(store: &SqliteStore) {
 
 #[test]
 fn a_named_task_no_live_worker_serves_waits_with_no_queue_position() {
-    let dir = TempDir::new("unserved");
-    let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
-    let payload = json("null");
-    let waiting = store.submit(Some("unserved"), named("nobody-yet", &payload), Schedule::default()).unwrap();
-    let function = store.submit(Some("function"), TaskKind::Function, Schedule::default()).unwrap();
-    assert_eq!(status(&store, &waiting)["status"], "PENDING");
-    assert!(status(&store, &waiting)["queue_position"].is_null(), "a task no worker serves is not in the line");
-    assert_eq!(status(&store, &function)["queue_position"], 1, "counted behind the named task, which may be served any time");
-    store.register_handler("nobody-yet").unwrap();
-    assert_eq!(status(&store, &waiting)["queue_position"], 0);
+    let dir = TempDir::new("conformance");
+    let path = dir.join("tasks.db");
+    store_behaviour::a_named_task_no_live_worker_serves_waits_with_no_queue_position(|| {
+        SqliteStore::open(&path, &Config::default()).unwrap()
+    });
 }
 
 #[test]
 fn a_named_task_runs_with_its_segments_errors_checkpoint_and_progress() {
-    let dir = TempDir::new("basic");
-    let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
-    let payload = json(r#"{"chapter": 3, "text": "Once upon a time"}"#);
-    let first = store.submit(Some("chapter-3"), named("narrate", &payload), Schedule::default()).unwrap();
-    let second = store.submit(None, named("narrate", &payload), Schedule::default()).unwrap();
-    assert_eq!(store.submit(Some("chapter-3"), TaskKind::Function, Schedule::default()).unwrap_err().kind(), ErrorKind::DuplicateId);
-
-    let pending = status(&store, &first);
-    assert_eq!(pending["status"], "PENDING");
-    assert_eq!((pending["handler"].as_str(), pending["attempt"].as_u64()), (Some("narrate"), Some(0)));
-    assert!(pending["checkpoint"].is_null());
-    // No live worker serves "narrate" yet: waiting outside the line, with no position.
-    assert!(pending["queue_position"].is_null());
-    assert!(status(&store, &second)["queue_position"].is_null());
-    let keys: Vec<&str> = pending.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        [
-            "task_id",
-            "status",
-            "progress",
-            "completed_segments",
-            "errors",
-            "created_at",
-            "started_at",
-            "completed_at",
-            "error",
-            "revision",
-            "queue_position",
-            "cancel_requested",
-            "handler",
-            "attempt",
-            "checkpoint",
-            "priority",
-            "deadline",
-            "yield_requested",
-            "yields"
-        ]
-    );
-
-    // Nothing to claim before the handler is registered.
-    assert!(store.claim_next(Some(Duration::from_millis(20))).unwrap().is_none());
-    store.register_handler("narrate").unwrap();
-    let claim = store.claim_next(LONG).unwrap().unwrap();
-    let assignment: Value = serde_json::from_str(&claim.to_json()).unwrap();
-    assert_eq!(
-        assignment,
-        serde_json::json!({"task_id": "chapter-3", "run": true, "handler": "narrate",
-                           "payload": {"chapter": 3, "text": "Once upon a time"}, "attempt": 1, "checkpoint": null, "yields": 0})
-    );
-    assert_eq!(status(&store, &second)["queue_position"], 0);
-
-    store.update_progress(&first, 1, 4, Some(&serde_json::from_str(r#"{"sentence": "One"}"#).unwrap())).unwrap();
-    // Seen at once in this process, before the flush commits it.
-    let running = status(&store, &first);
-    assert_eq!(running["progress"], serde_json::json!({"current": 1, "total": 4, "percentage": 25, "sentence": "One"}));
-    store.add_segment(&first, &segment(1)).unwrap();
-    store.add_segment(&first, &CompletedSegment { segment_id: SegmentId::Text("two".into()), ..segment(2) }).unwrap();
-    store.add_error(&first, &SegmentError { segment_id: SegmentId::from(3), error: "bad\u{0}voice".into() }).unwrap();
-    store.set_checkpoint(&first, &json(r#"{"next": 4}"#)).unwrap();
-    assert_eq!(
-        store.add_segment(&first, &CompletedSegment { segment_id: SegmentId::Text(String::new()), ..segment(0) }).unwrap_err().kind(),
-        ErrorKind::InvalidArgument
-    );
-    let after = status(&store, &first);
-    assert!(after["revision"].as_u64() > running["revision"].as_u64());
-    assert_eq!(after["progress"]["sentence"], "One");
-    assert_eq!(after["completed_segments"][1]["segment_id"], "two");
-    assert_eq!(after["errors"][0], serde_json::json!({"segment_id": 3, "error": "bad\u{0}voice"}));
-    assert_eq!(after["checkpoint"], serde_json::json!({"next": 4}));
-
-    assert_eq!(store.finish(&first, TaskOutcome::Completed).unwrap(), TaskState::Completed);
-    let done = status(&store, &first);
-    assert_eq!(done["status"], "COMPLETED");
-    assert_eq!(done["progress"]["current"], 1);
-    assert_eq!(store.add_segment(&first, &segment(9)).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(store.update_progress(&first, 2, 4, None).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(store.finish(&first, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState);
-    assert_eq!(store.status_json("nope").unwrap_err().kind(), ErrorKind::NotFound);
-
-    let events = store.wait_events(0, 100, Some(Duration::ZERO)).unwrap();
-    let kinds: Vec<(&str, EventKind)> = events.iter().filter(|e| &*e.task_id == "chapter-3").map(|e| ("chapter-3", e.kind)).collect();
-    assert_eq!(kinds.first().map(|k| k.1), Some(EventKind::Submitted));
-    assert_eq!(kinds.iter().filter(|k| k.1 == EventKind::Finished).count(), 1);
-    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
-    assert_eq!(store.last_event_seq().unwrap(), events.last().unwrap().seq);
-
-    let stats = store.stats().unwrap();
-    assert_eq!((stats.counts.completed, stats.counts.pending, stats.submitted_total), (1, 1, 2));
-    let listed: Vec<Value> = serde_json::from_str(&store.list_json(None).unwrap()).unwrap();
-    assert_eq!(listed.iter().map(|s| s["task_id"].as_str().unwrap()).collect::<Vec<_>>(), [&*first, &*second]);
-    let completed: Vec<Value> = serde_json::from_str(&store.list_json(Some(TaskState::Completed)).unwrap()).unwrap();
-    assert_eq!(completed.len(), 1);
+    let dir = TempDir::new("conformance");
+    let path = dir.join("tasks.db");
+    store_behaviour::a_named_task_runs_with_its_segments_errors_checkpoint_and_progress(|| {
+        SqliteStore::open(&path, &Config::default()).unwrap()
+    });
 }
 
 #[test]
 fn cancel_failure_and_stale_finish() {
-    let dir = TempDir::new("cancel");
+    let dir = TempDir::new("conformance");
     let path = dir.join("tasks.db");
-    let a = SqliteStore::open(&path, &Config::default()).unwrap();
-    let b = SqliteStore::open(&path, &Config::default()).unwrap();
-    assert_ne!(a.worker_id(), b.worker_id());
-    let own = a.submit(Some("a-fn"), TaskKind::Function, Schedule::default()).unwrap();
-    let later = a.submit(Some("a-later"), TaskKind::Function, Schedule::default()).unwrap();
-    // A function task is only ever its submitter's to run.
-    assert!(b.claim_next(Some(Duration::from_millis(20))).unwrap().is_none());
-    assert_eq!(a.cancel(&later).unwrap(), TaskState::Cancelled);
-    assert_eq!(status(&a, &later)["error"], "cancelled before it started");
-    let claim = a.claim_next(LONG).unwrap().unwrap();
-    assert_eq!(&*claim.task_id, "a-fn");
-    // Another worker cannot finish a task it does not hold.
-    assert_eq!(b.finish(&own, TaskOutcome::Completed).unwrap_err().kind(), ErrorKind::InvalidState);
-    a.set_failure_message(&own, "the voice model crashed").unwrap();
-    assert_eq!(a.finish(&own, TaskOutcome::Failed(TaskFailure::Code(2))).unwrap(), TaskState::Failed);
-    assert_eq!(status(&b, &own)["error"], "the voice model crashed");
-
-    let c = a.submit(Some("c"), TaskKind::Function, Schedule::default()).unwrap();
-    a.claim_next(LONG).unwrap().unwrap();
-    assert_eq!(b.cancel(&c).unwrap(), TaskState::Processing);
-    assert!(a.is_cancel_requested(&c).unwrap());
-    assert_eq!(a.finish(&c, TaskOutcome::Completed).unwrap(), TaskState::Cancelled);
-    assert_eq!(status(&b, &c)["error"], "cancelled while running");
-    assert_eq!(b.cancel(&c).unwrap_err().kind(), ErrorKind::InvalidState);
+    store_behaviour::cancel_failure_and_stale_finish(|| SqliteStore::open(&path, &Config::default()).unwrap());
 }
 
 #[test]
@@ -452,21 +311,10 @@ fn one_task_runs_at_a_time_and_progress_reaches_other_handles() {
 #[test]
 fn retention_deletes_rows_and_bounds_the_wal() {
     let dir = TempDir::new("retention");
-    let config = Config { max_retained_finished: 5, event_buffer_capacity: 50, ..Config::default() };
     let path = dir.join("tasks.db");
-    let store = SqliteStore::open(&path, &config).unwrap();
-    for i in 0..40 {
-        let id = store.submit(Some(&format!("t{i}")), TaskKind::Function, Schedule::default()).unwrap();
-        store.claim_next(LONG).unwrap().unwrap();
-        for s in 0..20 {
-            store.add_segment(&id, &segment(s)).unwrap();
-        }
-        store.finish(&id, TaskOutcome::Completed).unwrap();
-    }
-    let stats = store.stats().unwrap();
-    assert_eq!((stats.counts.completed, stats.completed_total, stats.retained), (5, 40, 5));
-    assert_eq!(store.status_json("t0").unwrap_err().kind(), ErrorKind::NotFound);
-    assert!(store.status_json("t39").is_ok());
+    let store = store_behaviour::retention_keeps_the_newest_finished_tasks(|config| SqliteStore::open(&path, config).unwrap());
+    // The configuration the shared behaviour opened the file with.
+    let config = Config { max_retained_finished: 5, event_buffer_capacity: 50, ..Config::default() };
     store.collect_garbage().unwrap();
     let events = store.wait_events(0, 1000, Some(Duration::ZERO)).unwrap();
     assert!(events.len() <= 50, "{} events kept", events.len());
@@ -1047,10 +895,6 @@ fn a_worker_that_lost_its_lease_is_refused() {
 
 // ----- priorities, yields and deadlines -------------------------------------------------
 
-fn at(priority: i32) -> Schedule {
-    Schedule::with_priority(priority)
-}
-
 fn due_in(seconds: f64) -> Schedule {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     Schedule { priority: 0, deadline: Some(now + seconds) }
@@ -1058,46 +902,9 @@ fn due_in(seconds: f64) -> Schedule {
 
 #[test]
 fn priorities_set_the_claim_order_and_the_queue_positions() {
-    let dir = TempDir::new("priorities");
-    let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
-    store.register_handler("h").unwrap();
-    let payload = json("null");
-    for (id, priority) in [("a", 0), ("b", 0), ("urgent", 10), ("soon", 5), ("later", -3), ("urgent-2", 10)] {
-        store.submit(Some(id), named("h", &payload), at(priority)).unwrap();
-    }
-    let positions: Vec<(String, u64, i64)> = ["urgent", "urgent-2", "soon", "a", "b", "later"]
-        .iter()
-        .map(|id| {
-            let s = status(&store, id);
-            (s["task_id"].as_str().unwrap().to_owned(), s["queue_position"].as_u64().unwrap(), s["priority"].as_i64().unwrap())
-        })
-        .collect();
-    assert_eq!(
-        positions,
-        [
-            ("urgent".into(), 0, 10),
-            ("urgent-2".into(), 1, 10),
-            ("soon".into(), 2, 5),
-            ("a".into(), 3, 0),
-            ("b".into(), 4, 0),
-            ("later".into(), 5, -3)
-        ]
-    );
-    let keys: Vec<String> =
-        serde_json::from_str::<serde_json::Map<String, Value>>(&store.status_json("a").unwrap()).unwrap().keys().cloned().collect();
-    let tail: Vec<&str> = keys.iter().rev().take(5).rev().map(String::as_str).collect();
-    assert_eq!(tail, ["checkpoint", "priority", "deadline", "yield_requested", "yields"]);
-    let by_priority: Vec<(i32, u64)> = store.stats().unwrap().pending_by_priority.iter().map(|p| (p.priority, p.pending)).collect();
-    assert_eq!(by_priority, [(10, 2), (5, 1), (0, 2), (-3, 1)]);
-    let listed: Vec<Value> = serde_json::from_str(&store.list_json(None).unwrap()).unwrap();
-    let listed: Vec<&str> = listed.iter().map(|s| s["task_id"].as_str().unwrap()).collect();
-    assert_eq!(listed, ["a", "b", "urgent", "soon", "later", "urgent-2"], "listing keeps submission order");
-    let mut order = Vec::new();
-    while let Some(claim) = store.claim_next(Some(Duration::ZERO)).unwrap() {
-        order.push(claim.task_id.to_string());
-        store.finish(&claim.task_id, TaskOutcome::Completed).unwrap();
-    }
-    assert_eq!(order, ["urgent", "urgent-2", "soon", "a", "b", "later"]);
+    let dir = TempDir::new("conformance");
+    let path = dir.join("tasks.db");
+    store_behaviour::priorities_set_the_claim_order_and_the_queue_positions(|| SqliteStore::open(&path, &Config::default()).unwrap());
 }
 
 #[test]
@@ -1160,15 +967,17 @@ fn a_yield_puts_the_task_back_at_the_head_of_its_priority_with_what_it_did() {
 }
 
 #[test]
-fn cancel_and_a_passed_deadline_win_over_a_yield() {
-    let dir = TempDir::new("yield-cancel");
-    let store = SqliteStore::open(dir.join("tasks.db"), &Config::default()).unwrap();
-    let id = store.submit(Some("cancelled"), TaskKind::Function, Schedule::default()).unwrap();
-    store.claim_next(Some(Duration::ZERO)).unwrap().unwrap();
-    store.cancel(&id).unwrap();
-    assert_eq!(store.finish(&id, TaskOutcome::Yielded).unwrap(), TaskState::Cancelled);
-    let s = status(&store, &id);
-    assert_eq!((s["error"].as_str(), s["yields"].as_u64()), (Some("cancelled while running"), Some(0)));
+fn the_queue_bound_and_the_report_caps_hold() {
+    let dir = TempDir::new("caps");
+    let path = dir.join("tasks.db");
+    store_behaviour::the_queue_bound_and_the_report_caps_hold(|config| SqliteStore::open(&path, config).unwrap());
+}
+
+#[test]
+fn a_cancel_requested_wins_over_a_yield() {
+    let dir = TempDir::new("conformance");
+    let path = dir.join("tasks.db");
+    store_behaviour::a_cancel_requested_wins_over_a_yield(|| SqliteStore::open(&path, &Config::default()).unwrap());
 }
 
 #[test]
